@@ -1,0 +1,31 @@
+"""hinge_sc: histology-conditioned generation of spatial transcriptomics (HINGE, CVPR 2026)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("pp", "tl", "pl", "datasets", "io")
+_LAZY = {"HINGE": "hinge_sc.model", "Backbone": "hinge_sc.nn"}
+
+__all__ = ["Backbone", "HINGE", "datasets", "io", "pl", "pp", "tl"]
+
+if TYPE_CHECKING:
+    from . import datasets, io, pl, pp, tl
+    from .model import HINGE
+    from .nn import Backbone
+
+
+def __getattr__(name: str):
+    # keep `import hinge_sc` fast: scvi-tools, lightning and torch load on first use
+    if name in _SUBMODULES:
+        return importlib.import_module(f"hinge_sc.{name}")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hinge_sc' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

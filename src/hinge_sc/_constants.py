@@ -1,0 +1,32 @@
+"""Registry and module keys (no bare key strings elsewhere)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class _RegistryKeys(NamedTuple):
+    X_KEY: str = "X"
+    FEATURES_KEY: str = "features"
+    VIEWS_KEY: str = "views"
+    SECTION_KEY: str = "section"
+
+
+class _ModuleKeys(NamedTuple):
+    COUNTS: str = "counts"
+    LIBRARY: str = "library"
+    FEATURES: str = "features"
+    TARGET: str = "x0"
+    X_T: str = "x_t"
+    STEP: str = "t"
+    VISIBLE: str = "visible"
+    VISIBLE_PREV: str = "visible_prev"
+    CONDITION: str = "condition"
+    PREDICTION: str = "x0_hat"
+
+
+REGISTRY_KEYS = _RegistryKeys()
+MODULE_KEYS = _ModuleKeys()
+
+#: Environment variable pointing at a local copy of the data folder (``her2st/``, ``vocab/`` …).
+DATA_DIR_ENV = "HINGE_SC_DATA_DIR"
