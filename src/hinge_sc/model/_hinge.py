@@ -1,0 +1,517 @@
+"""The HINGE model class (scvi-tools style): AnnData in, arrays to the module, results as DataFrames."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+from tqdm.auto import tqdm
+
+from hinge_sc._constants import REGISTRY_KEYS
+from hinge_sc._validators import check_counts, check_obsm
+from hinge_sc.module import HINGEModule
+from hinge_sc.train._datamodule import HINGEDataModule
+from hinge_sc.train._trainingplan import HINGETrainingPlan
+
+from ._persistence import load_model, save_model
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anndata import AnnData
+
+    from hinge_sc.nn import Backbone
+
+logger = logging.getLogger(__name__)
+
+
+class GeneratedExpression(NamedTuple):
+    """Output of :meth:`HINGE.generate`.
+
+    Attributes
+    ----------
+    mean
+        Spots × panel genes, mean over the samples (model scale).
+    std
+        Spots × panel genes, standard deviation over the samples.
+    samples
+        ``(n_spots, n_samples, n_genes)`` when requested, else ``None``.
+    seed
+        Seed that was used (drawn and recorded when none was given).
+    """
+
+    mean: pd.DataFrame
+    std: pd.DataFrame
+    samples: np.ndarray | None
+    seed: int
+
+
+class HINGE(BaseModelClass):
+    """HINGE: histology-conditioned generation of spot expression with a frozen sc-FM :cite:p:`Fang2026`.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    backbone
+        Frozen single-cell foundation model, e.g. :meth:`hinge_sc.Backbone.random` or a loaded checkpoint.
+    genes
+        Panel genes (a subset of ``adata.var_names``); default: every registered gene. Genes absent from
+        the backbone vocabulary are dropped and reported.
+    n_steps
+        Diffusion steps ``T``.
+    schedule, schedule_power
+        Mask-ratio schedule (``"poly_auto"``, ``"linear"``, ``"cosine"``, ``"sqrt"``, ``"power"``).
+    mask_fill
+        Fill of hidden genes, ``"gauss"`` (N(0, 1)) or ``"zero"``.
+    loss_on
+        ``"revealed"`` (genes revealed at the sampled step) or ``"hidden"`` (all hidden genes).
+    target_scale
+        ``"log2p1"`` = log2(count + 1) or ``"log1p_cp10k"``.
+    condition
+        ``"sum"`` (released code) or ``"concat"`` (paper text) conditioning network.
+    head_rank
+        Low-rank SoftAdaLN heads (``None``: full heads as in the paper).
+    backbone_dropout
+        Keep the frozen backbone's dropout active during training.
+    registry
+        Used by :meth:`load` to build a model without data.
+
+    Examples
+    --------
+    >>> hs.HINGE.setup_anndata(adata, features_key="X_histology", views_key="X_histology_views")
+    >>> model = hs.HINGE(adata, backbone=hs.Backbone.random(adata.var_names, d_model=128))
+    >>> model.train(max_epochs=10)
+    >>> hs.tl.generate(model, adata_new)
+    """
+
+    _module_cls = HINGEModule
+    _training_plan_cls = HINGETrainingPlan
+    _data_splitter_cls = HINGEDataModule
+    _train_runner_cls = TrainRunner
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        backbone: Backbone | None = None,
+        genes: Sequence[str] | None = None,
+        *,
+        n_steps: int = 50,
+        schedule: Literal["poly_auto", "linear", "cosine", "sqrt", "power"] = "poly_auto",
+        schedule_power: float | None = None,
+        mask_fill: Literal["gauss", "zero"] = "gauss",
+        loss_on: Literal["revealed", "hidden"] = "revealed",
+        target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
+        condition: Literal["sum", "concat"] = "sum",
+        head_rank: int | None = None,
+        backbone_dropout: bool = True,
+        registry: dict | None = None,
+    ):
+        super().__init__(adata, registry=registry)
+        if backbone is None:
+            raise ValueError("`backbone` is required, e.g. `hs.Backbone.random(adata.var_names)`.")
+        var_names = pd.Index(self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
+        self.panel_genes_ = self._select_panel(var_names, genes, backbone)
+        token_ids, _ = backbone.token_ids(self.panel_genes_)
+        n_features = int(self.summary_stats[f"n_{REGISTRY_KEYS.FEATURES_KEY}"])
+        self.module = self._module_cls(
+            backbone,
+            token_ids,
+            n_features,
+            n_steps=n_steps,
+            schedule=schedule,
+            schedule_power=schedule_power,
+            mask_fill=mask_fill,
+            loss_on=loss_on,
+            target_scale=target_scale,
+            condition=condition,
+            head_rank=head_rank,
+            backbone_dropout=backbone_dropout,
+        )
+        init_params = self._get_init_params(locals())
+        init_params["non_kwargs"].pop("backbone")
+        init_params["non_kwargs"]["genes"] = list(self.panel_genes_)
+        self.init_params_ = init_params
+        self.backbone_info_ = {"name": backbone.config.name, "checksum": backbone.checksum()}
+        self.train_params_: dict = {}
+        self._model_summary_string = (
+            f"HINGE: {len(self.panel_genes_)} genes, {n_features} image features, T={n_steps}, "
+            f"backbone {backbone.config.name!r} (d={backbone.config.d_model}, L={backbone.config.n_layers})"
+        )
+
+    @staticmethod
+    def _select_panel(var_names: pd.Index, genes: Sequence[str] | None, backbone: Backbone) -> list[str]:
+        if genes is None:
+            candidates = list(var_names)
+        else:
+            candidates = [str(g) for g in genes]
+            absent = [g for g in candidates if g not in var_names]
+            if absent:
+                raise KeyError(
+                    f"{len(absent)} of `genes` are not in the registered genes (adata.var_names), e.g. {absent[:10]}. "
+                    "Pass genes that the data measures."
+                )
+            if len(set(candidates)) != len(candidates):
+                raise ValueError("`genes` has duplicates.")
+        _, missing = backbone.token_ids(candidates)
+        missing_set = set(missing)
+        panel = [g for g in candidates if g not in missing_set]
+        if not panel:
+            raise ValueError(
+                f"None of the {len(candidates)} genes is in the backbone vocabulary ({len(backbone.genes)} genes, "
+                f"e.g. {backbone.genes[:5]}). Check the gene symbols (HGNC symbols expected) or the backbone."
+            )
+        if missing:
+            warnings.warn(
+                f"{len(missing)} of {len(candidates)} genes are not in the backbone vocabulary and were dropped "
+                f"from the panel: {missing[:20]}{' …' if len(missing) > 20 else ''}",
+                UserWarning,
+                stacklevel=3,
+            )
+        return panel
+
+    # ------------------------------------------------------------------ registration
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        features_key: str = "X_histology",
+        views_key: str | None = None,
+        section_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register raw counts and image features of ``adata``.
+
+        Parameters
+        ----------
+        adata
+            Spots × genes.
+        layer
+            Layer with raw counts; ``None`` uses ``adata.X``.
+        features_key
+            ``adata.obsm`` key of the image features, ``(n_spots, D)``.
+        views_key
+            Optional ``adata.obsm`` key of augmented views, ``(n_spots, V, D)``; each view is a training
+            sample with the spot's expression as target.
+        section_key
+            Optional ``adata.obs`` column with the tissue section of each spot.
+
+        Raises
+        ------
+        KeyError
+            A key is missing.
+        ValueError
+            Features with NaNs or the wrong shape, or counts that are negative or not finite.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        features = check_obsm(adata, features_key, argument="features_key", ndim=2)
+        if views_key is not None:
+            views = check_obsm(adata, views_key, argument="views_key", ndim=3)
+            if views.shape[2] != features.shape[1]:
+                raise ValueError(
+                    f"`adata.obsm[{views_key!r}]` has views of width {views.shape[2]}, but the features "
+                    f"`adata.obsm[{features_key!r}]` have width {features.shape[1]}; both must come from one encoder."
+                )
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"`layer={layer!r}` is not in `adata.layers` (available: {list(adata.layers)}).")
+        if section_key is not None and section_key not in adata.obs:
+            raise KeyError(f"`section_key={section_key!r}` is not a column of `adata.obs`.")
+        check_counts(adata.X if layer is None else adata.layers[layer], where=f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`")
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            ObsmField(REGISTRY_KEYS.FEATURES_KEY, features_key),
+            CategoricalObsField(REGISTRY_KEYS.SECTION_KEY, section_key),
+        ]
+        if views_key is not None:
+            fields.append(ObsmField(REGISTRY_KEYS.VIEWS_KEY, views_key))
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @property
+    def setup_args(self) -> dict:
+        """Arguments :meth:`setup_anndata` was called with."""
+        return dict(self.registry_["setup_args"])
+
+    # ------------------------------------------------------------------ training
+    def _training_arrays(self) -> dict[str, np.ndarray]:
+        """Panel counts, library sizes, features and views of the registered spots with some panel counts."""
+        x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        var_names = pd.Index(self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names)
+        cols = var_names.get_indexer(self.panel_genes_)
+        library = np.asarray(x.sum(axis=1)).ravel().astype(np.float32)
+        counts = x[:, cols]
+        counts = (counts.toarray() if sp.issparse(counts) else np.asarray(counts)).astype(np.float32)
+        keep = np.flatnonzero(counts.sum(axis=1) > 0)
+        n_drop = counts.shape[0] - len(keep)
+        if n_drop:
+            warnings.warn(
+                f"{n_drop} of {counts.shape[0]} spots have no counts in the {len(cols)} panel genes and are "
+                "left out of training.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if not len(keep):
+            raise ValueError("No spot has counts in the panel genes; nothing to train on.")
+        arrays = {
+            "obs_indices": keep,
+            "counts": counts[keep],
+            "library": library[keep],
+            "features": np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.FEATURES_KEY))[keep],
+        }
+        if REGISTRY_KEYS.VIEWS_KEY in self.adata_manager.data_registry:
+            arrays["views"] = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.VIEWS_KEY))[keep]
+        return arrays
+
+    def train(
+        self,
+        max_epochs: int = 40,
+        *,
+        batch_size: int = 32,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_epochs: int = 5,
+        warmup_mask_ratio: float = 0.2,
+        lr_milestones: Sequence[int] = (20, 35),
+        lr_gamma: float = 0.2,
+        validation_size: float = 0.1,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 10,
+        gradient_clip_val: float = 1.0,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        strategy: str | None = None,
+        seed: int = 0,
+        show_progress_bar: bool = True,
+        **trainer_kwargs,
+    ) -> None:
+        """Train the SoftAdaLN adaptation with the masked-diffusion objective (HINGE_METHOD §5–6).
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs (one epoch = every view of every training spot once).
+        batch_size
+            Minibatch size.
+        lr, weight_decay
+            AdamW settings.
+        warmup_epochs, warmup_mask_ratio
+            Warm-start curriculum: during the first ``warmup_epochs`` epochs at most ``warmup_mask_ratio``
+            of the genes are hidden.
+        lr_milestones, lr_gamma
+            Learning rate × ``lr_gamma`` at these epochs.
+        validation_size
+            Fraction of spots (with all their views) held out for validation and early stopping.
+        early_stopping, early_stopping_patience
+            Stop when the validation loss has not improved for this many epochs (disabled under DDP by
+            scvi-tools). The weights of the best validation epoch are restored in any case.
+        gradient_clip_val
+            Gradient-norm clipping.
+        accelerator, devices, strategy
+            Passed to Lightning, e.g. ``accelerator="gpu", devices=4, strategy="ddp"``.
+        seed
+            Seed of the split, initialisation-independent randomness and the masks; recorded.
+        show_progress_bar
+            Show Lightning's progress bar.
+        **trainer_kwargs
+            Other :class:`~scvi.train.Trainer` / :class:`lightning.pytorch.Trainer` arguments.
+        """
+        pl.seed_everything(seed, workers=True, verbose=False)
+        arrays = self._training_arrays()
+        data_module = self._data_splitter_cls(
+            arrays["counts"],
+            arrays["library"],
+            arrays["features"],
+            arrays.get("views"),
+            validation_size=validation_size,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        plan = self._training_plan_cls(
+            self.module,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs,
+            warmup_mask_ratio=warmup_mask_ratio,
+            lr_milestones=lr_milestones,
+            lr_gamma=lr_gamma,
+        )
+        has_val = data_module.n_val > 0
+        if strategy is not None:
+            trainer_kwargs["strategy"] = strategy
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if has_val else None)
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=data_module,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            early_stopping=early_stopping and has_val,
+            early_stopping_monitor="validation_loss",
+            early_stopping_patience=early_stopping_patience,
+            early_stopping_warmup_epochs=warmup_epochs,
+            gradient_clip_val=gradient_clip_val,
+            enable_progress_bar=show_progress_bar,
+            **trainer_kwargs,
+        )
+        runner()
+        restored = plan.restore_best()
+        obs_idx = arrays["obs_indices"]
+        self.train_indices_ = obs_idx[data_module.train_idx]
+        self.validation_indices_ = obs_idx[data_module.val_idx]
+        self.train_params_ = {
+            "max_epochs": max_epochs,
+            "epochs_run": int(runner.trainer.current_epoch),
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "warmup_epochs": warmup_epochs,
+            "warmup_mask_ratio": warmup_mask_ratio,
+            "t_cap": plan.t_cap,
+            "lr_milestones": list(lr_milestones),
+            "lr_gamma": lr_gamma,
+            "validation_size": validation_size,
+            "early_stopping": early_stopping,
+            "gradient_clip_val": gradient_clip_val,
+            "seed": seed,
+            "n_train_spots": data_module.n_train,
+            "n_validation_spots": data_module.n_val,
+            "n_views": int(arrays["views"].shape[1]) if "views" in arrays else 1,
+            "best_epoch": plan.best_epoch,
+            "best_validation_loss": plan.best_validation_loss if restored else None,
+        }
+        if restored:
+            logger.info("Restored the weights of epoch %d (validation loss %.4f)", plan.best_epoch, plan.best_validation_loss)
+        self.module.eval()
+
+    def trainable_parameters(self) -> pd.Series:
+        """Number of trainable parameters per part of the adaptation (the backbone is frozen)."""
+        parts = self.module.denoiser.trainable_parameters()
+        parts["backbone (frozen)"] = sum(p.numel() for p in self.module.backbone.parameters())
+        return pd.Series(parts, name="n_parameters")
+
+    # ------------------------------------------------------------------ generation
+    @property
+    def device(self) -> torch.device:
+        """Device of the module."""
+        return next(self.module.parameters()).device
+
+    def generate(
+        self,
+        adata: AnnData | None = None,
+        *,
+        features_key: str | None = None,
+        n_samples: int = 8,
+        n_steps: int | None = None,
+        batch_size: int = 64,
+        seed: int | None = None,
+        return_samples: bool = False,
+        show_progress_bar: bool = True,
+    ) -> GeneratedExpression:
+        """Generate panel expression from image features with the reverse masked-diffusion process.
+
+        Works on any AnnData with image features, including H&E-only slides with no measured genes.
+
+        Parameters
+        ----------
+        adata
+            Spots to generate; default: the registered AnnData.
+        features_key
+            ``adata.obsm`` key with ``(n_spots, D)`` features; default: the key used in :meth:`setup_anndata`.
+        n_samples
+            Samples ``S`` per spot.
+        n_steps
+            Reverse steps (≤ ``T``; fewer is faster).
+        batch_size
+            Spots per batch (each batch runs ``batch_size × n_samples`` sequences).
+        seed
+            Seed of the sampler; ``None`` draws one and records it in the output.
+        return_samples
+            Also return the ``(n_spots, S, G)`` samples.
+        show_progress_bar
+            Progress bar over batches of spots.
+
+        Returns
+        -------
+        :class:`GeneratedExpression` with the per-spot mean and standard deviation (DataFrames indexed by
+        ``adata.obs_names`` with the panel genes as columns, model scale) and optionally the samples.
+        """
+        adata = self.adata if adata is None else adata
+        if adata is None:
+            raise ValueError("Pass `adata`: this model was loaded without data.")
+        if n_samples < 1:
+            raise ValueError(f"`n_samples` must be ≥ 1, got {n_samples}.")
+        features_key = features_key or self.setup_args["features_key"]
+        feats = check_obsm(adata, features_key, argument="features_key", ndim=2)
+        n_features = self.module.n_features
+        if feats.shape[1] != n_features:
+            raise ValueError(
+                f"`adata.obsm[{features_key!r}]` has {feats.shape[1]} features, the model was trained on {n_features}. "
+                "Compute the features with the same encoder and settings as for training."
+            )
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31 - 1))
+        self.module.eval()
+        device = self.device
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        chunks = []
+        starts = range(0, adata.n_obs, batch_size)
+        for start in tqdm(starts, desc="Generating", unit="batch", disable=not show_progress_bar):
+            batch = torch.as_tensor(feats[start : start + batch_size], device=device)
+            chunks.append(self.module.sample(batch, n_samples, n_steps, generator).cpu().numpy())
+        samples = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, len(self.panel_genes_)), np.float32)
+        index, columns = pd.Index(adata.obs_names), pd.Index(self.panel_genes_)
+        return GeneratedExpression(
+            mean=pd.DataFrame(samples.mean(axis=1), index=index, columns=columns),
+            std=pd.DataFrame(samples.std(axis=1), index=index, columns=columns),
+            samples=samples if return_samples else None,
+            seed=int(seed),
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, dir_path: str, *, overwrite: bool = False, save_anndata: bool = False, save_backbone: bool = True):
+        """Save the trained adaptation, the registry and (by default) the backbone to ``dir_path``.
+
+        Parameters
+        ----------
+        dir_path
+            Output folder (``model.pt``, ``backbone.pt``, optionally ``adata.h5ad``).
+        overwrite
+            Replace an existing folder's files.
+        save_anndata
+            Also write the registered AnnData.
+        save_backbone
+            Write the frozen backbone; with ``False`` pass the same backbone to :meth:`load` (its checksum is checked).
+        """
+        save_model(self, dir_path, overwrite=overwrite, save_anndata=save_anndata, save_backbone=save_backbone)
+
+    @classmethod
+    def load(
+        cls, dir_path: str, adata: AnnData | None = None, *, backbone: Backbone | None = None, device: str = "cpu"
+    ) -> HINGE:
+        """Load a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            Optional data to attach (set up with the saved arguments); not needed for :meth:`generate` on new data.
+        backbone
+            The frozen backbone, if it was not saved with the model (checked against the saved checksum).
+        device
+            Torch device to put the model on.
+        """
+        return load_model(cls, dir_path, adata=adata, backbone=backbone, device=device)

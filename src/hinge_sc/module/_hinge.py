@@ -1,0 +1,246 @@
+"""HINGE module: expression-space masked diffusion around an adapted, frozen backbone."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from scvi.module.base import BaseModuleClass, LossOutput
+
+from hinge_sc._constants import MODULE_KEYS
+from hinge_sc.nn import AdaptedBackbone
+from hinge_sc.train._schedule import mask_counts, permutation_ranks, visibility
+
+from ._sampler import reverse_step_grid, sample_masked
+
+if TYPE_CHECKING:
+    from hinge_sc.nn import Backbone
+
+TargetScale = Literal["log2p1", "log1p_cp10k"]
+MaskFill = Literal["gauss", "zero"]
+LossOn = Literal["revealed", "hidden"]
+
+
+def expression_target(counts: torch.Tensor, library: torch.Tensor, scale: TargetScale) -> torch.Tensor:
+    r"""Model-scale target from raw counts (HINGE_METHOD §1).
+
+    .. math::
+
+        x_0 = \log_2(\text{count} + 1) \quad\text{or}\quad \log(1 + 10^4\,\text{count}/\text{library})
+
+    Parameters
+    ----------
+    counts
+        ``(B, G)`` raw panel counts.
+    library
+        ``(B,)`` total counts of each spot over all genes (only used for ``log1p_cp10k``).
+    """
+    if scale == "log2p1":
+        return torch.log2(counts + 1.0)
+    if scale == "log1p_cp10k":
+        return torch.log1p(1e4 * counts / library.clamp_min(1.0).unsqueeze(-1))
+    raise ValueError(f"`target_scale` must be 'log2p1' or 'log1p_cp10k', got {scale!r}.")
+
+
+class HINGEModule(BaseModuleClass):
+    r"""Masked-diffusion denoiser around a frozen, SoftAdaLN-adapted backbone.
+
+    Training step (§5): draw ``t`` in ``1..t_max`` and one permutation per sample, build
+    :math:`x_t = m_t \odot x_0 + (1 - m_t) \odot \epsilon`, predict :math:`\hat x_0` and take the
+    squared error over the genes revealed at this step, :math:`d_t = m_{t-1} - m_t`
+    (or over every hidden gene with ``loss_on="hidden"``):
+
+    .. math::
+
+        \mathcal L = \frac{\sum_{b,g} d_{t,bg}\,(\hat x_{0,bg} - x_{0,bg})^2}{\sum_{b,g} d_{t,bg}}
+
+    Parameters
+    ----------
+    backbone
+        Frozen sc-FM.
+    token_ids
+        ``(G,)`` backbone token ids of the panel genes.
+    n_features
+        Image-feature width ``D``.
+    n_steps
+        Diffusion steps ``T``.
+    schedule, schedule_power
+        Mask-ratio schedule, see :func:`~hinge_sc.train.mask_counts`.
+    mask_fill
+        Fill of hidden entries: N(0, 1) noise or zeros (same in training and sampling).
+    loss_on
+        Entries in the loss.
+    target_scale
+        Expression scale of the targets.
+    condition, head_rank
+        See :class:`~hinge_sc.nn.AdaptedBackbone`.
+    backbone_dropout
+        Keep the frozen backbone's dropout active while training (as the released code does).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        token_ids: torch.Tensor,
+        n_features: int,
+        *,
+        n_steps: int = 50,
+        schedule: str = "poly_auto",
+        schedule_power: float | None = None,
+        mask_fill: MaskFill = "gauss",
+        loss_on: LossOn = "revealed",
+        target_scale: TargetScale = "log2p1",
+        condition: Literal["sum", "concat"] = "sum",
+        head_rank: int | None = None,
+        backbone_dropout: bool = True,
+    ):
+        super().__init__()
+        if mask_fill not in ("gauss", "zero"):
+            raise ValueError(f"`mask_fill` must be 'gauss' or 'zero', got {mask_fill!r}.")
+        if loss_on not in ("revealed", "hidden"):
+            raise ValueError(f"`loss_on` must be 'revealed' or 'hidden', got {loss_on!r}.")
+        expression_target(torch.zeros(1, 1), torch.ones(1), target_scale)  # validates the name
+        self.n_genes = int(token_ids.numel())
+        self.n_features = int(n_features)
+        self.n_steps = int(n_steps)
+        self.mask_fill, self.loss_on, self.target_scale = mask_fill, loss_on, target_scale
+        self.backbone_dropout = backbone_dropout
+        self.register_buffer("token_ids", token_ids.long().clone())
+        counts = mask_counts(self.n_genes, self.n_steps, schedule, schedule_power)
+        self.register_buffer("mask_counts", torch.as_tensor(counts, dtype=torch.long))
+        self.denoiser = AdaptedBackbone(backbone, n_features, self.n_genes, condition, head_rank)
+
+    @property
+    def backbone(self) -> Backbone:
+        """The frozen backbone."""
+        return self.denoiser.backbone
+
+    def train(self, mode: bool = True):
+        """Set training mode; the frozen backbone stays in eval mode unless ``backbone_dropout``."""
+        super().train(mode)
+        if mode and not self.backbone_dropout:
+            self.denoiser.backbone.eval()
+        return self
+
+    # ------------------------------------------------------------------ pieces of the forward process
+    def fill(self, x: torch.Tensor, visible: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        r""":math:`m \odot x + (1 - m) \odot \epsilon`, :math:`\epsilon \sim N(0, 1)` or 0."""
+        if self.mask_fill == "zero":
+            return x * visible
+        noise = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device)
+        return x * visible + noise.to(x.device) * (1.0 - visible)
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
+        return {
+            MODULE_KEYS.COUNTS: tensors[MODULE_KEYS.COUNTS],
+            MODULE_KEYS.LIBRARY: tensors[MODULE_KEYS.LIBRARY],
+            MODULE_KEYS.FEATURES: tensors[MODULE_KEYS.FEATURES],
+        }
+
+    def inference(
+        self,
+        counts: torch.Tensor,
+        library: torch.Tensor,
+        features: torch.Tensor,
+        t_max: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Draw a step and nested masks per sample, corrupt the target and build the condition.
+
+        Parameters
+        ----------
+        counts, library, features
+            ``(B, G)``, ``(B,)``, ``(B, D)``.
+        t_max
+            Largest step drawn (``t ~ U{1..t_max}``); ``None`` means ``T``. The warm-start curriculum
+            passes ``t_cap`` here.
+        generator
+            Optional generator (validation uses a fixed one so its loss is comparable across epochs).
+        """
+        t_max = self.n_steps if t_max is None else int(t_max)
+        b, device = counts.shape[0], counts.device
+        x0 = expression_target(counts, library, self.target_scale)
+        gen_device = generator.device if generator is not None else device
+        t = torch.randint(1, t_max + 1, (b,), generator=generator, device=gen_device).to(device)
+        ranks = permutation_ranks(b, self.n_genes, generator=generator, device=device)
+        visible = visibility(ranks, self.mask_counts[t])
+        visible_prev = visibility(ranks, self.mask_counts[t - 1])
+        x_t = self.fill(x0, visible, generator)
+        c = self.denoiser.condition(t, features, visible_prev)
+        return {
+            MODULE_KEYS.TARGET: x0,
+            MODULE_KEYS.X_T: x_t,
+            MODULE_KEYS.STEP: t,
+            MODULE_KEYS.VISIBLE: visible,
+            MODULE_KEYS.VISIBLE_PREV: visible_prev,
+            MODULE_KEYS.CONDITION: c,
+        }
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict[str, torch.Tensor]:
+        return {k: inference_outputs[k] for k in (MODULE_KEYS.X_T, MODULE_KEYS.VISIBLE, MODULE_KEYS.CONDITION)}
+
+    def generative(self, x_t: torch.Tensor, visible: torch.Tensor, condition: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the adapted backbone: ``x0_hat (B, G)``."""
+        return {MODULE_KEYS.PREDICTION: self.denoiser(x_t, visible, condition, self.token_ids)}
+
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Masked MSE over the revealed (or all hidden) entries, averaged over the entries of the batch."""
+        x0 = inference_outputs[MODULE_KEYS.TARGET]
+        visible = inference_outputs[MODULE_KEYS.VISIBLE]
+        if self.loss_on == "revealed":
+            weight = inference_outputs[MODULE_KEYS.VISIBLE_PREV] - visible
+        else:
+            weight = 1.0 - visible
+        sq_err = (generative_outputs[MODULE_KEYS.PREDICTION] - x0) ** 2
+        n_entries = weight.sum()
+        loss = (sq_err * weight).sum() / n_entries.clamp_min(1.0)  # steps revealing no gene give 0, not NaN
+        return LossOutput(
+            loss=loss,
+            n_obs_minibatch=x0.shape[0],
+            extra_metrics={"n_loss_entries": n_entries.detach()},
+        )
+
+    # ------------------------------------------------------------------ reverse process
+    @torch.inference_mode()
+    def sample(
+        self,
+        features: torch.Tensor,
+        n_samples: int = 8,
+        n_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Generate expression for a batch of spots.
+
+        Parameters
+        ----------
+        features
+            ``(B, D)`` image features.
+        n_samples
+            Samples ``S`` per spot.
+        n_steps
+            Reverse steps (≤ ``T``); ``None`` uses ``T``.
+        generator
+            Seeded generator.
+
+        Returns
+        -------
+        ``(B, S, G)`` samples on the model scale.
+        """
+        b = features.shape[0]
+        feats = features.repeat_interleave(n_samples, dim=0)
+
+        def denoise(x_t, visible, t, visible_prev):
+            c = self.denoiser.condition(t, feats, visible_prev)
+            return self.denoiser(x_t, visible, c, self.token_ids)
+
+        x = sample_masked(
+            denoise,
+            self.fill,
+            self.mask_counts,
+            b * n_samples,
+            self.n_genes,
+            grid=reverse_step_grid(self.n_steps, n_steps),
+            generator=generator,
+            device=features.device,
+        )
+        return x.view(b, n_samples, self.n_genes)

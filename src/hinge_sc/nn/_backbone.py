@@ -1,0 +1,306 @@
+"""The CellFM-style ERetNet backbone (HINGE_METHOD §3)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._retention import RetentionLayer
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+MaskMechanism = Literal["mask_emb", "zero_emb"]
+_FORMAT = "hinge_sc.Backbone/1"
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Hyper-parameters of :class:`Backbone` (everything needed to rebuild it)."""
+
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 8
+    d_ffn: int | None = None
+    n_bins: int = 256
+    negative_slope: float = 0.2
+    dropout: float = 0.1
+    norm_eps: float = 1e-7
+    mask_mechanism: MaskMechanism = "mask_emb"
+    name: str = "random"
+
+    def __post_init__(self):
+        if min(self.d_model, self.n_layers, self.n_heads, self.n_bins) < 1:
+            raise ValueError(f"Backbone sizes must be positive, got {self}.")
+        if self.mask_mechanism not in ("mask_emb", "zero_emb"):
+            raise ValueError(f"`mask_mechanism` must be 'mask_emb' or 'zero_emb', got {self.mask_mechanism!r}.")
+
+
+#: Shapes of the published CellFM models (random weights unless loaded from a checkpoint).
+CELLFM_SHAPES = {
+    "cellfm-800m": {"d_model": 1536, "n_layers": 40, "n_heads": 48},
+    "cellfm-80m": {"d_model": 1536, "n_layers": 2, "n_heads": 48},
+}
+
+
+class SoftBinningValueEncoder(nn.Module):
+    r"""Soft-binning encoder of one scalar value per gene.
+
+    .. math::
+
+        h = \mathrm{LeakyReLU}(w_1 x),\quad h \leftarrow W_3 h + a\,h,\quad e = T\,\mathrm{softmax}(h)
+    """
+
+    def __init__(self, d_model: int, n_bins: int, negative_slope: float):
+        super().__init__()
+        self.negative_slope = negative_slope
+        self.w1 = nn.Linear(1, n_bins, bias=False)
+        self.w3 = nn.Linear(n_bins, n_bins, bias=False)
+        self.a = nn.Parameter(torch.ones(()))
+        self.table = nn.Linear(n_bins, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, G)`` values → ``(B, G, d)`` embeddings."""
+        h = F.leaky_relu(self.w1(x.unsqueeze(-1)), self.negative_slope)
+        h = self.w3(h) + self.a * h
+        return self.table(torch.softmax(h, dim=-1))
+
+
+class ValueEncoder(nn.Module):
+    """Value encoder plus the learned embedding of a masked value (CellFM's ``value_enc``)."""
+
+    def __init__(self, d_model: int, n_bins: int, negative_slope: float):
+        super().__init__()
+        self.value_enc = SoftBinningValueEncoder(d_model, n_bins, negative_slope)
+        self.mask_emb = nn.Parameter(torch.zeros(d_model))
+
+
+class ValueDecoder(nn.Module):
+    r"""Per-token decoder :math:`\hat y = W_2\,\mathrm{LeakyReLU}(W_1 h)` (d → d → 1)."""
+
+    def __init__(self, d_model: int, negative_slope: float):
+        super().__init__()
+        self.negative_slope = negative_slope
+        self.w1 = nn.Linear(d_model, d_model, bias=False)
+        self.w2 = nn.Linear(d_model, 1, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, G, d) → (B, G)``."""
+        return self.w2(F.leaky_relu(self.w1(h), self.negative_slope)).squeeze(-1)
+
+
+class Backbone(nn.Module):
+    """CellFM-style single-cell foundation model: gene tokens, ERetNet layers, value decoder.
+
+    Tokens are one CLS token followed by one token per panel gene. A gene's token is its row of the
+    gene table plus the embedding of its value; hidden genes get the mask embedding (``mask_emb``,
+    CellFM's pre-training) or add ``zero_emb`` to the embedding of their fill value (HINGE's code).
+
+    Parameters
+    ----------
+    genes
+        Vocabulary (gene symbols); gene ``i`` has token id ``i + 1``, id 0 is padding.
+    config
+        Sizes and options, see :class:`BackboneConfig`.
+
+    Examples
+    --------
+    >>> bb = hs.Backbone.random(["CD3E", "MS4A1", "EPCAM"], d_model=32, n_layers=2, n_heads=4)
+    >>> bb.save("backbone.pt"); hs.Backbone.load("backbone.pt")
+    """
+
+    def __init__(self, genes: Sequence[str], config: BackboneConfig | None = None):
+        super().__init__()
+        genes = [str(g) for g in genes]
+        if not genes:
+            raise ValueError("`genes` (the backbone vocabulary) is empty.")
+        if len(set(genes)) != len(genes):
+            raise ValueError("`genes` (the backbone vocabulary) has duplicate symbols.")
+        self.config = config = config or BackboneConfig()
+        self.genes = genes
+        self._index = {g: i + 1 for i, g in enumerate(genes)}
+        self._index_upper = {g.upper(): i for g, i in reversed(list(self._index.items()))}
+        d = config.d_model
+        n_rows = 8 * math.ceil((len(genes) + 1) / 8)  # CellFM pads the table to a multiple of 8
+        self.gene_emb = nn.Parameter(torch.zeros(n_rows, d))
+        self.cls_token = nn.Parameter(torch.zeros(d))
+        self.zero_emb = nn.Parameter(torch.zeros(d))
+        self.value_enc = ValueEncoder(d, config.n_bins, config.negative_slope)
+        self.encoder = nn.ModuleList(
+            RetentionLayer(d, config.n_heads, config.d_ffn or d, i, config.n_layers, config.dropout, config.norm_eps)
+            for i in range(config.n_layers)
+        )
+        self.value_dec = ValueDecoder(d, config.negative_slope)
+
+    # ----------------------------------------------------------------- constructors
+    @classmethod
+    def random(
+        cls,
+        genes: Sequence[str],
+        *,
+        d_model: int = 256,
+        n_layers: int = 4,
+        n_heads: int = 8,
+        shape: Literal["cellfm-800m", "cellfm-80m"] | None = None,
+        seed: int | None = 0,
+        **config_kwargs,
+    ) -> Backbone:
+        """A randomly initialised backbone of any size.
+
+        Parameters
+        ----------
+        genes
+            Vocabulary.
+        d_model, n_layers, n_heads
+            Width ``d``, depth ``L`` and heads ``H``.
+        shape
+            Use the shape of a published CellFM model instead (``d=1536``; ``L=40, H=48`` or ``L=2, H=48``).
+        seed
+            Seed of the initialisation (``None`` uses the global generator).
+        **config_kwargs
+            Other fields of :class:`BackboneConfig`.
+        """
+        sizes = {"d_model": d_model, "n_layers": n_layers, "n_heads": n_heads}
+        if shape is not None:
+            if shape not in CELLFM_SHAPES:
+                raise ValueError(f"`shape` must be one of {sorted(CELLFM_SHAPES)}, got {shape!r}.")
+            sizes = CELLFM_SHAPES[shape]
+        config = BackboneConfig(**sizes, name=config_kwargs.pop("name", shape or "random"), **config_kwargs)
+        ctx = torch.random.fork_rng() if seed is not None else contextlib.nullcontext()
+        with ctx:
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = cls(genes, config)
+            model.reset_parameters()
+        return model
+
+    def reset_parameters(self) -> None:
+        """Xavier-normal initialisation as in CellFM (used for random backbones and pre-training)."""
+        n_layers = self.config.n_layers
+        nn.init.xavier_normal_(self.gene_emb)
+        with torch.no_grad():
+            self.gene_emb[0].zero_()  # padding row
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.value_enc.mask_emb, std=0.02)
+        nn.init.zeros_(self.zero_emb)
+        enc = self.value_enc.value_enc
+        for lin in (enc.w1, enc.w3, enc.table, self.value_dec.w1, self.value_dec.w2):
+            nn.init.xavier_normal_(lin.weight)
+        for layer in self.encoder:
+            layer.reset_parameters(n_layers)
+
+    # ----------------------------------------------------------------- vocabulary
+    def token_ids(self, genes: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+        """Token ids of ``genes`` (exact symbol, else case-insensitive match).
+
+        Returns
+        -------
+        ids
+            Long tensor ``(len(genes),)``; 0 for genes not in the vocabulary.
+        missing
+            Genes not in the vocabulary.
+        """
+        ids, missing = [], []
+        for g in genes:
+            i = self._index.get(g) or self._index_upper.get(str(g).upper(), 0)
+            ids.append(i)
+            if i == 0:
+                missing.append(g)
+        return torch.tensor(ids, dtype=torch.long), missing
+
+    # ----------------------------------------------------------------- forward pieces
+    def embed(self, values: torch.Tensor, token_ids: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings ``(B, 1 + G, d)``: CLS, then gene embedding + value embedding.
+
+        Parameters
+        ----------
+        values
+            ``(B, G)`` input values (hidden entries already filled).
+        token_ids
+            ``(G,)`` token ids of the panel.
+        visible
+            ``(B, G)``, 1 = visible; ``None`` means all visible.
+        """
+        v = self.value_enc.value_enc(values)
+        if visible is not None:
+            hidden = (1.0 - visible).unsqueeze(-1).to(v.dtype)
+            if self.config.mask_mechanism == "mask_emb":
+                v = v * (1.0 - hidden) + hidden * self.value_enc.mask_emb
+            else:
+                v = v + hidden * self.zero_emb
+        tokens = self.gene_emb[token_ids].unsqueeze(0) + v
+        cls = self.cls_token.expand(values.shape[0], 1, -1).to(tokens.dtype)
+        return torch.cat([cls, tokens], dim=1)
+
+    @staticmethod
+    def key_mask(visible: torch.Tensor | None) -> torch.Tensor | None:
+        """``(B, 1 + G)`` key/value mask: CLS always 1, genes their visibility."""
+        if visible is None:
+            return None
+        return torch.cat([visible.new_ones(visible.shape[0], 1), visible], dim=1)
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """Decode the gene tokens of ``h`` ``(B, 1 + G, d)`` into values ``(B, G)`` (CLS is not decoded)."""
+        return self.value_dec(h[:, 1:])
+
+    def forward(self, values: torch.Tensor, token_ids: torch.Tensor, visible: torch.Tensor | None = None):
+        """Plain (unconditioned) backbone: reconstruct all gene values ``(B, G)``."""
+        h = self.embed(values, token_ids, visible)
+        km = self.key_mask(visible)
+        for layer in self.encoder:
+            h = layer(h, km)
+        return self.decode(h)
+
+    # ----------------------------------------------------------------- persistence
+    def checksum(self) -> str:
+        """SHA-256 over the vocabulary, config and every tensor (first 16 hex digits)."""
+        digest = hashlib.sha256(repr((self.genes, asdict(self.config))).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the backbone (vocabulary, config, weights) to one ``torch.save`` file."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": _FORMAT,
+            "genes": self.genes,
+            "config": asdict(self.config),
+            "state_dict": self.state_dict(),
+        }
+        torch.save(payload, path)
+        logger.info("Saved backbone %s (%d genes) to %s", self.config.name, len(self.genes), path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Backbone:
+        """Read a backbone written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No backbone file at {path}; write one with `Backbone.save(path)`.")
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not a hinge_sc backbone file (expected format {_FORMAT!r}).")
+        model = cls(payload["genes"], BackboneConfig(**payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+        return model
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"name={c.name!r}, genes={len(self.genes)}, d={c.d_model}, L={c.n_layers}, H={c.n_heads}"
+

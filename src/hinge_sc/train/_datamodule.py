@@ -1,0 +1,111 @@
+"""Train/validation split that keeps all augmented views of a spot on one side (HINGE_METHOD §2, §6)."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hinge_sc._constants import MODULE_KEYS
+
+logger = logging.getLogger(__name__)
+
+
+class SpotViewDataset(Dataset):
+    """One item per (spot, view): the spot's panel counts and library size with one view's features.
+
+    Parameters
+    ----------
+    counts
+        ``(n_spots, G)`` raw panel counts.
+    library
+        ``(n_spots,)`` total counts over all genes.
+    features
+        ``(n_spots, D)`` or ``(n_spots, V, D)``.
+    spots
+        Indices of the spots in this dataset.
+    """
+
+    def __init__(self, counts: torch.Tensor, library: torch.Tensor, features: torch.Tensor, spots: np.ndarray):
+        self.counts, self.library, self.features = counts, library, features
+        self.spots = torch.as_tensor(spots, dtype=torch.long)
+        self.n_views = features.shape[1] if features.ndim == 3 else 1
+
+    def __len__(self) -> int:
+        return len(self.spots) * self.n_views
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        spot = self.spots[i // self.n_views]
+        feats = self.features[spot, i % self.n_views] if self.features.ndim == 3 else self.features[spot]
+        return {
+            MODULE_KEYS.COUNTS: self.counts[spot],
+            MODULE_KEYS.LIBRARY: self.library[spot],
+            MODULE_KEYS.FEATURES: feats,
+        }
+
+
+class HINGEDataModule(pl.LightningDataModule):
+    """Split spots into training and validation; every view of a training spot is a training sample.
+
+    Validation uses the identity view of the validation spots (the un-augmented patches).
+
+    Parameters
+    ----------
+    counts
+        ``(n_spots, G)`` raw panel counts.
+    library
+        ``(n_spots,)`` total counts.
+    features
+        ``(n_spots, D)`` identity-view features.
+    views
+        Optional ``(n_spots, V, D)`` augmented views used for training.
+    validation_size
+        Fraction of spots held out for validation (0 disables validation).
+    batch_size
+        Minibatch size.
+    seed
+        Seed of the split.
+    """
+
+    def __init__(
+        self,
+        counts: np.ndarray,
+        library: np.ndarray,
+        features: np.ndarray,
+        views: np.ndarray | None = None,
+        *,
+        validation_size: float = 0.1,
+        batch_size: int = 32,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0 <= validation_size < 1:
+            raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size}.")
+        n = counts.shape[0]
+        self.counts = torch.as_tensor(counts, dtype=torch.float32)
+        self.library = torch.as_tensor(library, dtype=torch.float32)
+        self.features = torch.as_tensor(features, dtype=torch.float32)
+        self.views = None if views is None else torch.as_tensor(views, dtype=torch.float32)
+        self.batch_size = batch_size
+        perm = np.random.default_rng(seed).permutation(n)
+        n_val = int(round(validation_size * n))
+        if validation_size > 0 and n_val == 0 and n > 1:
+            n_val = 1
+        self.val_idx = np.sort(perm[:n_val])
+        self.train_idx = np.sort(perm[n_val:])
+        self.test_idx = np.array([], dtype=np.int64)
+        self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
+
+    def train_dataloader(self) -> DataLoader:
+        feats = self.views if self.views is not None else self.features
+        ds = SpotViewDataset(self.counts, self.library, feats, self.train_idx)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.n_val == 0:
+            return []
+        ds = SpotViewDataset(self.counts, self.library, self.features, self.val_idx)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False)
