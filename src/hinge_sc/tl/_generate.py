@@ -1,0 +1,125 @@
+"""Write generated expression into AnnData."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from hinge_sc._validators import check_key_free
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from hinge_sc.model import HINGE
+
+logger = logging.getLogger(__name__)
+
+
+def generate(
+    model: HINGE,
+    adata: AnnData | None = None,
+    *,
+    features_key: str | None = None,
+    n_samples: int = 8,
+    n_steps: int | None = None,
+    key_added: str = "hinge",
+    save_samples: bool = False,
+    overwrite: bool = False,
+    copy: bool = False,
+    seed: int | None = None,
+    batch_size: int = 64,
+    show_progress_bar: bool = True,
+) -> AnnData | None:
+    """Generate spot expression from histology with a trained :class:`~hinge_sc.HINGE` model.
+
+    Works for sequenced sections and for H&E-only slides alike: only ``adata.obsm[features_key]`` is read.
+
+    Parameters
+    ----------
+    model
+        Trained model.
+    adata
+        Spots to generate (default: the model's AnnData).
+    features_key
+        ``obsm`` key of the ``(n_spots, D)`` image features (default: the key the model was set up with).
+    n_samples
+        Samples per spot; the point prediction is their mean and the uncertainty their s.d.
+    n_steps
+        Reverse diffusion steps (≤ the model's ``n_steps``).
+    key_added
+        Prefix of the keys written.
+    save_samples
+        Also write the ``(n_spots, n_samples, n_genes)`` samples.
+    overwrite
+        Replace existing keys.
+    copy
+        Work on a copy of ``adata`` and return it.
+    seed
+        Sampler seed (drawn and recorded when ``None``).
+    batch_size
+        Spots per batch.
+    show_progress_bar
+        Show a progress bar.
+
+    Returns
+    -------
+    The AnnData with generated expression if ``copy=True``, else ``None``. Writes
+
+    - ``adata.obsm[key_added]``: DataFrame, spots × panel genes, mean over samples (model scale, e.g. log2(count+1));
+    - ``adata.obsm[f"{key_added}_std"]``: DataFrame, s.d. over samples;
+    - ``adata.obsm[f"{key_added}_samples"]``: ``(n_spots, n_samples, n_genes)``, if ``save_samples``;
+    - ``adata.uns[key_added]["params"]``: the arguments, the seed used and the model's settings.
+
+    Raises
+    ------
+    KeyError
+        A key to be written exists and ``overwrite=False``.
+
+    Examples
+    --------
+    >>> hs.tl.generate(model, adata_new, n_samples=8, seed=0)
+    >>> adata_new.obsm["hinge"]["ERBB2"]
+    """
+    if adata is None:
+        adata = model.adata
+        if adata is None:
+            raise ValueError("Pass `adata`: this model has no AnnData attached.")
+    keys = [key_added, f"{key_added}_std"] + ([f"{key_added}_samples"] if save_samples else [])
+    for key in keys:
+        check_key_free(adata.obsm, key, where="adata.obsm", overwrite=overwrite)
+    check_key_free(adata.uns, key_added, where="adata.uns", overwrite=overwrite)
+    if copy:
+        adata = adata.copy()
+    out = model.generate(
+        adata,
+        features_key=features_key,
+        n_samples=n_samples,
+        n_steps=n_steps,
+        batch_size=batch_size,
+        seed=seed,
+        return_samples=save_samples,
+        show_progress_bar=show_progress_bar,
+    )
+    adata.obsm[key_added] = out.mean
+    adata.obsm[f"{key_added}_std"] = out.std
+    if save_samples:
+        adata.obsm[f"{key_added}_samples"] = out.samples
+    module = model.module
+    adata.uns[key_added] = {
+        "params": {
+            "features_key": features_key or model.setup_args["features_key"],
+            "n_samples": n_samples,
+            "n_steps": n_steps if n_steps is not None else module.n_steps,
+            "n_steps_train": module.n_steps,
+            "seed": out.seed,
+            "batch_size": batch_size,
+            "target_scale": module.target_scale,
+            "mask_fill": module.mask_fill,
+            "genes": list(model.panel_genes_),
+            "backbone": dict(model.backbone_info_),
+        }
+    }
+    for key in keys:
+        logger.info("Wrote adata.obsm[%r]", key)
+    logger.info("Wrote adata.uns[%r]", key_added)
+    return adata if copy else None
