@@ -367,6 +367,8 @@ class HINGE(BaseModelClass):
             **trainer_kwargs,
         )
         runner()
+        # the logger keeps 0-d values with dtype object; give users numeric columns
+        self.history_ = {k: v.apply(pd.to_numeric, errors="coerce") for k, v in (self.history_ or {}).items()}
         restored = plan.restore_best()
         obs_idx = arrays["obs_indices"]
         self.train_indices_ = obs_idx[data_module.train_idx]

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import hinge_sc as hs
+
+from .conftest import N_GENES, synthetic_adata
+
+
+def _setup(adata, **kwargs):
+    hs.HINGE.setup_anndata(adata, features_key="X_histology", **kwargs)
+
+
+def test_panel_defaults_to_genes_in_vocabulary(adata):
+    bb = hs.Backbone.random([f"GENE{i}" for i in range(20)], d_model=16, n_layers=2, n_heads=2)
+    _setup(adata)
+    with pytest.warns(UserWarning, match="4 of 24 genes are not in the backbone vocabulary"):
+        model = hs.HINGE(adata, bb)
+    assert model.panel_genes_ == [f"GENE{i}" for i in range(20)]
+
+
+def test_explicit_gene_panel(adata, backbone):
+    _setup(adata)
+    model = hs.HINGE(adata, backbone, genes=["GENE3", "GENE1"])
+    assert model.panel_genes_ == ["GENE3", "GENE1"]
+    with pytest.raises(KeyError, match="not in the registered genes"):
+        hs.HINGE(adata, backbone, genes=["GENE1", "NOT_MEASURED"])
+
+
+def test_no_gene_in_vocabulary(adata):
+    bb = hs.Backbone.random(["CD3E", "MS4A1"], d_model=16, n_layers=2, n_heads=2)
+    _setup(adata)
+    with pytest.raises(ValueError, match="None of the 24 genes is in the backbone vocabulary"):
+        hs.HINGE(adata, bb)
+
+
+def test_missing_features_key(adata):
+    with pytest.raises(KeyError, match="hs.pp.histology_features"):
+        hs.HINGE.setup_anndata(adata, features_key="X_uni")
+
+
+def test_nan_features(adata):
+    adata.obsm["X_histology"][3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite values in 1 spots"):
+        _setup(adata)
+
+
+def test_wrong_view_shape(adata):
+    adata.obsm["bad_views"] = np.zeros((adata.n_obs, 3, 7), np.float32)
+    with pytest.raises(ValueError, match="views of width 7"):
+        _setup(adata, views_key="bad_views")
+    adata.obsm["flat_views"] = np.zeros((adata.n_obs, 30), np.float32)
+    with pytest.raises(ValueError, match="must have 3 dimensions"):
+        _setup(adata, views_key="flat_views")
+
+
+def test_negative_counts(adata):
+    adata.X = adata.X.toarray()
+    adata.X[0, 0] = -1
+    with pytest.raises(ValueError, match="negative values"):
+        _setup(adata)
+
+
+def test_missing_layer(adata):
+    with pytest.raises(KeyError, match="layer='counts'"):
+        _setup(adata, layer="counts")
+
+
+def test_training_lowers_validation_loss_and_keeps_backbone_frozen(backbone):
+    adata = synthetic_adata()
+    _setup(adata, views_key="X_histology_views")
+    model = hs.HINGE(adata, backbone, n_steps=10)
+    before = {k: v.clone() for k, v in model.module.backbone.state_dict().items()}
+    model.train(
+        max_epochs=6, batch_size=32, lr=1e-3, warmup_epochs=1, validation_size=0.25, accelerator="cpu", show_progress_bar=False
+    )
+    after = model.module.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    val = model.history["validation_loss"]["validation_loss"].to_numpy()
+    assert len(val) == 6 and val[-1] < val[0]
+    assert model.train_params_["n_views"] == 3
+    assert model.train_params_["best_epoch"] == int(np.argmin(val))
+    assert set(model.train_indices_).isdisjoint(model.validation_indices_)
+
+
+def test_warm_start_caps_steps_during_warmup(trained):
+    t_max = trained.history["t_max"]["t_max"].to_numpy()
+    assert t_max[0] == trained.train_params_["t_cap"] < trained.module.n_steps
+    assert np.all(t_max[1:] == trained.module.n_steps)
+
+
+def test_all_zero_spots_left_out(adata, backbone):
+    adata.X = adata.X.toarray()
+    adata.X[:5] = 0
+    _setup(adata)
+    model = hs.HINGE(adata, backbone, n_steps=10)
+    with pytest.warns(UserWarning, match="5 of 96 spots have no counts"):
+        model.train(max_epochs=1, accelerator="cpu", show_progress_bar=False)
+    assert model.train_params_["n_train_spots"] + model.train_params_["n_validation_spots"] == 91
+
+
+def test_generate_shapes_and_seed(trained):
+    out = trained.generate(n_samples=4, seed=7, return_samples=True, show_progress_bar=False)
+    assert out.mean.shape == (96, N_GENES) and out.std.shape == (96, N_GENES)
+    assert list(out.mean.index) == list(trained.adata.obs_names)
+    assert out.samples.shape == (96, 4, N_GENES)
+    np.testing.assert_allclose(out.mean.to_numpy(), out.samples.mean(1), rtol=1e-6)
+    again = trained.generate(n_samples=4, seed=7, show_progress_bar=False)
+    pd.testing.assert_frame_equal(out.mean, again.mean)
+    other = trained.generate(n_samples=4, seed=8, show_progress_bar=False)
+    assert not np.allclose(out.mean, other.mean)
+    drawn = trained.generate(n_samples=1, show_progress_bar=False)
+    assert isinstance(drawn.seed, int) and np.all(drawn.std.to_numpy() == 0)
+
+
+def test_generate_on_he_only_slide(trained):
+    feats = synthetic_adata(seed=5, n_spots=10).obsm["X_histology"]
+    he_only = ad.AnnData(obs=pd.DataFrame(index=[f"tile{i}" for i in range(10)]))
+    he_only.obsm["X_histology"] = feats
+    hs.tl.generate(trained, he_only, n_samples=2, seed=0, show_progress_bar=False)
+    assert he_only.n_vars == 0
+    assert he_only.obsm["hinge"].shape == (10, N_GENES)
+    assert he_only.uns["hinge"]["params"]["seed"] == 0
+
+
+def test_generate_feature_width_checked(trained):
+    other = ad.AnnData(obs=pd.DataFrame(index=["a", "b"]))
+    other.obsm["X_histology"] = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="has 3 features, the model was trained on 10"):
+        trained.generate(other)
+
+
+def test_tl_generate_keys_and_overwrite(trained):
+    adata = trained.adata
+    x_before = adata.X.copy()
+    hs.tl.generate(trained, n_samples=2, seed=0, save_samples=True, show_progress_bar=False)
+    assert {"hinge", "hinge_std", "hinge_samples"} <= set(adata.obsm)
+    assert (adata.X != x_before).nnz == 0
+    params = adata.uns["hinge"]["params"]
+    assert params["n_samples"] == 2 and params["target_scale"] == "log2p1" and len(params["genes"]) == N_GENES
+    with pytest.raises(KeyError, match="already exists"):
+        hs.tl.generate(trained, n_samples=2, show_progress_bar=False)
+    hs.tl.generate(trained, n_samples=2, seed=1, overwrite=True, show_progress_bar=False)
+    copy = hs.tl.generate(trained, n_samples=2, key_added="h2", copy=True, show_progress_bar=False)
+    assert "h2" in copy.obsm and "h2" not in adata.obsm
+
+
+def test_save_load_roundtrip(trained, tmp_path):
+    expected = trained.generate(n_samples=3, seed=11, show_progress_bar=False)
+    trained.save(tmp_path / "model")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        trained.save(tmp_path / "model")
+    loaded = hs.HINGE.load(tmp_path / "model")
+    assert loaded.adata is None and loaded.is_trained
+    assert loaded.panel_genes_ == trained.panel_genes_
+    got = loaded.generate(trained.adata, n_samples=3, seed=11, show_progress_bar=False)
+    pd.testing.assert_frame_equal(expected.mean, got.mean)
+    pd.testing.assert_frame_equal(expected.std, got.std)
+    assert loaded.history["validation_loss"].equals(trained.history["validation_loss"])
+    with_data = hs.HINGE.load(tmp_path / "model", adata=synthetic_adata())
+    assert with_data.adata is not None
+    pd.testing.assert_frame_equal(with_data.generate(n_samples=3, seed=11, show_progress_bar=False).mean, expected.mean)
+
+
+def test_load_without_saved_backbone(trained, tmp_path, backbone):
+    trained.save(tmp_path / "m", save_backbone=False)
+    with pytest.raises(FileNotFoundError, match="pass it with `backbone=`"):
+        hs.HINGE.load(tmp_path / "m")
+    loaded = hs.HINGE.load(tmp_path / "m", backbone=backbone)
+    assert loaded.backbone_info_ == trained.backbone_info_
+    other = hs.Backbone.random(backbone.genes, d_model=32, n_layers=2, n_heads=4, seed=99)
+    with pytest.raises(ValueError, match="not the backbone this model was trained with"):
+        hs.HINGE.load(tmp_path / "m", backbone=other)
+
+
+def test_trainable_parameters(trained):
+    summary = trained.trainable_parameters()
+    assert summary["softadaln_layers"] > 0 and summary["backbone (frozen)"] > 0
