@@ -54,3 +54,37 @@ def check_counts(x: Any, *, where: str) -> None:
             f"{where} has negative values (min {data.min():.3g}); HINGE needs raw, non-negative counts. "
             "Pass the layer with raw counts through `layer=`."
         )
+
+
+if TYPE_CHECKING:  # used by the helpers below
+    from collections.abc import Iterable, Sequence
+
+    import pandas as pd
+
+
+def check_prediction_frame(adata: AnnData, key: str, *, argument: str = "key") -> pd.DataFrame:
+    """Return the generated expression ``adata.obsm[key]`` (DataFrame, spots × genes) or raise."""
+    import pandas as pd
+
+    if key not in adata.obsm:
+        available = ", ".join(map(repr, adata.obsm.keys())) or "none"
+        raise KeyError(
+            f"`{argument}={key!r}` is not in `adata.obsm` (available: {available}). Run `hs.tl.generate` first "
+            f"(it writes the generated expression to `adata.obsm[{key!r}]`), or pass the right key."
+        )
+    frame = adata.obsm[key]
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(
+            f"`adata.obsm[{key!r}]` must be a DataFrame (spots × genes) as written by `hs.tl.generate`, "
+            f"found {type(frame).__name__}."
+        )
+    return frame
+
+
+def check_genes(genes: Sequence[str], available: Iterable[str], *, argument: str, where: str) -> None:
+    """Raise a KeyError listing the ``genes`` that are not in ``available``."""
+    available = set(available)
+    missing = [g for g in genes if g not in available]
+    if missing:
+        shown = ", ".join(map(repr, missing[:20])) + (f" … ({len(missing)} in all)" if len(missing) > 20 else "")
+        raise KeyError(f"`{argument}` has genes missing from {where}: {shown}. Pass `{argument}=` without them.")

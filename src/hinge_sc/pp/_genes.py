@@ -1,0 +1,144 @@
+"""Gene panels (HINGE_METHOD §1)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from hinge_sc._validators import check_counts, check_key_free
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+_EXCLUDED = re.compile(r"^(MT-|RPS|RPL)", re.IGNORECASE)
+
+
+def _counts(adata: AnnData, layer: str | None):
+    x = adata.X if layer is None else adata.layers[layer]
+    return x.tocsr() if sp.issparse(x) else np.asarray(x)
+
+
+def _mean_std(x) -> tuple[np.ndarray, np.ndarray]:
+    if sp.issparse(x):
+        mean = np.asarray(x.mean(axis=0)).ravel()
+        sq = np.asarray(x.multiply(x).mean(axis=0)).ravel()
+        return mean, np.sqrt(np.maximum(sq - mean**2, 0))
+    return x.mean(axis=0), x.std(axis=0)
+
+
+def _hvg_union(adata: AnnData, layer: str | None, section_key: str | None, n_top: int) -> pd.Index:
+    import scanpy as sc
+
+    groups = [adata] if section_key is None else [adata[adata.obs[section_key] == s] for s in adata.obs[section_key].unique()]
+    union: set[str] = set()
+    for sub in groups:
+        tmp = sc.AnnData(_counts(sub, layer).astype(np.float32), var=pd.DataFrame(index=sub.var_names))
+        sc.pp.normalize_total(tmp)
+        sc.pp.log1p(tmp)
+        sc.pp.highly_variable_genes(tmp, n_top_genes=min(n_top, tmp.n_vars))
+        union |= set(tmp.var_names[tmp.var["highly_variable"]])
+    return adata.var_names[adata.var_names.isin(union)]
+
+
+def select_genes(
+    adata: AnnData,
+    *,
+    n_genes: int = 200,
+    method: Literal["hmhvg", "hvg", "highly_expressed"] = "hmhvg",
+    layer: str | None = None,
+    section_key: str | None = "section",
+    vocabulary: Sequence[str] | None = None,
+    n_top_hvg: int = 2000,
+    key_added: str = "hinge_panel",
+    overwrite: bool = False,
+) -> list[str]:
+    """Choose the gene panel HINGE generates.
+
+    ``"hmhvg"`` (default, HINGE_METHOD §1): the union over sections of each section's top ``n_top_hvg``
+    highly variable genes (normalise total, log1p), without ``MT-``/``RPS``/``RPL`` genes, restricted to
+    the genes that are at the same time among the top-k by mean and the top-k by standard deviation of
+    raw counts, with k raised until ``n_genes`` genes remain. ``"hvg"``: top genes by HVG dispersion on
+    all spots; ``"highly_expressed"``: top genes by mean count. Genes absent from ``vocabulary`` (the
+    backbone's) are removed first and reported.
+
+    Parameters
+    ----------
+    adata
+        Spots × genes with raw counts (the training sections).
+    n_genes
+        Panel size.
+    method
+        See above.
+    layer
+        Layer with raw counts (default ``X``).
+    section_key
+        ``obs`` column of sections (HVGs per section); ``None`` treats all spots as one section.
+    vocabulary
+        Gene symbols the backbone knows, e.g. ``backbone.genes``; matching ignores case.
+    n_top_hvg
+        HVGs per section.
+    key_added
+        Boolean ``adata.var`` column marking the panel.
+    overwrite
+        Replace an existing ``adata.var[key_added]``.
+
+    Returns
+    -------
+    The panel, ordered by decreasing mean count. Writes ``adata.var[key_added]``.
+    """
+    check_key_free(adata.var, key_added, where="adata.var", overwrite=overwrite)
+    if section_key is not None and section_key not in adata.obs:
+        raise KeyError(f"`section_key={section_key!r}` is not a column of `adata.obs`; pass `section_key=None`.")
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"`layer={layer!r}` is not in `adata.layers`.")
+    x = _counts(adata, layer)
+    check_counts(x, where="the counts")
+    candidates = adata.var_names[~adata.var_names.str.match(_EXCLUDED)]
+    if vocabulary is not None:
+        vocab = {str(g).upper() for g in vocabulary}
+        in_vocab = candidates.str.upper().isin(vocab)
+        dropped = list(candidates[~in_vocab])
+        if dropped:
+            warnings.warn(
+                f"{len(dropped)} genes are not in the backbone vocabulary and cannot be in the panel, "
+                f"e.g. {dropped[:10]}",
+                UserWarning,
+                stacklevel=2,
+            )
+        candidates = candidates[in_vocab]
+    mean, std = _mean_std(x)
+    stats = pd.DataFrame({"mean": mean, "std": std}, index=adata.var_names)
+    if method == "hmhvg":
+        candidates = candidates[candidates.isin(_hvg_union(adata, layer, section_key, n_top_hvg))]
+        panel = _mean_std_intersection(stats.loc[candidates], n_genes)
+    elif method == "hvg":
+        hvg = _hvg_union(adata, layer, None, n_genes * 4)
+        panel = list(stats.loc[candidates[candidates.isin(hvg)]].nlargest(n_genes, "std").index)
+    elif method == "highly_expressed":
+        panel = list(stats.loc[candidates].nlargest(n_genes, "mean").index)
+    else:
+        raise ValueError(f"`method` must be 'hmhvg', 'hvg' or 'highly_expressed', got {method!r}.")
+    if len(panel) < n_genes:
+        warnings.warn(f"Only {len(panel)} genes qualify for the panel (asked for {n_genes}).", UserWarning, stacklevel=2)
+    panel = list(stats.loc[panel].sort_values("mean", ascending=False).index)
+    adata.var[key_added] = adata.var_names.isin(panel)
+    logger.info("Selected %d panel genes (%s); wrote adata.var[%r]", len(panel), method, key_added)
+    return panel
+
+
+def _mean_std_intersection(stats: pd.DataFrame, n_genes: int) -> list[str]:
+    """Genes among the top-k by mean and by s.d., with the smallest k giving at least ``n_genes`` genes."""
+    by_mean = stats["mean"].rank(ascending=False, method="first")
+    by_std = stats["std"].rank(ascending=False, method="first")
+    worst = np.maximum(by_mean, by_std)  # a gene is in the top-k of both iff k ≥ worst rank
+    return list(worst.nsmallest(min(n_genes, len(stats))).index)

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+from scipy.stats import spearmanr
+
+from hinge_sc.tl._evaluate import (
+    coexpression_consistency,
+    evaluate,
+    pcc_top_k,
+    pearson_per_gene,
+    spearman_per_gene,
+    transform_counts,
+)
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture
+def small():
+    y_true = RNG.normal(size=(30, 5))
+    y_pred = y_true + RNG.normal(scale=0.5, size=(30, 5))
+    y_pred[:, 2] = 1.0  # constant prediction
+    y_true[:, 4] = 3.0  # constant measurement
+    return y_true, y_pred
+
+
+def _adata(n_per_section=(20, 15), n_genes=6, seed=0):
+    rng = np.random.default_rng(seed)
+    n = sum(n_per_section)
+    counts = rng.poisson(5.0, size=(n, n_genes)).astype(np.float32)
+    adata = ad.AnnData(sparse.csr_matrix(counts), var=pd.DataFrame(index=[f"G{i}" for i in range(n_genes)]))
+    adata.obs_names = [f"s{i}" for i in range(n)]
+    adata.obs["section"] = pd.Categorical(np.repeat(["A", "B"], n_per_section))
+    pred = np.log2(counts[:, :4] + 1) + rng.normal(scale=0.3, size=(n, 4))
+    adata.obsm["hinge"] = pd.DataFrame(pred, index=adata.obs_names, columns=adata.var_names[:4])
+    return adata
+
+
+def test_pearson_matches_corrcoef(small):
+    y_true, y_pred = small
+    r = pearson_per_gene(y_true, y_pred)
+    for g in (0, 1, 3):
+        assert r[g] == pytest.approx(np.corrcoef(y_true[:, g], y_pred[:, g])[0, 1])
+    assert np.isnan(r[2]) and np.isnan(r[4])
+    assert np.nanmean(r) == pytest.approx(np.mean(r[[0, 1, 3]]))
+
+
+def test_spearman_matches_scipy(small):
+    y_true, y_pred = small
+    y_true[:5, 0] = y_true[0, 0]  # ties
+    r = spearman_per_gene(y_true, y_pred)
+    for g in (0, 1, 3):
+        assert r[g] == pytest.approx(spearmanr(y_true[:, g], y_pred[:, g]).statistic)
+    assert np.isnan(r[2]) and np.isnan(r[4])
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [(1, 0.9), (2, 0.9), (3, (0.9 + 0.9 + 0.5) / 3), (4, 0.6), (50, 0.6)],
+)
+def test_pcc_top_k_with_ties_and_nan(k, expected):
+    assert pcc_top_k(np.array([0.5, 0.9, np.nan, 0.1, 0.9]), k) == pytest.approx(expected)
+
+
+def test_pcc_top_k_edge_cases():
+    assert np.isnan(pcc_top_k(np.array([np.nan, np.nan]), 5))
+    with pytest.raises(ValueError, match="`k` must be a positive integer"):
+        pcc_top_k(np.array([0.1]), 0)
+
+
+def test_coexpression_consistency(small):
+    y_true, y_pred = small
+    assert coexpression_consistency(y_true, y_true) == pytest.approx((1.0, 0.0))
+    keep = [0, 1, 3]  # genes 2 and 4 are constant in one of the two
+    c_t, c_p = np.corrcoef(y_true[:, keep], rowvar=False), np.corrcoef(y_pred[:, keep], rowvar=False)
+    iu = np.triu_indices(3, k=1)
+    r, frob = coexpression_consistency(y_true, y_pred)
+    assert r == pytest.approx(np.corrcoef(c_t[iu], c_p[iu])[0, 1])
+    assert frob == pytest.approx(np.linalg.norm(c_p - c_t) / np.linalg.norm(c_t))
+    assert np.isnan(coexpression_consistency(y_true[:, :1], y_pred[:, :1])[0])
+
+
+def test_transform_counts():
+    counts = np.array([[0.0, 3.0], [1.0, 1.0]])
+    np.testing.assert_allclose(transform_counts(counts, "log2p1"), np.log2(counts + 1))
+    lib = np.array([10.0, 4.0])
+    np.testing.assert_allclose(transform_counts(counts, "log1p_cp10k", lib), np.log1p(counts / lib[:, None] * 1e4))
+    np.testing.assert_allclose(transform_counts(np.zeros((1, 2)), "log1p_cp10k"), 0.0)
+
+
+def test_evaluate_outputs_and_uns(tmp_path):
+    adata = _adata()
+    per_gene, per_section = evaluate(adata)
+    assert list(per_gene.columns) == ["section", "gene", "pearson", "spearman"] and len(per_gene) == 2 * 4
+    assert list(per_section.index) == ["A", "B", "mean"]
+    for col in ("pcc_10", "pcc_50", "pcc_200", "pcc_mean", "spearman_mean", "mse", "mae", "coexpr_pcc",
+                "coexpr_frobenius", "n_valid_genes"):  # fmt: skip
+        assert col in per_section.columns
+    mask = (adata.obs["section"] == "A").to_numpy()
+    y_true = np.log2(adata.X.toarray()[mask][:, :4] + 1)
+    y_pred = adata.obsm["hinge"].to_numpy()[mask]
+    gene0 = per_gene[(per_gene["section"] == "A") & (per_gene["gene"] == "G0")]["pearson"].item()
+    assert gene0 == pytest.approx(np.corrcoef(y_true[:, 0], y_pred[:, 0])[0, 1])
+    assert per_section.loc["A", "mse"] == pytest.approx(np.mean((y_true - y_pred) ** 2))
+    assert per_section.loc["A", "pcc_10"] == pytest.approx(per_section.loc["A", "pcc_mean"])  # 4 genes < 10
+    assert per_section.loc["mean", "mae"] == pytest.approx(per_section.loc[["A", "B"], "mae"].mean())
+    stored = adata.uns["hinge_evaluation"]
+    adata.write_h5ad(tmp_path / "e.h5ad")
+    back = ad.read_h5ad(tmp_path / "e.h5ad").uns["hinge_evaluation"]
+    pd.testing.assert_frame_equal(back["per_section"], stored["per_section"], check_dtype=False)
+    assert back["params"]["scale"] == "log2p1"
+
+
+def test_evaluate_uses_stored_target_scale():
+    adata = _adata()
+    counts = adata.X.toarray()
+    exact = transform_counts(counts, "log1p_cp10k")[:, :4]
+    adata.obsm["hinge"] = pd.DataFrame(exact, index=adata.obs_names, columns=adata.var_names[:4])
+    adata.uns["hinge"] = {"params": {"target_scale": "log1p_cp10k"}}
+    _, per_section = evaluate(adata, section_key=None)
+    assert list(per_section.index) == ["all", "mean"]
+    assert per_section.loc["all", "mse"] == pytest.approx(0.0, abs=1e-12)
+    assert per_section.loc["all", "pcc_mean"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="Leave `scale=None`"):
+        evaluate(adata, scale="log2p1", overwrite=True)
+
+
+def test_evaluate_constant_gene_does_not_leak_nan():
+    adata = _adata()
+    adata.obsm["hinge"]["G1"] = 2.0
+    per_gene, per_section = evaluate(adata)
+    assert per_gene.loc[per_gene["gene"] == "G1", "pearson"].isna().all()
+    assert per_section[["pcc_mean", "pcc_10", "coexpr_pcc", "mse"]].notna().all().all()
+    assert (per_section.loc[["A", "B"], "n_valid_genes"] == 3).all()
+
+
+def test_evaluate_nan_predictions_warn():
+    adata = _adata()
+    adata.obsm["hinge"].iloc[0, 0] = np.nan
+    with pytest.warns(UserWarning, match="1 spots have NaN predictions"):
+        _, per_section = evaluate(adata)
+    assert per_section.loc["A", "n_spots"] == 19
+
+
+def test_evaluate_errors():
+    adata = _adata()
+    with pytest.raises(KeyError, match="hs.tl.generate"):
+        evaluate(adata, key="missing")
+    adata.obsm["hinge"]["NOTMEASURED"] = 1.0
+    with pytest.raises(KeyError, match="'NOTMEASURED'"):
+        evaluate(adata)
+    evaluate(adata, genes=["G0", "G1"])
+    with pytest.raises(KeyError, match="already exists"):
+        evaluate(adata, genes=["G0", "G1"])
