@@ -100,3 +100,15 @@ def test_condition_shapes(mode):
 def test_condition_mode_checked():
     with pytest.raises(ValueError, match="condition"):
         ConditionEmbedding(4, 4, 8, mode="product")
+
+
+def test_mask_mechanism_override_is_used():
+    bb = hs.Backbone.random(GENES, d_model=32, n_layers=2, n_heads=4, seed=0)
+    default = AdaptedBackbone(bb, 12, 20).eval()
+    other = AdaptedBackbone(bb, 12, 20, mask_mechanism="zero_emb").eval()
+    assert default.mask_mechanism == "mask_emb" and other.mask_mechanism == "zero_emb"
+    x, vis, c = _inputs()
+    ids, _ = bb.token_ids(GENES[:20])
+    assert not torch.allclose(default(x, vis, c, ids), other(x, vis, c, ids))
+    with pytest.raises(ValueError, match="mask_mechanism"):
+        AdaptedBackbone(bb, 12, 20, mask_mechanism="replace")

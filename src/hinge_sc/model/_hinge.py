@@ -84,6 +84,10 @@ class HINGE(BaseModelClass):
         Low-rank SoftAdaLN heads (``None``: full heads as in the paper).
     backbone_dropout
         Keep the frozen backbone's dropout active during training.
+    mask_mechanism
+        Embedding of hidden genes: ``"mask_emb"`` (CellFM's pre-training: the learned mask embedding replaces
+        the value embedding) or ``"zero_emb"`` (HINGE's released code: ``zero_emb`` is added to the embedding of
+        the fill value). ``None`` uses the mechanism the backbone was pre-trained with.
     registry
         Used by :meth:`load` to build a model without data.
 
@@ -115,6 +119,7 @@ class HINGE(BaseModelClass):
         condition: Literal["sum", "concat"] = "sum",
         head_rank: int | None = None,
         backbone_dropout: bool = True,
+        mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
         registry: dict | None = None,
     ):
         super().__init__(adata, registry=registry)
@@ -137,6 +142,7 @@ class HINGE(BaseModelClass):
             condition=condition,
             head_rank=head_rank,
             backbone_dropout=backbone_dropout,
+            mask_mechanism=mask_mechanism,
         )
         init_params = self._get_init_params(locals())
         init_params["non_kwargs"].pop("backbone")

@@ -32,6 +32,8 @@ class AdaptedBackbone(nn.Module):
         ``"sum"`` (code) or ``"concat"`` (paper text), see :class:`~hinge_sc.nn.ConditionEmbedding`.
     head_rank
         Low rank of the SoftAdaLN heads (``None``: full).
+    mask_mechanism
+        How hidden genes are embedded (``"mask_emb"`` or ``"zero_emb"``); ``None`` uses the backbone's own.
     """
 
     def __init__(
@@ -41,8 +43,12 @@ class AdaptedBackbone(nn.Module):
         n_genes: int,
         condition: Literal["sum", "concat"] = "sum",
         head_rank: int | None = None,
+        mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
     ):
         super().__init__()
+        if mask_mechanism not in (None, "mask_emb", "zero_emb"):
+            raise ValueError(f"`mask_mechanism` must be 'mask_emb', 'zero_emb' or None, got {mask_mechanism!r}.")
+        self.mask_mechanism = mask_mechanism or backbone.config.mask_mechanism
         self.backbone = backbone
         self.backbone.requires_grad_(False)
         d = backbone.config.d_model
@@ -71,7 +77,7 @@ class AdaptedBackbone(nn.Module):
         ``(B, G)`` prediction of ``x_0``.
         """
         bb = self.backbone
-        h = bb.embed(x_t, token_ids, visible)
+        h = bb.embed(x_t, token_ids, visible, self.mask_mechanism)
         key_mask = bb.key_mask(visible)
         for layer, ada in zip(bb.encoder, self.layers, strict=True):
             h = ada(layer, h, c, key_mask)

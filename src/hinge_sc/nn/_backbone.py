@@ -220,7 +220,13 @@ class Backbone(nn.Module):
         return torch.tensor(ids, dtype=torch.long), missing
 
     # ----------------------------------------------------------------- forward pieces
-    def embed(self, values: torch.Tensor, token_ids: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self,
+        values: torch.Tensor,
+        token_ids: torch.Tensor,
+        visible: torch.Tensor | None = None,
+        mask_mechanism: MaskMechanism | None = None,
+    ) -> torch.Tensor:
         """Token embeddings ``(B, 1 + G, d)``: CLS, then gene embedding + value embedding.
 
         Parameters
@@ -231,11 +237,13 @@ class Backbone(nn.Module):
             ``(G,)`` token ids of the panel.
         visible
             ``(B, G)``, 1 = visible; ``None`` means all visible.
+        mask_mechanism
+            Override of ``config.mask_mechanism`` (the mechanism the backbone was pre-trained with).
         """
         v = self.value_enc.value_enc(values)
         if visible is not None:
             hidden = (1.0 - visible).unsqueeze(-1).to(v.dtype)
-            if self.config.mask_mechanism == "mask_emb":
+            if (mask_mechanism or self.config.mask_mechanism) == "mask_emb":
                 v = v * (1.0 - hidden) + hidden * self.value_enc.mask_emb
             else:
                 v = v + hidden * self.zero_emb

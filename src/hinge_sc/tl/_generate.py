@@ -115,6 +115,7 @@ def generate(
             "batch_size": batch_size,
             "target_scale": module.target_scale,
             "mask_fill": module.mask_fill,
+            "mask_mechanism": module.denoiser.mask_mechanism,
             "genes": list(model.panel_genes_),
             "backbone": dict(model.backbone_info_),
         }
