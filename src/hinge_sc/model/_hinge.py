@@ -88,6 +88,10 @@ class HINGE(BaseModelClass):
         Embedding of hidden genes: ``"mask_emb"`` (CellFM's pre-training: the learned mask embedding replaces
         the value embedding) or ``"zero_emb"`` (HINGE's released code: ``zero_emb`` is added to the embedding of
         the fill value). ``None`` uses the mechanism the backbone was pre-trained with.
+    freeze_backbone
+        Keep the backbone frozen (HINGE). ``False`` fine-tunes it fully (an ablation; the backbone is copied).
+    lora_rank
+        Optional LoRA adapters of this rank on the frozen backbone's projections (off by default).
     registry
         Used by :meth:`load` to build a model without data.
 
@@ -120,6 +124,8 @@ class HINGE(BaseModelClass):
         head_rank: int | None = None,
         backbone_dropout: bool = True,
         mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
+        freeze_backbone: bool = True,
+        lora_rank: int | None = None,
         registry: dict | None = None,
     ):
         super().__init__(adata, registry=registry)
@@ -143,7 +149,17 @@ class HINGE(BaseModelClass):
             head_rank=head_rank,
             backbone_dropout=backbone_dropout,
             mask_mechanism=mask_mechanism,
+            freeze_backbone=freeze_backbone,
+            lora_rank=lora_rank,
         )
+        pretrained_scale = backbone.meta.get("target_scale")
+        if pretrained_scale is not None and pretrained_scale != target_scale:
+            warnings.warn(
+                f"The backbone was pre-trained on the {pretrained_scale!r} scale but `target_scale={target_scale!r}`; "
+                "its prior fits best on the scale it was trained on.",
+                UserWarning,
+                stacklevel=2,
+            )
         init_params = self._get_init_params(locals())
         init_params["non_kwargs"].pop("backbone")
         init_params["non_kwargs"]["genes"] = list(self.panel_genes_)
@@ -400,6 +416,9 @@ class HINGE(BaseModelClass):
             "best_epoch": plan.best_epoch,
             "best_validation_loss": plan.best_validation_loss if restored else None,
         }
+        if any(p.requires_grad for p in self.module.backbone.parameters()):
+            # fine-tuned: the model's backbone is now its own (a copy of the one passed in)
+            self.backbone_info_ = {"name": self.backbone_info_["name"], "checksum": self.module.backbone.checksum()}
         if restored:
             logger.info("Restored the weights of epoch %d (validation loss %.4f)", plan.best_epoch, plan.best_validation_loss)
         self.module.eval()

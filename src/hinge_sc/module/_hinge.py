@@ -76,8 +76,8 @@ class HINGEModule(BaseModuleClass):
         See :class:`~hinge_sc.nn.AdaptedBackbone`.
     backbone_dropout
         Keep the frozen backbone's dropout active while training (as the released code does).
-    mask_mechanism
-        Embedding of hidden genes, see :class:`~hinge_sc.nn.AdaptedBackbone`.
+    mask_mechanism, freeze_backbone, lora_rank
+        See :class:`~hinge_sc.nn.AdaptedBackbone`.
     """
 
     def __init__(
@@ -96,6 +96,8 @@ class HINGEModule(BaseModuleClass):
         head_rank: int | None = None,
         backbone_dropout: bool = True,
         mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
+        freeze_backbone: bool = True,
+        lora_rank: int | None = None,
     ):
         super().__init__()
         if mask_fill not in ("gauss", "zero"):
@@ -111,7 +113,16 @@ class HINGEModule(BaseModuleClass):
         self.register_buffer("token_ids", token_ids.long().clone())
         counts = mask_counts(self.n_genes, self.n_steps, schedule, schedule_power)
         self.register_buffer("mask_counts", torch.as_tensor(counts, dtype=torch.long))
-        self.denoiser = AdaptedBackbone(backbone, n_features, self.n_genes, condition, head_rank, mask_mechanism)
+        self.denoiser = AdaptedBackbone(
+            backbone,
+            n_features,
+            self.n_genes,
+            condition,
+            head_rank,
+            mask_mechanism,
+            freeze_backbone=freeze_backbone,
+            lora_rank=lora_rank,
+        )
 
     @property
     def backbone(self) -> Backbone:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -11,6 +12,32 @@ from ._softadaln import ConditionEmbedding, FinalModulation, SoftAdaLNLayer
 
 if TYPE_CHECKING:
     from ._backbone import Backbone
+
+
+class LoRAAdapter(nn.Module):
+    r"""Low-rank update of a frozen linear map: :math:`y = W x + \frac{\alpha}{r} B A x`, ``B`` zero at init.
+
+    Parameters
+    ----------
+    d_in, d_out
+        Input and output widths of the adapted linear map.
+    rank
+        ``r``.
+    alpha
+        Scaling numerator (default ``r``, i.e. scale 1).
+    """
+
+    def __init__(self, d_in: int, d_out: int, rank: int, alpha: float | None = None):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"`lora_rank` must be ≥ 1, got {rank}.")
+        self.scale = (alpha if alpha is not None else rank) / rank
+        self.A = nn.Parameter(torch.randn(rank, d_in) / rank)
+        self.B = nn.Parameter(torch.zeros(d_out, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The update ``(…, d_in) → (…, d_out)`` that is added to the frozen map's output."""
+        return (x @ self.A.T) @ self.B.T * self.scale
 
 
 class AdaptedBackbone(nn.Module):
@@ -34,6 +61,14 @@ class AdaptedBackbone(nn.Module):
         Low rank of the SoftAdaLN heads (``None``: full).
     mask_mechanism
         How hidden genes are embedded (``"mask_emb"`` or ``"zero_emb"``); ``None`` uses the backbone's own.
+    freeze_backbone
+        Keep the backbone frozen (HINGE). ``False`` fine-tunes all its weights (the paper's worst ablation).
+    lora_rank, lora_alpha
+        Add LoRA adapters of this rank to every projection of the frozen backbone (off by default).
+
+    Notes
+    -----
+    With ``freeze_backbone=False`` or LoRA the backbone is copied first, so the caller's backbone is never changed.
     """
 
     def __init__(
@@ -44,13 +79,26 @@ class AdaptedBackbone(nn.Module):
         condition: Literal["sum", "concat"] = "sum",
         head_rank: int | None = None,
         mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
+        freeze_backbone: bool = True,
+        lora_rank: int | None = None,
+        lora_alpha: float | None = None,
     ):
         super().__init__()
         if mask_mechanism not in (None, "mask_emb", "zero_emb"):
             raise ValueError(f"`mask_mechanism` must be 'mask_emb', 'zero_emb' or None, got {mask_mechanism!r}.")
         self.mask_mechanism = mask_mechanism or backbone.config.mask_mechanism
+        if not freeze_backbone or lora_rank:
+            backbone = copy.deepcopy(backbone)
         self.backbone = backbone
-        self.backbone.requires_grad_(False)
+        self.backbone.requires_grad_(not freeze_backbone)
+        self.lora = nn.ModuleDict()
+        if lora_rank:
+            for i, layer in enumerate(backbone.encoder):
+                for part in ("attn", "ffn"):
+                    for name, lin in getattr(layer, part).named_children():
+                        adapter = LoRAAdapter(lin.in_features, lin.out_features, lora_rank, lora_alpha)
+                        self.lora[f"{i}_{part}_{name}"] = adapter
+                        lin.register_forward_hook(_add_update(adapter))
         d = backbone.config.d_model
         self.condition = ConditionEmbedding(n_features, n_genes, d, mode=condition)
         self.layers = nn.ModuleList(SoftAdaLNLayer(d, head_rank) for _ in backbone.encoder)
@@ -86,4 +134,15 @@ class AdaptedBackbone(nn.Module):
     def trainable_parameters(self) -> dict[str, int]:
         """Number of trainable parameters per part."""
         parts = {"condition": self.condition, "softadaln_layers": self.layers, "final": self.final}
+        if len(self.lora):
+            parts["lora"] = self.lora
+        if any(p.requires_grad for p in self.backbone.parameters()):
+            parts["backbone"] = self.backbone
         return {k: sum(p.numel() for p in m.parameters() if p.requires_grad) for k, m in parts.items()}
+
+
+def _add_update(adapter: LoRAAdapter):
+    def hook(module, inputs, output):
+        return output + adapter(inputs[0])
+
+    return hook

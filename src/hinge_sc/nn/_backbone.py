@@ -129,6 +129,8 @@ class Backbone(nn.Module):
             raise ValueError("`genes` (the backbone vocabulary) has duplicate symbols.")
         self.config = config = config or BackboneConfig()
         self.genes = genes
+        #: Provenance saved with the backbone (e.g. pre-training data, scale and history).
+        self.meta: dict = {}
         self._index = {g: i + 1 for i, g in enumerate(genes)}
         self._index_upper = {g.upper(): i for g, i in reversed(list(self._index.items()))}
         d = config.d_model
@@ -185,6 +187,86 @@ class Backbone(nn.Module):
             model.reset_parameters()
         return model
 
+    @classmethod
+    def pretrain(
+        cls,
+        adata,
+        genes: Sequence[str] | None = None,
+        *,
+        vocabulary: Sequence[str] | None = None,
+        backbone: Backbone | None = None,
+        layer: str | None = None,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 8,
+        n_tokens: int = 256,
+        mask_ratio: float = 0.2,
+        target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
+        max_epochs: int = 10,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        validation_size: float = 0.1,
+        seed: int = 0,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        strategy: str | None = None,
+        checkpoint_dir: str | None = None,
+        show_progress_bar: bool = True,
+        **trainer_kwargs,
+    ) -> Backbone:
+        """Pre-train a backbone on expression-only data (single cells, or spots without images).
+
+        CellFM's objective: hide ``mask_ratio`` of each sample's gene values (the learned mask embedding
+        replaces them) and reconstruct them through the value decoder with MSE. Each sample shows the backbone
+        ``n_tokens`` of its genes (mostly expressed ones), redrawn every epoch, so large gene spaces stay cheap.
+        The result plugs into :class:`hinge_sc.HINGE` like a CellFM checkpoint.
+
+        Parameters
+        ----------
+        adata
+            Spots or cells × genes, raw counts.
+        genes
+            Genes to train on (default: all of ``adata.var_names``).
+        vocabulary
+            Vocabulary of the new backbone (default: ``genes``); e.g. CellFM's, so panels can use any of its genes.
+        backbone
+            Continue pre-training this backbone instead of a new random one.
+        layer
+            Layer with raw counts (default ``X``).
+        d_model, n_layers, n_heads
+            Size of a new backbone.
+        n_tokens
+            Genes per sample.
+        mask_ratio
+            Fraction of the tokens hidden.
+        target_scale
+            Value scale (use the scale HINGE will be trained on).
+        max_epochs, batch_size, lr, validation_size, seed
+            Training settings (AdamW, gradient clipping 1.0).
+        accelerator, devices, strategy
+            Passed to :class:`lightning.pytorch.Trainer`.
+        checkpoint_dir
+            Write Lightning checkpoints (best and last) here.
+        show_progress_bar
+            Show the progress bar.
+        **trainer_kwargs
+            Other :class:`lightning.pytorch.Trainer` arguments.
+
+        Returns
+        -------
+        The trained backbone (in eval mode); ``backbone.meta["pretraining"]`` holds the settings and the
+        per-epoch ``history`` (train and validation loss).
+        """
+        from hinge_sc.train._pretrain import pretrain_backbone
+
+        return pretrain_backbone(
+            adata, genes=genes, vocabulary=vocabulary, backbone=backbone, layer=layer, d_model=d_model,
+            n_layers=n_layers, n_heads=n_heads, n_tokens=n_tokens, mask_ratio=mask_ratio, target_scale=target_scale,
+            max_epochs=max_epochs, batch_size=batch_size, lr=lr, validation_size=validation_size, seed=seed,
+            accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
+            show_progress_bar=show_progress_bar, **trainer_kwargs,
+        )
+
     def reset_parameters(self) -> None:
         """Xavier-normal initialisation as in CellFM (used for random backbones and pre-training)."""
         n_layers = self.config.n_layers
@@ -234,7 +316,7 @@ class Backbone(nn.Module):
         values
             ``(B, G)`` input values (hidden entries already filled).
         token_ids
-            ``(G,)`` token ids of the panel.
+            ``(G,)`` token ids of the panel, or ``(B, G)`` when every sample has its own genes.
         visible
             ``(B, G)``, 1 = visible; ``None`` means all visible.
         mask_mechanism
@@ -247,7 +329,8 @@ class Backbone(nn.Module):
                 v = v * (1.0 - hidden) + hidden * self.value_enc.mask_emb
             else:
                 v = v + hidden * self.zero_emb
-        tokens = self.gene_emb[token_ids].unsqueeze(0) + v
+        gene = self.gene_emb[token_ids]  # (G, d), or (B, G, d) for per-sample token ids
+        tokens = (gene.unsqueeze(0) if token_ids.ndim == 1 else gene) + v
         cls = self.cls_token.expand(values.shape[0], 1, -1).to(tokens.dtype)
         return torch.cat([cls, tokens], dim=1)
 
@@ -290,6 +373,7 @@ class Backbone(nn.Module):
             "genes": self.genes,
             "config": asdict(self.config),
             "state_dict": self.state_dict(),
+            "meta": self.meta,
         }
         torch.save(payload, path)
         logger.info("Saved backbone %s (%d genes) to %s", self.config.name, len(self.genes), path)
@@ -306,6 +390,7 @@ class Backbone(nn.Module):
             raise ValueError(f"{path} is not a hinge_sc backbone file (expected format {_FORMAT!r}).")
         model = cls(payload["genes"], BackboneConfig(**payload["config"]))
         model.load_state_dict(payload["state_dict"])
+        model.meta = dict(payload.get("meta") or {})
         return model
 
     def extra_repr(self) -> str:

@@ -1,0 +1,361 @@
+"""Pre-training a backbone on expression-only data with CellFM's masked-value objective."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hinge_sc.module._hinge import expression_target
+
+if TYPE_CHECKING:
+    from hinge_sc.nn import Backbone
+
+logger = logging.getLogger(__name__)
+
+
+def sample_tokens(cols: np.ndarray, n_genes: int, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
+    """Genes (column indices) one spot shows the backbone: mostly expressed genes, some unexpressed ones.
+
+    At least a quarter of the tokens are unexpressed genes (so the model also learns zeros) when the data
+    has enough of them; the rest are expressed genes drawn without replacement.
+
+    Parameters
+    ----------
+    cols
+        Column indices of the genes the spot expresses.
+    n_genes
+        Number of genes (columns) of the data.
+    n_tokens
+        Tokens per sample.
+
+    Returns
+    -------
+    ``(min(n_tokens, n_genes),)`` distinct column indices.
+    """
+    n_tokens = min(n_tokens, n_genes)
+    n_unexpressed = n_genes - len(cols)
+    n_expr = min(len(cols), max(n_tokens - n_tokens // 4, n_tokens - n_unexpressed))
+    chosen = rng.choice(cols, size=n_expr, replace=False) if n_expr < len(cols) else cols
+    n_zero = n_tokens - len(chosen)
+    if n_zero > 0:
+        mask = np.ones(n_genes, dtype=bool)
+        mask[cols] = False
+        chosen = np.concatenate([chosen, rng.choice(np.flatnonzero(mask), size=n_zero, replace=False)])
+    return chosen.astype(np.int64)
+
+
+class SpotTokenDataset(Dataset):
+    """Each item: ``n_tokens`` genes of one spot (random subset, redrawn every epoch), their counts and library.
+
+    Parameters
+    ----------
+    counts
+        CSR spots × genes raw counts (genes already restricted to the vocabulary).
+    token_ids
+        ``(n_genes,)`` backbone token id of each column.
+    n_tokens
+        Genes per sample.
+    seed
+        Seed of the token draws.
+    """
+
+    def __init__(self, counts: sp.csr_matrix, token_ids: np.ndarray, n_tokens: int, seed: int = 0):
+        self.counts, self.token_ids, self.n_tokens = counts, token_ids, n_tokens
+        self.library = np.asarray(counts.sum(axis=1)).ravel().astype(np.float32)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.counts.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        start, end = self.counts.indptr[i], self.counts.indptr[i + 1]
+        cols = self.counts.indices[start:end]
+        chosen = sample_tokens(cols, self.counts.shape[1], self.n_tokens, rng)
+        values = np.asarray(self.counts[i, chosen].todense()).ravel().astype(np.float32)
+        return {
+            "counts": torch.from_numpy(values),
+            "token_ids": torch.from_numpy(self.token_ids[chosen]),
+            "library": torch.tensor(self.library[i]),
+        }
+
+
+class BackbonePretrainingPlan(pl.LightningModule):
+    r"""Masked-value reconstruction (CellFM's pre-training objective).
+
+    A fraction ``mask_ratio`` of each sample's gene tokens is hidden (the mask embedding replaces their
+    value embedding, and they are removed as keys in the first half of the layers); the loss is
+
+    .. math::
+
+        \mathcal L = \frac{1}{|M|} \sum_{(b, g) \in M} (\hat x_{bg} - x_{bg})^2
+
+    over the hidden entries ``M``.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        mask_ratio: float = 0.2,
+        target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"`mask_ratio` must be in (0, 1), got {mask_ratio}.")
+        self.backbone = backbone
+        self.mask_ratio, self.target_scale = mask_ratio, target_scale
+        self.lr, self.weight_decay = lr, weight_decay
+
+    def masked_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+        x = expression_target(batch["counts"], batch["library"], self.target_scale)
+        noise = torch.rand(x.shape, generator=generator, device=x.device if generator is None else generator.device)
+        n_hidden = max(1, round(self.mask_ratio * x.shape[1]))
+        hidden = noise.to(x.device).argsort(dim=1).argsort(dim=1) < n_hidden
+        visible = (~hidden).float()
+        pred = self.backbone(x * visible, batch["token_ids"], visible)
+        return ((pred - x) ** 2)[hidden].mean()
+
+    def training_step(self, batch, batch_idx):
+        loss = self.masked_loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=self._ddp)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        gen = torch.Generator(device=self.device).manual_seed(1000 + batch_idx)
+        self.log("validation_loss", self.masked_loss(batch, gen), on_step=False, on_epoch=True, prog_bar=True,
+                 sync_dist=self._ddp)
+
+    @property
+    def _ddp(self) -> bool:
+        return self.trainer is not None and self.trainer.world_size > 1
+
+    def on_train_epoch_start(self):
+        loader = self.trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if isinstance(dataset, SpotTokenDataset):
+            dataset.epoch = self.current_epoch  # new gene subsets every epoch
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.backbone.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class _History(pl.Callback):
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        row = {"epoch": trainer.current_epoch}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        self.rows.append(row)
+
+
+def split_spots(n: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation split of ``n`` spots."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(validation_size * n))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def run_pretraining(
+    backbone: Backbone,
+    counts: sp.csr_matrix,
+    token_ids: np.ndarray,
+    *,
+    n_tokens: int,
+    mask_ratio: float,
+    target_scale: str,
+    max_epochs: int,
+    batch_size: int,
+    lr: float,
+    validation_size: float,
+    seed: int,
+    accelerator: str,
+    devices,
+    strategy: str | None,
+    checkpoint_dir: str | None,
+    show_progress_bar: bool,
+    **trainer_kwargs,
+) -> list[dict[str, float]]:
+    """Fit ``backbone`` in place; returns the per-epoch history (see :meth:`hinge_sc.Backbone.pretrain`)."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    train_idx, val_idx = split_spots(counts.shape[0], validation_size, seed)
+    train_ds = SpotTokenDataset(counts[train_idx], token_ids, n_tokens, seed)
+    loaders = {"train_dataloaders": DataLoader(train_ds, batch_size=batch_size, shuffle=True)}
+    if len(val_idx):
+        val_ds = SpotTokenDataset(counts[val_idx], token_ids, n_tokens, seed + 1)
+        loaders["val_dataloaders"] = DataLoader(val_ds, batch_size=batch_size)
+    plan = BackbonePretrainingPlan(backbone, mask_ratio=mask_ratio, target_scale=target_scale, lr=lr)
+    history = _History()
+    callbacks = [history, *trainer_kwargs.pop("callbacks", [])]
+    if checkpoint_dir is not None:
+        callbacks.append(
+            pl.callbacks.ModelCheckpoint(
+                dirpath=checkpoint_dir, monitor="validation_loss" if len(val_idx) else "train_loss", save_last=True
+            )
+        )
+    if strategy is not None:
+        trainer_kwargs["strategy"] = strategy
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        callbacks=callbacks,
+        enable_checkpointing=checkpoint_dir is not None,
+        enable_progress_bar=show_progress_bar,
+        enable_model_summary=False,
+        logger=False,
+        gradient_clip_val=trainer_kwargs.pop("gradient_clip_val", 1.0),
+        **trainer_kwargs,
+    )
+    trainer.fit(plan, **loaders)
+    backbone.eval()
+    return history.rows
+
+
+@torch.no_grad()
+def masked_reconstruction_error(
+    backbone: Backbone,
+    counts: sp.csr_matrix,
+    token_ids: np.ndarray,
+    gene_means: np.ndarray,
+    *,
+    n_tokens: int = 256,
+    mask_ratio: float = 0.2,
+    target_scale: str = "log2p1",
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, float]:
+    """MSE of masked values: the backbone's reconstruction vs imputing each gene's training mean.
+
+    Parameters
+    ----------
+    backbone
+        Pre-trained backbone.
+    counts
+        Held-out spots × genes raw counts (CSR).
+    token_ids
+        Token id per column.
+    gene_means
+        ``(n_genes,)`` mean of each gene on the training spots, on the target scale.
+
+    Returns
+    -------
+    ``{"mse_backbone", "mse_mean_imputation", "n_masked"}``.
+    """
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    ds = SpotTokenDataset(counts, token_ids, n_tokens, seed)
+    gen = torch.Generator().manual_seed(seed)
+    col_of_token = {int(t): c for c, t in enumerate(token_ids)}
+    sq_model = sq_mean = n = 0.0
+    for batch in DataLoader(ds, batch_size=batch_size):
+        x = expression_target(batch["counts"], batch["library"], target_scale)
+        n_hidden = max(1, round(mask_ratio * x.shape[1]))
+        hidden = torch.rand(x.shape, generator=gen).argsort(1).argsort(1) < n_hidden
+        visible = (~hidden).float()
+        pred = backbone((x * visible).to(device), batch["token_ids"].to(device), visible.to(device)).cpu()
+        cols = np.vectorize(col_of_token.get)(batch["token_ids"].numpy())
+        mean_pred = torch.as_tensor(gene_means[cols], dtype=torch.float32)
+        sq_model += float(((pred - x) ** 2)[hidden].sum())
+        sq_mean += float(((mean_pred - x) ** 2)[hidden].sum())
+        n += float(hidden.sum())
+    return {"mse_backbone": sq_model / n, "mse_mean_imputation": sq_mean / n, "n_masked": int(n)}
+
+
+def pretrain_backbone(
+    adata,
+    *,
+    genes=None,
+    vocabulary=None,
+    backbone=None,
+    layer=None,
+    d_model: int = 128,
+    n_layers: int = 4,
+    n_heads: int = 8,
+    n_tokens: int = 256,
+    mask_ratio: float = 0.2,
+    target_scale: str = "log2p1",
+    max_epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    validation_size: float = 0.1,
+    seed: int = 0,
+    accelerator: str = "auto",
+    devices="auto",
+    strategy: str | None = None,
+    checkpoint_dir: str | None = None,
+    show_progress_bar: bool = True,
+    **trainer_kwargs,
+):
+    """Implementation of :meth:`hinge_sc.Backbone.pretrain`."""
+    import warnings
+
+    import pandas as pd
+
+    from hinge_sc._validators import check_counts
+    from hinge_sc.nn import Backbone
+
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"`layer={layer!r}` is not in `adata.layers` (available: {list(adata.layers)}).")
+    x = adata.X if layer is None else adata.layers[layer]
+    check_counts(x, where="the counts")
+    var_names = pd.Index(adata.var_names)
+    genes = list(var_names) if genes is None else [str(g) for g in genes]
+    absent = [g for g in genes if g not in var_names]
+    if absent:
+        raise KeyError(f"{len(absent)} of `genes` are not in `adata.var_names`, e.g. {absent[:10]}.")
+    if backbone is None:
+        backbone = Backbone.random(
+            genes if vocabulary is None else list(vocabulary),
+            d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=seed, name="hinge_sc-pretrained",
+        )
+    ids, missing = backbone.token_ids(genes)
+    if missing:
+        warnings.warn(
+            f"{len(missing)} of {len(genes)} genes are not in the backbone vocabulary and are not used, "
+            f"e.g. {missing[:10]}",
+            UserWarning,
+            stacklevel=3,
+        )
+    keep_genes = [g for g, i in zip(genes, ids.tolist(), strict=True) if i > 0]
+    if not keep_genes:
+        raise ValueError("None of the genes is in the backbone vocabulary; nothing to pre-train on.")
+    counts = sp.csr_matrix(x[:, var_names.get_indexer(keep_genes)], dtype=np.float32)
+    expressed = np.asarray(counts.sum(axis=1)).ravel() > 0
+    if not expressed.all():
+        warnings.warn(f"{int((~expressed).sum())} spots without counts are left out.", UserWarning, stacklevel=3)
+    counts = counts[expressed]
+    token_ids = ids[ids > 0].numpy()
+    history = run_pretraining(
+        backbone, counts, token_ids, n_tokens=n_tokens, mask_ratio=mask_ratio, target_scale=target_scale,
+        max_epochs=max_epochs, batch_size=batch_size, lr=lr, validation_size=validation_size, seed=seed,
+        accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
+        show_progress_bar=show_progress_bar, **trainer_kwargs,
+    )
+    backbone.meta.update(
+        {
+            "pretraining": {
+                "objective": "masked value reconstruction (MSE)",
+                "n_spots": int(counts.shape[0]),
+                "n_genes": len(keep_genes),
+                "n_tokens": n_tokens,
+                "mask_ratio": mask_ratio,
+                "max_epochs": max_epochs,
+                "lr": lr,
+                "seed": seed,
+                "history": history,
+            },
+            "target_scale": target_scale,
+        }
+    )
+    return backbone
