@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from ._adapted import AdaptedBackbone
 from ._backbone import CELLFM_SHAPES, Backbone, BackboneConfig, SoftBinningValueEncoder, ValueDecoder
+from ._cellfm import CELLFM_CHECKPOINTS, download_cellfm
+from ._gene_aliases import GENE_ALIASES
+from ._genes import read_hgnc_aliases
+from ._mindspore import MindSporeCheckpoint, read_mindspore_checkpoint
 from ._retention import MultiHeadRetention, RetentionLayer, SimpleGatedLinearUnit, per_head_rms_norm
 from ._softadaln import (
     ConditionEmbedding,
@@ -16,12 +20,15 @@ from ._softadaln import (
 )
 
 __all__ = [
+    "CELLFM_CHECKPOINTS",
     "CELLFM_SHAPES",
+    "GENE_ALIASES",
     "AdaptedBackbone",
     "Backbone",
     "BackboneConfig",
     "ConditionEmbedding",
     "FinalModulation",
+    "MindSporeCheckpoint",
     "ModulationHead",
     "MultiHeadRetention",
     "RetentionLayer",
@@ -30,7 +37,10 @@ __all__ = [
     "SoftBinningValueEncoder",
     "SoftNorm",
     "ValueDecoder",
+    "download_cellfm",
     "modulate",
     "per_head_rms_norm",
+    "read_hgnc_aliases",
+    "read_mindspore_checkpoint",
     "timestep_embedding",
 ]

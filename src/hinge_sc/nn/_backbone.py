@@ -17,7 +17,9 @@ from torch import nn
 from ._retention import RetentionLayer
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +269,99 @@ class Backbone(nn.Module):
             show_progress_bar=show_progress_bar, **trainer_kwargs,
         )
 
+    @classmethod
+    def from_cellfm(
+        cls,
+        ckpt_path: str | Path,
+        *,
+        vocabulary: str | Path | Sequence[str] | None = None,
+        config: Literal["auto", "cellfm-800m", "cellfm-80m"] | BackboneConfig = "auto",
+        n_heads: int | None = None,
+        ignore: Sequence[str] = (),
+    ) -> Backbone:
+        """Load the weights of a CellFM MindSpore checkpoint into a new backbone (without MindSpore).
+
+        Parameter names map one to one (LayerNorm ``gamma``/``beta`` → ``weight``/``bias``; matrices are
+        stored (out, in) and never transposed). Optimiser state, string entries, the 80M model's ``ST_*``
+        tensors and CellFM's other heads (``cellwise_dec``, ``value_dec.zero_logit``) are skipped. The backbone
+        uses ``mask_emb`` for hidden genes (CellFM's pre-training), LeakyReLU slope 0.2 and LayerNorm eps 1e-7.
+
+        Parameters
+        ----------
+        ckpt_path
+            MindSpore ``.ckpt`` file (files over 2 GB are streamed tensor by tensor).
+        vocabulary
+            CellFM's vocabulary CSV (first column = symbol) or a list of symbols: ``gene_info.csv`` (24,078
+            genes) for CellFM-800M, ``expand_gene_info.csv`` (27,855 genes) for CellFM-80M (folder ``csv/`` of
+            github.com/biomed-AI/CellFM). Its size must fit the checkpoint's gene table, padded to a multiple of 8.
+        config
+            ``"auto"`` infers ``d_model``, ``n_layers`` (largest encoder index + 1), ``d_ffn`` and ``n_bins``
+            from the shapes; a CellFM name also checks them; a :class:`BackboneConfig` is used as given.
+        n_heads
+            Number of heads, which shapes cannot tell (default 48 when ``d_model = 1536``, as CellFM; else required).
+        ignore
+            Name prefixes of further checkpoint tensors to skip.
+
+        Returns
+        -------
+        The backbone (``config.name`` is ``"cellfm-800m"``, ``"cellfm-80m"`` or ``"cellfm"``).
+
+        Raises
+        ------
+        ValueError
+            If the vocabulary does not fit the gene table, or a tensor is missing, unexpected or mis-shaped.
+
+        Examples
+        --------
+        >>> bb = hs.Backbone.from_cellfm("CellFM_80M_weight.ckpt", vocabulary="expand_gene_info.csv")
+        """
+        from ._cellfm import load_cellfm
+
+        return load_cellfm(cls, ckpt_path, vocabulary=vocabulary, config=config, n_heads=n_heads, ignore=ignore)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: Literal["cellfm-80m", "cellfm-800m"],
+        *,
+        vocabulary: str | Path | Sequence[str] | None = None,
+        cache_dir: str | Path | None = None,
+        revision: str | None = None,
+        show_progress_bar: bool = True,
+    ) -> Backbone:
+        """Download a published CellFM checkpoint (once, cached) and load it with :meth:`from_cellfm`.
+
+        The files are on Hugging Face, ``ShangguanNingyuan/CellFM`` (CC BY-NC-ND 4.0):
+        ``CellFM_80M_weight.ckpt`` (1.03 GB) and ``base_weight.ckpt`` (800M, 9.66 GB). ``huggingface_hub``
+        is used when installed (``pip install hinge_sc[encoders]``), else pooch with the files' SHA-256.
+        Without network access (or with ``HF_HUB_OFFLINE=1``) this fails within seconds: download the file
+        elsewhere and pass it to :meth:`from_cellfm`.
+
+        Parameters
+        ----------
+        name
+            ``"cellfm-80m"`` or ``"cellfm-800m"``.
+        vocabulary
+            The matching CellFM CSV, see :meth:`from_cellfm` (not downloaded: it is not on Hugging Face).
+        cache_dir
+            Download folder (default: the user cache, ``hinge_sc/cellfm``).
+        revision
+            Hugging Face commit (default: the one checked for this release).
+        show_progress_bar
+            Show download progress (pooch).
+
+        Examples
+        --------
+        >>> bb = hs.Backbone.from_pretrained("cellfm-80m", vocabulary="expand_gene_info.csv")
+        """
+        from ._cellfm import CELLFM_REVISION, check_vocabulary_given, download_cellfm
+
+        check_vocabulary_given(vocabulary, name)
+        path = download_cellfm(
+            name, cache_dir=cache_dir, revision=revision or CELLFM_REVISION, show_progress_bar=show_progress_bar
+        )
+        return cls.from_cellfm(path, vocabulary=vocabulary, config=name)
+
     def reset_parameters(self) -> None:
         """Xavier-normal initialisation as in CellFM (used for random backbones and pre-training)."""
         n_layers = self.config.n_layers
@@ -284,7 +379,7 @@ class Backbone(nn.Module):
 
     # ----------------------------------------------------------------- vocabulary
     def token_ids(self, genes: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
-        """Token ids of ``genes`` (exact symbol, else case-insensitive match).
+        """Token ids of ``genes``: exact symbol, else case-insensitive, else a renamed symbol (:meth:`match_genes`).
 
         Returns
         -------
@@ -293,13 +388,42 @@ class Backbone(nn.Module):
         missing
             Genes not in the vocabulary.
         """
-        ids, missing = [], []
-        for g in genes:
-            i = self._index.get(g) or self._index_upper.get(str(g).upper(), 0)
-            ids.append(i)
-            if i == 0:
-                missing.append(g)
-        return torch.tensor(ids, dtype=torch.long), missing
+        ids, report = self.match_genes(genes)
+        return ids, report.loc[report["match"] == "none", "gene"].tolist()
+
+    def match_genes(
+        self, genes: Sequence[str], *, aliases: bool | Mapping[str, str] = True
+    ) -> tuple[torch.Tensor, pd.DataFrame]:
+        """Token ids of ``genes`` and a report of how each matched the vocabulary.
+
+        A gene matches exactly, else ignoring case, else through a renamed symbol in either direction
+        (e.g. ``SEPT7`` in the data and ``SEPTIN7`` in the vocabulary).
+
+        Parameters
+        ----------
+        genes
+            Gene symbols (e.g. ``adata.var_names``).
+        aliases
+            ``True``: the curated table :data:`hinge_sc.nn.GENE_ALIASES`; ``False``: symbols only; or a
+            mapping previous/alias symbol → approved symbol, e.g. :func:`hinge_sc.nn.read_hgnc_aliases`.
+
+        Returns
+        -------
+        ids
+            Long tensor ``(len(genes),)``; 0 for genes that did not match.
+        report
+            DataFrame with one row per gene: ``gene``, ``token_id``, ``symbol`` (vocabulary symbol matched)
+            and ``match`` (``"exact"``, ``"case"``, ``"alias"`` or ``"none"``).
+
+        Examples
+        --------
+        >>> ids, report = backbone.match_genes(adata.var_names)
+        >>> report["match"].value_counts()
+        """
+        from ._genes import match_genes
+
+        ids, report = match_genes(genes, self._index, aliases=aliases, index_upper=self._index_upper)
+        return torch.tensor(ids, dtype=torch.long), report
 
     # ----------------------------------------------------------------- forward pieces
     def embed(
