@@ -129,8 +129,8 @@ def test_params(featurized):
 
 
 def test_overwrite_protection(featurized):
-    with pytest.raises(KeyError, match="already exists"):
-        hs.pp.histology_features(featurized, show_progress_bar=False)
+    with pytest.raises(KeyError, match="already exists and was computed with other settings"):
+        hs.pp.histology_features(featurized, patch_size_um=150, show_progress_bar=False)
 
 
 def test_copy_and_single_view(c2):
@@ -155,7 +155,14 @@ def test_torch_encoder(c2):
     assert small.uns["X_cnn"]["params"]["encoder"] == "Sequential"
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"views": 4}, "`views` must be 1"), ({"encoder": "uni"}, "not known")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"views": 4}, "`views` must be 1"),
+        ({"encoder": "not_a_model"}, "not known"),
+        ({"context": "ring"}, "`context`"),
+    ],
+)
 def test_bad_arguments(c2, kwargs, match):
     with pytest.raises(ValueError, match=match):
         hs.pp.histology_features(c2, show_progress_bar=False, **kwargs)

@@ -24,11 +24,13 @@ from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._trainingplan import HINGETrainingPlan
 
 from ._persistence import load_model, save_model
+from ._spatialdata import resolve_table, setup_spatialdata
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from anndata import AnnData
+    from spatialdata import SpatialData
 
     from hinge_sc.nn import Backbone
 
@@ -62,7 +64,8 @@ class HINGE(BaseModelClass):
     Parameters
     ----------
     adata
-        AnnData registered with :meth:`setup_anndata`.
+        AnnData registered with :meth:`setup_anndata`, or a SpatialData object whose table was registered with
+        :meth:`setup_spatialdata`.
     backbone
         Frozen single-cell foundation model, e.g. :meth:`hinge_sc.Backbone.random` or a loaded checkpoint.
     genes
@@ -128,6 +131,7 @@ class HINGE(BaseModelClass):
         lora_rank: int | None = None,
         registry: dict | None = None,
     ):
+        adata = resolve_table(type(self), adata)  # a SpatialData object: its registered table
         super().__init__(adata, registry=registry)
         if backbone is None:
             raise ValueError("`backbone` is required, e.g. `hs.Backbone.random(adata.var_names)`.")
@@ -185,7 +189,17 @@ class HINGE(BaseModelClass):
                 )
             if len(set(candidates)) != len(candidates):
                 raise ValueError("`genes` has duplicates.")
-        _, missing = backbone.token_ids(candidates)
+        _, report = backbone.match_genes(candidates)
+        missing = list(report.loc[report["match"] == "none", "gene"])
+        renamed = report[report["match"] == "alias"]
+        if len(renamed):
+            pairs = [f"{g}→{s}" for g, s in zip(renamed["gene"], renamed["symbol"], strict=True)]
+            warnings.warn(
+                f"{len(pairs)} genes matched the backbone vocabulary through a renamed symbol: {pairs[:20]}"
+                f"{' …' if len(pairs) > 20 else ''}. Check `backbone.match_genes(genes)` if that is not wanted.",
+                UserWarning,
+                stacklevel=3,
+            )
         missing_set = set(missing)
         panel = [g for g in candidates if g not in missing_set]
         if not panel:
@@ -260,6 +274,67 @@ class HINGE(BaseModelClass):
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_spatialdata(
+        cls,
+        sdata: SpatialData,
+        table_key: str = "table",
+        image_key: str | Mapping[str, str] | None = None,
+        shapes_key: str | Sequence[str] | None = None,
+        layer: str | None = None,
+        features_key: str = "X_histology",
+        views_key: str | None = None,
+        section_key: str | None = None,
+        histology_kwargs: Mapping | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the table of a SpatialData object (spots = shapes annotated by the table).
+
+        If the table has no ``obsm[features_key]``, the features are computed first from the image with
+        :func:`hinge_sc.pp.histology_features` (``histology_kwargs`` are passed to it; with its default 8 views,
+        ``views_key`` becomes ``f"{features_key}_views"``). Then the table is registered as by
+        :meth:`setup_anndata`, so that ``HINGE(sdata, ...)``, :meth:`train` and ``hs.tl.generate(model, sdata)``
+        work on it and write their results into it.
+
+        Parameters
+        ----------
+        sdata
+            SpatialData object with an image, a shapes element of spots and a table annotating it.
+        table_key
+            The table whose rows are the spots (counts in ``X`` or ``layers[layer]``).
+        image_key, shapes_key
+            The image (or a dict region → image) and shapes element(s); default: inferred, see
+            :func:`hinge_sc.pp.extract_patches`.
+        layer
+            Layer of the table with raw counts; ``None`` uses ``X``.
+        features_key
+            ``obsm`` key of the image features, ``(n_spots, D)``.
+        views_key
+            Optional ``obsm`` key of augmented views, ``(n_spots, V, D)``.
+        section_key
+            Optional ``obs`` column with the tissue section of each spot.
+        histology_kwargs
+            Arguments of :func:`hinge_sc.pp.histology_features` (``encoder``, ``patch_size_um``, ``views`` …), used
+            only when the features are computed here.
+
+        Raises
+        ------
+        TypeError
+            ``sdata`` is not a SpatialData object.
+        KeyError, ValueError
+            As :meth:`setup_anndata` and :func:`hinge_sc.pp.histology_features`.
+
+        Examples
+        --------
+        >>> hs.HINGE.setup_spatialdata(sdata, table_key="table", histology_kwargs={"encoder": "handcrafted"})
+        >>> model = hs.HINGE(sdata, backbone)
+        """
+        setup_spatialdata(
+            cls, sdata, table_key=table_key, image_key=image_key, shapes_key=shapes_key, layer=layer,
+            features_key=features_key, views_key=views_key, section_key=section_key,
+            histology_kwargs=histology_kwargs, **kwargs,
+        )  # fmt: skip
 
     @property
     def setup_args(self) -> dict:
@@ -475,7 +550,7 @@ class HINGE(BaseModelClass):
         :class:`GeneratedExpression` with the per-spot mean and standard deviation (DataFrames indexed by
         ``adata.obs_names`` with the panel genes as columns, model scale) and optionally the samples.
         """
-        adata = self.adata if adata is None else adata
+        adata = resolve_table(type(self), self.adata if adata is None else adata)
         if adata is None:
             raise ValueError("Pass `adata`: this model was loaded without data.")
         if n_samples < 1:

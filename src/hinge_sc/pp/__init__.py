@@ -1,9 +1,21 @@
-"""Preprocessing: H&E patches, histology features and gene panels."""
+"""Preprocessing: H&E patches, histology features, virtual spot grids and gene panels."""
 
 from __future__ import annotations
 
+from ._encoder_hub import load_encoder
+from ._encoders import ENCODERS, Encoder
 from ._features import histology_features
 from ._genes import select_genes
 from ._patches import extract_patches
+from ._tiling import detect_tissue, tile_slide
 
-__all__ = ["extract_patches", "histology_features", "select_genes"]
+__all__ = [
+    "ENCODERS",
+    "Encoder",
+    "detect_tissue",
+    "extract_patches",
+    "histology_features",
+    "load_encoder",
+    "select_genes",
+    "tile_slide",
+]

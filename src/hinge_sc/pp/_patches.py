@@ -1,40 +1,59 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._image import PAD_VALUE, SlideImage, from_array, open_image_file
+
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
 
-#: Value of the padding added where a patch extends past the image border (white, like bare glass).
-PAD_VALUE = 255
+__all__ = ["PAD_VALUE", "PatchGroup", "extract_patches", "iter_patches", "patch_groups"]
+
+#: Diameter of a 10x Visium spot, µm.
+VISIUM_SPOT_DIAMETER_UM = 55.0
 
 
 @dataclass
-class SectionGeometry:
-    """How the patches of one section are cut (all lengths in full-resolution pixels unless noted)."""
+class PatchGroup:
+    """Spots that share one image (a section of an AnnData, a region of a SpatialData table).
+
+    Lengths are in *reference* px: full-resolution px (``obsm[spatial_key]`` units) for AnnData, level-0 px of
+    the image element for SpatialData.
+    """
 
     section: str
     obs_idx: np.ndarray
+    xy: np.ndarray
     microns_per_pixel: float
-    side_um: float
-    side_px: int
+    spot_diameter_px: float | None
+    open: Callable[[float, int | None], tuple[SlideImage, float]] = field(repr=False)
+    mpp_source: str = "argument"
+    identity: Callable[[], str] = field(default=lambda: "", repr=False)
+
+    def side(self, patch_size_um: float) -> tuple[float, int]:
+        """Patch side ``max(patch_size_um, spot diameter)`` in µm and in reference px."""
+        spot_um = self.spot_diameter_px * self.microns_per_pixel if self.spot_diameter_px else 0.0
+        side_um = max(float(patch_size_um), spot_um)
+        return side_um, max(1, round(side_um / self.microns_per_pixel))
 
 
+# ----------------------------------------------------------------------------------------------- AnnData input
 def _sections(adata: AnnData, library_key: str | None) -> list[tuple[str, np.ndarray]]:
     """(library id, integer obs indices) per section, in category order."""
     spatial = adata.uns.get("spatial", {})
-    if library_key is None:
+    if library_key is None or (library_key == "section" and library_key not in adata.obs and len(spatial) == 1):
         if len(spatial) != 1:
             raise ValueError(
                 f"`library_key=None` needs exactly one library in `adata.uns['spatial']`, found {len(spatial)}. "
@@ -51,18 +70,13 @@ def _sections(adata: AnnData, library_key: str | None) -> list[tuple[str, np.nda
         raise ValueError(
             f"{int(col.isna().sum())} spots have no section in `adata.obs[{library_key!r}]`; fill it or drop them."
         )
-    ids = col.cat.categories if hasattr(col, "cat") else _unique(col)
+    ids = col.cat.categories if hasattr(col, "cat") else list(dict.fromkeys(col.tolist()))
     out = []
     for lib in ids:
         idx = np.flatnonzero((col == lib).to_numpy())
         if len(idx):
             out.append((str(lib), idx))
     return out
-
-
-def _unique(col) -> list:
-    """Unique values of a column, in order of appearance."""
-    return list(dict.fromkeys(col.tolist()))
 
 
 def _library(adata: AnnData, section: str) -> dict:
@@ -75,221 +89,255 @@ def _library(adata: AnnData, section: str) -> dict:
     return spatial[section]
 
 
-def _resolve_mpp(lib: Mapping, section: str, microns_per_pixel: float | Mapping[str, float] | None) -> float:
+def is_visium(lib: Mapping) -> bool:
+    """Whether a ``uns["spatial"]`` library comes from 10x Space Ranger (Visium scale factors or metadata)."""
+    scalefactors, metadata = lib.get("scalefactors", {}), lib.get("metadata", {})
+    return "fiducial_diameter_fullres" in scalefactors or any(
+        k in metadata for k in ("chemistry_description", "software_version")
+    )
+
+
+def resolve_mpp(
+    scalefactors: Mapping, metadata: Mapping, section: str, microns_per_pixel: float | Mapping[str, float] | None, *,
+    visium: bool, where: str,
+) -> tuple[float, str]:  # fmt: skip
+    """µm per reference px and where it came from: the argument, ``scalefactors`` or the Visium spot diameter."""
     if microns_per_pixel is not None:
         mpp = microns_per_pixel.get(section) if hasattr(microns_per_pixel, "get") else microns_per_pixel
         if mpp is None:
-            raise KeyError(f"`microns_per_pixel` has no entry for section {section!r}.")
+            raise KeyError(f"`microns_per_pixel` has no entry for section {section!r}; give one for every section.")
+        source = "argument"
+    elif scalefactors.get("microns_per_pixel") is not None:
+        mpp, source = scalefactors["microns_per_pixel"], "metadata"
+    elif visium and scalefactors.get("spot_diameter_fullres"):
+        mpp, source = VISIUM_SPOT_DIAMETER_UM / float(scalefactors["spot_diameter_fullres"]), "visium_spot_diameter"
+        logger.info("%s: %.4g µm/px from the Visium spot diameter (55 µm).", section, mpp)
     else:
-        mpp = lib.get("scalefactors", {}).get("microns_per_pixel")
-        if mpp is None:
-            raise ValueError(
-                f"The µm/px of section {section!r} is unknown: `adata.uns['spatial'][{section!r}]['scalefactors']` "
-                "has no 'microns_per_pixel'. Pass `microns_per_pixel=` (a float, or a dict per section); for 10x "
-                "Visium, 55 / scalefactors['spot_diameter_fullres'] is a good estimate."
-            )
+        raise ValueError(
+            f"The µm/px of section {section!r} is unknown: `{where}['scalefactors']` has no 'microns_per_pixel' and "
+            "the data is not recognised as 10x Visium. Pass `microns_per_pixel=` (a float, or a dict per section), "
+            f"or set `{where}['scalefactors']['microns_per_pixel']`; for 10x Visium, "
+            "55 / scalefactors['spot_diameter_fullres'] is a good estimate."
+        )
     mpp = float(mpp)
     if not np.isfinite(mpp) or mpp <= 0:
         raise ValueError(f"`microns_per_pixel` must be positive, found {mpp} for section {section!r}.")
-    return mpp
+    return mpp, source
 
 
-def section_geometry(
-    adata: AnnData,
-    *,
-    patch_size_um: float,
-    microns_per_pixel: float | Mapping[str, float] | None,
-    library_key: str | None,
-) -> list[SectionGeometry]:
-    """Patch side in µm and px for each section: max(``patch_size_um``, spot diameter) / µm per px."""
-    if not patch_size_um > 0:
-        raise ValueError(f"`patch_size_um` must be positive, found {patch_size_um}.")
-    out = []
-    for section, idx in _sections(adata, library_key):
-        lib = _library(adata, section)
-        mpp = _resolve_mpp(lib, section, microns_per_pixel)
-        spot_px = lib.get("scalefactors", {}).get("spot_diameter_fullres")
-        side_um = max(float(patch_size_um), float(spot_px) * mpp if spot_px else 0.0)
-        out.append(SectionGeometry(section, idx, mpp, side_um, max(1, round(side_um / mpp))))
-    return out
-
-
-def _load_image(lib: Mapping, section: str, side_px: int, out_size: int | None) -> tuple[np.ndarray, float]:
-    """RGB uint8 image and its scale relative to full resolution (image px per full-res px)."""
+def _load_image(lib: Mapping, section: str, side_px: float, out_size: int | None) -> tuple[SlideImage, float]:
+    """Open the section's image; return it and its scale (image level-0 px per full-resolution px)."""
     source = lib.get("metadata", {}).get("source_image_path")
     if source is not None and Path(source).is_file():
-        from PIL import Image
-
-        Image.MAX_IMAGE_PIXELS = None  # whole-slide images exceed PIL's decompression-bomb limit
-        with Image.open(source) as im:
-            full_w = im.size[0]
-            # decode a JPEG at 1/2, 1/4 or 1/8 resolution when the patches are downscaled at least that much
-            reduce = 1
-            while out_size is not None and reduce < 8 and side_px / (2 * reduce) >= out_size:
-                reduce *= 2
-            if reduce > 1:
-                im.draft("RGB", (im.size[0] // reduce, im.size[1] // reduce))
-            arr = np.asarray(im.convert("RGB"))
-        return arr, arr.shape[1] / full_w
+        return open_image_file(source, side_px=side_px, out_size=out_size), 1.0
     if source is not None:
         warnings.warn(
             f"The full-resolution image of section {section!r} ({source}) is missing; cutting patches from the "
             "stored 'hires' image instead.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     images, scalefactors = lib.get("images", {}), lib.get("scalefactors", {})
     for res in ("hires", "lowres"):
         if res in images and f"tissue_{res}_scalef" in scalefactors:
-            return _as_rgb_uint8(np.asarray(images[res])), float(scalefactors[f"tissue_{res}_scalef"])
+            img = from_array(images[res], source=f"uns['spatial'][{section!r}]['images'][{res!r}]")
+            return img, float(scalefactors[f"tissue_{res}_scalef"])
     raise ValueError(
         f"Section {section!r} has no image: neither `metadata['source_image_path']` nor a 'hires'/'lowres' image "
         "with its scale factor in `adata.uns['spatial'][section]`. Load the section with its H&E image."
     )
 
 
-def _as_rgb_uint8(img: np.ndarray) -> np.ndarray:
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    img = img[..., :3]
-    if img.dtype != np.uint8:
-        scale = 255.0 if np.issubdtype(img.dtype, np.floating) and img.max() <= 1.0 else 1.0
-        img = np.clip(np.rint(img * scale), 0, 255).astype(np.uint8)
-    return img
+def _identity(lib: Mapping, section: str) -> str:
+    """Cheap identity of a section's image (file path, size and mtime, or a pixel subsample hash)."""
+    source = lib.get("metadata", {}).get("source_image_path")
+    if source is not None and Path(source).is_file():
+        stat = os.stat(source)
+        return f"{Path(source).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    images = lib.get("images", {})
+    for res in ("hires", "lowres"):
+        if res in images:
+            scalef = lib.get("scalefactors", {}).get(f"tissue_{res}_scalef")
+            return f"{res}:{scalef}:{from_array(images[res]).fingerprint()}"
+    return section
 
 
-def _crop(img: np.ndarray, cx: float, cy: float, side: int) -> np.ndarray:
-    """Square crop of ``side`` px whose top-left is (round(cx) - side // 2, round(cy) - side // 2); white padding."""
-    h, w = img.shape[:2]
-    left, top = round(cx) - side // 2, round(cy) - side // 2
-    out = np.full((side, side, 3), PAD_VALUE, dtype=np.uint8)
-    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
-    if x1 > x0 and y1 > y0:
-        out[y0 - top : y1 - top, x0 - left : x1 - left] = img[y0:y1, x0:x1]
-    return out
+def _anndata_groups(
+    adata: AnnData, *, library_key: str | None, spatial_key: str, microns_per_pixel: float | Mapping[str, float] | None
+) -> list[PatchGroup]:
+    if spatial_key not in adata.obsm:
+        raise KeyError(f"`spatial_key={spatial_key!r}` is not in `adata.obsm`; pass the key of the spot coordinates.")
+    coords = np.asarray(adata.obsm[spatial_key], dtype=float)[:, :2]
+    groups = []
+    for section, idx in _sections(adata, library_key):
+        lib = _library(adata, section)
+        scalefactors = lib.get("scalefactors", {})
+        mpp, source = resolve_mpp(
+            scalefactors, lib.get("metadata", {}), section, microns_per_pixel, visium=is_visium(lib),
+            where=f"adata.uns['spatial'][{section!r}]",
+        )  # fmt: skip
+        spot = scalefactors.get("spot_diameter_fullres")
+        groups.append(
+            PatchGroup(
+                section, idx, coords[idx], mpp, float(spot) if spot else None,
+                lambda side, size, lib=lib, s=section: _load_image(lib, s, side, size), source,
+                lambda lib=lib, s=section: _identity(lib, s),
+            )
+        )
+    return groups
+
+
+def patch_groups(
+    data: Any,
+    *,
+    library_key: str | None = "section",
+    spatial_key: str = "spatial",
+    table_key: str | None = None,
+    image_key: str | Mapping[str, str] | None = None,
+    shapes_key: str | Sequence[str] | None = None,
+    microns_per_pixel: float | Mapping[str, float] | None = None,
+) -> list[PatchGroup]:
+    """Spots grouped by image, for an AnnData (Visium convention) or a SpatialData object."""
+    from ._spatialdata import is_spatialdata, spatialdata_groups
+
+    if is_spatialdata(data):
+        return spatialdata_groups(
+            data, table_key=table_key, image_key=image_key, shapes_key=shapes_key, microns_per_pixel=microns_per_pixel
+        )
+    return _anndata_groups(data, library_key=library_key, spatial_key=spatial_key, microns_per_pixel=microns_per_pixel)
 
 
 def iter_patches(
-    adata: AnnData,
+    groups: Sequence[PatchGroup],
     *,
     patch_size_um: float = 112.0,
-    microns_per_pixel: float | Mapping[str, float] | None = None,
-    library_key: str | None = "section",
-    spatial_key: str = "spatial",
     out_size: int | None = 64,
+    zoom_out: float = 1.0,
+    batch_size: int | None = None,
+    desc: str = "patches",
     show_progress_bar: bool = True,
-) -> Iterator[tuple[SectionGeometry, np.ndarray]]:
-    """Yield ``(geometry, patches)`` per section; see :func:`extract_patches`. One image is in memory at a time."""
-    from PIL import Image
+) -> Iterator[tuple[PatchGroup, np.ndarray, np.ndarray]]:
+    """Yield ``(group, positions, patches)`` batches; one image is open at a time (lazily for dask/TIFF).
 
-    if spatial_key not in adata.obsm:
-        raise KeyError(f"`spatial_key={spatial_key!r}` is not in `adata.obsm`; pass the key of the spot coordinates.")
+    ``positions`` indexes into ``group.obs_idx``; ``zoom_out`` multiplies the patch side (larger fields of view).
+    """
+    if not patch_size_um > 0:
+        raise ValueError(f"`patch_size_um` must be positive (µm), found {patch_size_um}.")
     if out_size is not None and out_size < 1:
         raise ValueError(f"`out_size` must be a positive number of pixels or None, found {out_size}.")
-    coords = np.asarray(adata.obsm[spatial_key], dtype=float)[:, :2]
-    geoms = section_geometry(
-        adata, patch_size_um=patch_size_um, microns_per_pixel=microns_per_pixel, library_key=library_key
-    )
-    for geom in geoms:  # check all sections before the first (slow) image is read
-        _library(adata, geom.section)
-    pbar = tqdm(total=adata.n_obs, desc="patches", unit="spot", disable=not show_progress_bar)
-    for geom in geoms:
-        img, scale = _load_image(_library(adata, geom.section), geom.section, geom.side_px, out_size)
-        xy = coords[geom.obs_idx] * scale
-        h, w = img.shape[:2]
+    n_total = sum(len(g.obs_idx) for g in groups)
+    pbar = tqdm(total=n_total, desc=desc, unit="spot", disable=not show_progress_bar)
+    for group in groups:
+        side_um, side_px = group.side(patch_size_um)
+        side_ref = side_px * zoom_out
+        img, scale = group.open(side_ref, out_size)
+        xy = group.xy * scale
+        h, w = img.shape
         outside = ~((xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h))
         if outside.any():
             raise ValueError(
-                f"{int(outside.sum())} spots of section {geom.section!r} lie outside its image "
-                f"({w} × {h} px at scale {scale:.4g}). Check `spatial_key` (full-resolution pixels expected) and "
-                "the image's scale factor."
+                f"{int(outside.sum())} spots of section {group.section!r} lie outside its image "
+                f"({w} × {h} px at scale {scale:.4g}), e.g. at {group.xy[outside][0].round(1).tolist()}. Check "
+                "`spatial_key` (full-resolution pixels expected), the image's scale factor or the transformations."
             )
-        side = max(1, round(geom.side_px * scale))
-        size = side if out_size is None else out_size
-        patches = np.empty((len(xy), size, size, 3), dtype=np.uint8)
-        for i, (cx, cy) in enumerate(xy):
-            crop = _crop(img, cx, cy, side)
-            if size != side:
-                crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BICUBIC))
-            patches[i] = crop
-            pbar.update(1)
-        logger.debug("%s: %d patches of %d px (%.1f µm), scale %.3g", geom.section, len(xy), side, geom.side_um, scale)
+        step = len(xy) if batch_size is None else max(1, batch_size)
+        for start in range(0, len(xy), step):
+            pos = np.arange(start, min(start + step, len(xy)))
+            patches = img.crops(xy[pos], max(1, round(side_ref * scale)), out_size)
+            pbar.update(len(pos))
+            yield group, pos, patches
+        logger.debug("%s: %d patches of %d px (%.1f µm) from %s", group.section, len(xy), side_px, side_um, img.source)
         del img
-        yield geom, patches
     pbar.close()
 
 
 def extract_patches(
-    adata: AnnData,
+    data: AnnData | Any,
     *,
     patch_size_um: float = 112.0,
     microns_per_pixel: float | Mapping[str, float] | None = None,
     library_key: str | None = "section",
     spatial_key: str = "spatial",
+    table_key: str | None = None,
+    image_key: str | Mapping[str, str] | None = None,
+    shapes_key: str | Sequence[str] | None = None,
     out_size: int | None = 64,
     show_progress_bar: bool = True,
 ) -> np.ndarray:
     """Cut the H&E patch centred on each spot.
 
-    The side of a patch is ``max(patch_size_um, spot diameter)`` µm, converted to full-resolution pixels
-    with the slide's µm/px (HINGE §2), then resized to ``out_size`` px (bicubic). Sections are processed
-    one at a time and each image is read once. The image is the full-resolution file named in
-    ``uns["spatial"][section]["metadata"]["source_image_path"]`` when it exists (a JPEG is decoded at 1/2,
-    1/4 or 1/8 resolution when the resize allows it), else the stored ``"hires"`` (or ``"lowres"``) image,
-    with coordinates multiplied by its ``tissue_*_scalef``. Patches that extend past the image border are
-    padded with white (255), never dropped.
+    The side of a patch is ``max(patch_size_um, spot diameter)`` µm, converted to pixels with the slide's µm/px
+    (HINGE §2), then resized to ``out_size`` px (bicubic). Each image is opened once; dask-backed images
+    (SpatialData elements, tiled TIFFs) are read lazily, crop by crop, from the coarsest pyramid level that still
+    gives ``out_size`` px. Patches that extend past the image border are padded with white (255), never dropped.
+
+    For an AnnData (scanpy/squidpy Visium convention) the image is the file named in
+    ``uns["spatial"][section]["metadata"]["source_image_path"]`` when it exists (a JPEG is decoded at 1/2, 1/4 or
+    1/8 resolution when the resize allows it; a TIFF is read lazily), else the stored ``"hires"`` (or ``"lowres"``)
+    image, with coordinates multiplied by its ``tissue_*_scalef``. For a SpatialData object, the spots are the
+    shapes annotated by the table (circles: centre and radius; polygons: centroid), mapped into the image's pixels
+    through their coordinate transformations.
 
     Parameters
     ----------
-    adata
-        Spots with coordinates in ``obsm[spatial_key]`` and images in ``uns["spatial"]``.
+    data
+        AnnData with spot centres in ``obsm[spatial_key]`` (full-resolution px) and images in ``uns["spatial"]``,
+        or a SpatialData object with an image, a shapes element and a table annotating it.
     patch_size_um
         Side of the patch in µm (default 112 µm, i.e. 224 px at 0.5 µm/px).
     microns_per_pixel
-        µm per full-resolution pixel, one float or a dict per section. Defaults to
-        ``uns["spatial"][section]["scalefactors"]["microns_per_pixel"]``.
+        µm per full-resolution pixel (per image pixel for SpatialData), one float or a dict per section/region.
+        Defaults to ``scalefactors["microns_per_pixel"]`` of the library, else, for 10x Visium,
+        55 µm / ``scalefactors["spot_diameter_fullres"]``.
     library_key
-        Column of ``obs`` naming each spot's section (a key of ``uns["spatial"]``). ``None`` for a single
-        library.
+        AnnData: column of ``obs`` naming each spot's section (a key of ``uns["spatial"]``). ``None`` (or a
+        missing ``"section"`` column with a single library) puts every spot in the one library.
     spatial_key
-        Key of ``obsm`` with the (x, y) spot centres in full-resolution pixels, shape (n_spots, 2).
+        AnnData: key of ``obsm`` with the (x, y) spot centres in full-resolution pixels, shape (n_spots, 2).
+    table_key
+        SpatialData: the table whose rows are the spots (default: the only table).
+    image_key
+        SpatialData: the image element, or a dict region → image (default: the only image sharing a coordinate
+        system with the shapes).
+    shapes_key
+        SpatialData: the shapes element(s) annotated by the table (default: the table's regions).
     out_size
-        Side of the returned patches in px; ``None`` keeps the native size (of the image read).
+        Side of the returned patches in px; ``None`` keeps the native size (of the image level read).
     show_progress_bar
         Show a progress bar over spots.
 
     Returns
     -------
-    RGB patches, shape (n_spots, out_size, out_size, 3), uint8, in the order of ``adata.obs_names``.
+    RGB patches, shape (n_spots, out_size, out_size, 3), uint8, in the order of the (table's) obs names.
 
     Raises
     ------
     ValueError
-        If a section has no image or no µm/px, or spots lie outside their image.
+        If a section has no image or no µm/px, spots lie outside their image, or image and shapes share no
+        coordinate system.
     KeyError
-        If ``library_key`` or ``spatial_key`` is missing.
+        If ``library_key``, ``spatial_key``, ``table_key``, ``image_key`` or ``shapes_key`` is missing.
 
     Examples
     --------
     >>> patches = hs.pp.extract_patches(adata, patch_size_um=112, out_size=224)
     """
+    groups = patch_groups(
+        data, library_key=library_key, spatial_key=spatial_key, table_key=table_key, image_key=image_key,
+        shapes_key=shapes_key, microns_per_pixel=microns_per_pixel,
+    )  # fmt: skip
+    n_obs = sum(len(g.obs_idx) for g in groups)
+    if not n_obs:
+        raise ValueError("`data` has no spots.")
     out = None
-    for geom, patches in iter_patches(
-        adata,
-        patch_size_um=patch_size_um,
-        microns_per_pixel=microns_per_pixel,
-        library_key=library_key,
-        spatial_key=spatial_key,
-        out_size=out_size,
-        show_progress_bar=show_progress_bar,
+    for group, pos, patches in iter_patches(
+        groups, patch_size_um=patch_size_um, out_size=out_size, show_progress_bar=show_progress_bar
     ):
         if out is None:
-            out = np.full((adata.n_obs, *patches.shape[1:]), PAD_VALUE, dtype=np.uint8)
+            out = np.full((n_obs, *patches.shape[1:]), PAD_VALUE, dtype=np.uint8)
         elif out.shape[1:] != patches.shape[1:]:
             raise ValueError(
                 "Sections give patches of different native sizes; pass an integer `out_size` to resize them."
             )
-        out[geom.obs_idx] = patches
-    if out is None:
-        raise ValueError("`adata` has no spots.")
+        out[group.obs_idx[pos]] = patches
     return out

@@ -9,6 +9,7 @@ from hinge_sc._validators import check_key_free
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from spatialdata import SpatialData
 
     from hinge_sc.model import HINGE
 
@@ -17,8 +18,9 @@ logger = logging.getLogger(__name__)
 
 def generate(
     model: HINGE,
-    adata: AnnData | None = None,
+    adata: AnnData | SpatialData | None = None,
     *,
+    table_key: str | None = None,
     features_key: str | None = None,
     n_samples: int = 8,
     n_steps: int | None = None,
@@ -39,7 +41,10 @@ def generate(
     model
         Trained model.
     adata
-        Spots to generate (default: the model's AnnData).
+        Spots to generate (default: the model's AnnData), or a SpatialData object whose table holds the spots
+        (results are written into that table).
+    table_key
+        SpatialData: the table with the spots (default: the table registered with the model, or the only one).
     features_key
         ``obsm`` key of the ``(n_spots, D)`` image features (default: the key the model was set up with).
     n_samples
@@ -84,6 +89,9 @@ def generate(
         adata = model.adata
         if adata is None:
             raise ValueError("Pass `adata`: this model has no AnnData attached.")
+    from hinge_sc.model._spatialdata import resolve_table
+
+    adata = resolve_table(type(model), adata, table_key)  # a SpatialData object: write into its table
     keys = [key_added, f"{key_added}_std"] + ([f"{key_added}_samples"] if save_samples else [])
     for key in keys:
         check_key_free(adata.obsm, key, where="adata.obsm", overwrite=overwrite)

@@ -1,0 +1,8 @@
+"""Input and output: Visium folders, and conversions between AnnData (Visium convention) and SpatialData."""
+
+from __future__ import annotations
+
+from ._spatialdata import from_spatialdata, to_spatialdata
+from ._visium import read_visium
+
+__all__ = ["from_spatialdata", "read_visium", "to_spatialdata"]

@@ -1,0 +1,85 @@
+"""SpatialData support of :class:`~hinge_sc.HINGE`: the model works on the table that annotates the spots."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from hinge_sc.pp._spatialdata import get_table, is_spatialdata
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+
+def _is_registered(cls: type, table: AnnData) -> bool:
+    return cls._get_most_recent_anndata_manager(table, required=False) is not None
+
+
+def resolve_table(cls: type, data: AnnData | Any | None, table_key: str | None = None) -> AnnData | None:
+    """Return the AnnData a model works on: ``data`` itself, or the table of a SpatialData object.
+
+    With ``table_key=None``, the table registered with ``cls.setup_spatialdata`` (or ``setup_anndata``) is used, or
+    the only table.
+    """
+    if data is None or not is_spatialdata(data):
+        return data
+    if table_key is not None:
+        return get_table(data, table_key)[1]
+    tables = dict(data.tables)
+    registered = [k for k, t in tables.items() if _is_registered(cls, t)]
+    if len(registered) == 1:
+        return tables[registered[0]]
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    raise ValueError(
+        f"The SpatialData object has tables {sorted(tables)}, {len(registered)} of them registered with "
+        f"`{cls.__name__}.setup_spatialdata`. Pass `table_key=` to say which table holds the spots."
+    )
+
+
+def setup_spatialdata(
+    cls: type,
+    sdata: Any,
+    *,
+    table_key: str = "table",
+    image_key: str | Mapping[str, str] | None = None,
+    shapes_key: str | Sequence[str] | None = None,
+    layer: str | None = None,
+    features_key: str = "X_histology",
+    views_key: str | None = None,
+    section_key: str | None = None,
+    histology_kwargs: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Register the table of a SpatialData object, computing its histology features first if missing.
+
+    See :meth:`hinge_sc.HINGE.setup_spatialdata`.
+    """
+    if not is_spatialdata(sdata):
+        raise TypeError(
+            f"`sdata` must be a SpatialData object, found {type(sdata).__name__}; use `setup_anndata` for an AnnData."
+        )
+    _, table = get_table(sdata, table_key)
+    if features_key not in table.obsm:
+        from hinge_sc.pp import histology_features
+
+        opts = dict(histology_kwargs or {})
+        histology_features(
+            sdata, table_key=table_key, image_key=image_key, shapes_key=shapes_key, key_added=features_key, **opts
+        )
+        if views_key is None and opts.get("views", 8) > 1:
+            views_key = f"{features_key}_views"
+        logger.info("Computed `obsm[%r]` of table %r from its image.", features_key, table_key)
+    elif histology_kwargs:
+        raise ValueError(
+            f"`histology_kwargs` were given but table {table_key!r} already has `obsm[{features_key!r}]`, so no "
+            "features are computed. Drop `histology_kwargs`, or recompute with `hs.pp.histology_features(..., "
+            "overwrite=True)` first."
+        )
+    cls.setup_anndata(
+        table, layer=layer, features_key=features_key, views_key=views_key, section_key=section_key, **kwargs
+    )

@@ -1,0 +1,90 @@
+"""Caching of histology features and the spatial-context options (issue 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import hinge_sc as hs
+from hinge_sc.pp._handcrafted import FEATURE_NAMES
+
+
+class CountingEncoder(torch.nn.Module):
+    """Mean colour of the patch; counts the patches it embeds."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+        self.n_seen = 0
+
+    def forward(self, x):
+        self.n_seen += len(x)
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], dim=1) * self.scale
+
+
+@pytest.fixture
+def crop(her2st_crop):
+    return her2st_crop.copy()
+
+
+def test_same_settings_are_skipped(crop):
+    enc = CountingEncoder()
+    hs.pp.histology_features(crop, encoder=enc, out_size=16, show_progress_bar=False)
+    n_first = enc.n_seen
+    assert n_first == crop.n_obs * 8
+    before = crop.obsm["X_histology_views"].copy()
+    hs.pp.histology_features(crop, encoder=enc, out_size=16, show_progress_bar=False)
+    assert enc.n_seen == n_first  # nothing recomputed
+    np.testing.assert_array_equal(crop.obsm["X_histology_views"], before)
+
+
+def test_changed_spots_are_recomputed(crop):
+    hs.pp.histology_features(crop, views=1, show_progress_bar=False)
+    crop.obsm["spatial"] = crop.obsm["spatial"] + 5.0
+    with pytest.raises(KeyError, match="other settings, spots or images"):
+        hs.pp.histology_features(crop, views=1, show_progress_bar=False)
+    hs.pp.histology_features(crop, views=1, overwrite=True, show_progress_bar=False)
+
+
+def test_cache_dir_reuses_features(crop, tmp_path):
+    enc = CountingEncoder()
+    first = hs.pp.histology_features(crop, encoder=enc, out_size=16, cache_dir=tmp_path, copy=True,
+                                     show_progress_bar=False)  # fmt: skip
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    n_first = enc.n_seen
+    second = hs.pp.histology_features(crop, encoder=enc, out_size=16, cache_dir=tmp_path, copy=True,
+                                      show_progress_bar=False)  # fmt: skip
+    assert enc.n_seen == n_first
+    np.testing.assert_array_equal(first.obsm["X_histology_views"], second.obsm["X_histology_views"])
+    # other weights, other fingerprint: computed again
+    with torch.no_grad():
+        enc.scale.fill_(2.0)
+    hs.pp.histology_features(crop, encoder=enc, out_size=16, cache_dir=tmp_path, show_progress_bar=False)
+    assert enc.n_seen == 2 * n_first
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_knn_context_is_mean_of_neighbours(crop):
+    hs.pp.histology_features(crop, views=8, context="knn", context_k=3, show_progress_bar=False)
+    x, views = crop.obsm["X_histology"], crop.obsm["X_histology_views"]
+    d = len(FEATURE_NAMES)
+    assert x.shape == (crop.n_obs, 2 * d) and views.shape == (crop.n_obs, 8, 2 * d)
+    dist = np.linalg.norm(crop.obsm["spatial"][:, None] - crop.obsm["spatial"][None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    nb = np.argsort(dist[0])[:3]
+    np.testing.assert_allclose(x[0, d:], x[nb, :d].mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(views[0, 5, d:], views[nb, 5, :d].mean(0), rtol=1e-5, atol=1e-6)
+    params = crop.uns["X_histology"]["params"]
+    assert params["context"] == "knn" and params["context_k"] == 3 and params["n_features"] == 2 * d
+
+
+def test_field_context_sees_a_larger_patch(crop):
+    hs.pp.histology_features(crop, views=1, context="field", context_scale=3.0, show_progress_bar=False)
+    x = crop.obsm["X_histology"]
+    d = len(FEATURE_NAMES)
+    own = hs.pp.extract_patches(crop, out_size=64, show_progress_bar=False)
+    np.testing.assert_allclose(x[:, :d], hs.pp.histology_features(crop, views=1, copy=True, key_added="own",
+                               show_progress_bar=False).obsm["own"], rtol=1e-6)  # fmt: skip
+    assert not np.allclose(x[:, :d], x[:, d:])
+    assert own.shape[0] == crop.n_obs and crop.uns["X_histology"]["params"]["context_scale"] == 3.0
