@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("pp", "tl", "pl", "datasets")
+_SUBMODULES = ("pp", "tl", "pl", "datasets", "benchmark", "io")
 _LAZY = {"HINGE": "hinge_sc.model", "Backbone": "hinge_sc.nn"}
 
-__all__ = ["HINGE", "Backbone", "datasets", "pl", "pp", "tl"]
+__all__ = ["HINGE", "Backbone", "benchmark", "datasets", "io", "pl", "pp", "tl"]
 
 if TYPE_CHECKING:
-    from . import datasets, pl, pp, tl
+    from . import benchmark, datasets, io, pl, pp, tl
     from .model import HINGE
     from .nn import Backbone
 

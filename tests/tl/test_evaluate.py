@@ -35,6 +35,7 @@ def _adata(n_per_section=(20, 15), n_genes=6, seed=0):
     adata = ad.AnnData(sparse.csr_matrix(counts), var=pd.DataFrame(index=[f"G{i}" for i in range(n_genes)]))
     adata.obs_names = [f"s{i}" for i in range(n)]
     adata.obs["section"] = pd.Categorical(np.repeat(["A", "B"], n_per_section))
+    adata.obsm["spatial"] = rng.uniform(0, 100, size=(n, 2))
     pred = np.log2(counts[:, :4] + 1) + rng.normal(scale=0.3, size=(n, 4))
     adata.obsm["hinge"] = pd.DataFrame(pred, index=adata.obs_names, columns=adata.var_names[:4])
     return adata
@@ -95,10 +96,11 @@ def test_transform_counts():
 def test_evaluate_outputs_and_uns(tmp_path):
     adata = _adata()
     per_gene, per_section = evaluate(adata)
-    assert list(per_gene.columns) == ["section", "gene", "pearson", "spearman"] and len(per_gene) == 2 * 4
+    assert list(per_gene.columns[:4]) == ["section", "gene", "pearson", "spearman"] and len(per_gene) == 2 * 4
     assert list(per_section.index) == ["A", "B", "mean"]
-    for col in ("pcc_10", "pcc_50", "pcc_200", "pcc_mean", "spearman_mean", "mse", "mae", "coexpr_pcc",
-                "coexpr_frobenius", "n_valid_genes"):  # fmt: skip
+    for col in ("pcc_10", "pcc_50", "pcc_200", "pcc_mean", "spearman_mean", "pcc_hvg50", "pcc_heg50", "mse", "mae",
+                "rvd", "coexpr_pcc", "coexpr_frobenius", "moran_measured", "moran_generated", "moran_pcc",
+                "coverage_50", "coverage_90", "std_error_spearman", "n_valid_genes"):  # fmt: skip
         assert col in per_section.columns
     mask = (adata.obs["section"] == "A").to_numpy()
     y_true = np.log2(adata.X.toarray()[mask][:, :4] + 1)
@@ -125,7 +127,7 @@ def test_evaluate_uses_stored_target_scale():
     assert list(per_section.index) == ["all", "mean"]
     assert per_section.loc["all", "mse"] == pytest.approx(0.0, abs=1e-12)
     assert per_section.loc["all", "pcc_mean"] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="Leave `scale=None`"):
+    with pytest.raises(ValueError, match="Leave `scale=None`"):  # no library size to undo the normalisation
         evaluate(adata, scale="log2p1", overwrite=True)
 
 
@@ -156,3 +158,77 @@ def test_evaluate_errors():
     evaluate(adata, genes=["G0", "G1"])
     with pytest.raises(KeyError, match="already exists"):
         evaluate(adata, genes=["G0", "G1"])
+
+
+def test_evaluate_cp10k_normalises_both_sides_over_the_panel():
+    adata = _adata()
+    counts = adata.X.toarray()[:, :4]
+    adata.obsm["hinge"] = pd.DataFrame(np.log2(2 * counts + 1), index=adata.obs_names, columns=adata.var_names[:4])
+    _, raw = evaluate(adata, key_added="raw")
+    _, norm = evaluate(adata, scale="log1p_cp10k", key_added="norm")
+    # twice the counts everywhere is a perfect prediction once the depth is normalised away
+    assert norm.loc["mean", "mse"] == pytest.approx(0.0, abs=1e-12)
+    assert norm.loc["mean", "pcc_mean"] == pytest.approx(1.0)
+    assert raw.loc["mean", "mse"] > 0.1
+    assert adata.uns["norm"]["params"]["scale"] == "log1p_cp10k"
+    assert adata.uns["norm"]["params"]["prediction_scale"] == "log2p1"
+
+
+def test_evaluate_cp10k_of_a_gene_subset_uses_the_panel_total():
+    adata = _adata()
+    _, full = evaluate(adata, scale="log1p_cp10k", key_added="full")
+    per_gene, _ = evaluate(adata, scale="log1p_cp10k", genes=["G0", "G1"], key_added="sub")
+    full_gene = adata.uns["full"]["per_gene"]
+    expected = full_gene[full_gene["gene"].isin(["G0", "G1"])]["pearson"].to_numpy()
+    np.testing.assert_allclose(per_gene["pearson"].to_numpy(), expected)
+
+
+def test_evaluate_uncertainty_from_samples_and_std():
+    adata = _adata(n_per_section=(40, 40))
+    rng = np.random.default_rng(1)
+    mean = adata.obsm["hinge"].to_numpy()
+    samples = mean[:, None, :] + rng.normal(scale=0.3, size=(adata.n_obs, 200, 4))
+    adata.obsm["hinge_samples"] = samples
+    adata.obsm["hinge_std"] = pd.DataFrame(samples.std(1), index=adata.obs_names, columns=adata.obsm["hinge"].columns)
+    _, from_samples = evaluate(adata, key_added="s")
+    assert adata.uns["s"]["params"]["uncertainty"] == "samples"
+    # the predictions' noise is N(0, 0.3²), so the 90% interval of the samples covers about 90%
+    assert from_samples.loc["mean", "coverage_90"] == pytest.approx(0.9, abs=0.05)
+    assert from_samples.loc["mean", "coverage_50"] == pytest.approx(0.5, abs=0.07)
+    del adata.obsm["hinge_samples"]
+    _, from_std = evaluate(adata, key_added="g")
+    assert adata.uns["g"]["params"]["uncertainty"] == "gaussian_std"
+    assert from_std.loc["mean", "coverage_90"] == pytest.approx(from_samples.loc["mean", "coverage_90"], abs=0.03)
+    _, cp = evaluate(adata, scale="log1p_cp10k", key_added="c")  # the s.d. alone cannot change scale
+    assert np.isnan(cp.loc["mean", "coverage_90"]) and adata.uns["c"]["params"]["uncertainty"] == "none"
+
+
+def test_evaluate_spatial_metrics_and_skip():
+    adata = _adata()
+    per_gene, per_section = evaluate(adata)
+    assert per_gene[["moran_measured", "moran_generated"]].notna().all().all()
+    _, skipped = evaluate(adata, spatial_key=None, key_added="nospace")
+    assert skipped[["moran_measured", "moran_pcc"]].isna().all().all()
+    del adata.obsm["spatial"]
+    with pytest.warns(UserWarning, match="`spatial_key='spatial'` is not in `adata.obsm`"):
+        evaluate(adata, key_added="warned")
+
+
+def test_evaluate_constant_prediction_gives_nan_correlations_but_finite_errors():
+    adata = _adata()
+    adata.obsm["hinge"].loc[:, :] = 1.0  # e.g. the training-mean baseline
+    _, per_section = evaluate(adata)
+    assert per_section[["pcc_mean", "pcc_50", "coexpr_pcc", "moran_generated"]].isna().all().all()
+    assert per_section[["mse", "mae"]].notna().all().all()
+    assert per_section.loc["mean", "rvd"] == pytest.approx(1.0)
+    assert (per_section["n_valid_genes"] == 0).all()
+
+
+def test_evaluate_bad_arguments():
+    adata = _adata()
+    with pytest.raises(ValueError, match="`scale` must be one of"):
+        evaluate(adata, scale="log10")
+    with pytest.raises(ValueError, match="`n_top_genes` must be a positive integer"):
+        evaluate(adata, n_top_genes=0)
+    with pytest.raises(KeyError, match="`section_key='batch'`"):
+        evaluate(adata, section_key="batch")

@@ -1,7 +1,9 @@
-"""Plotting: spatial maps of measured and generated expression."""
+"""Plotting: spatial maps of measured and generated expression, co-expression, per-gene scores, training curves."""
 
 from __future__ import annotations
 
+from ._coexpression import coexpression
+from ._scores import gene_scores, training_history
 from ._spatial import spatial_genes
 
-__all__ = ["spatial_genes"]
+__all__ = ["coexpression", "gene_scores", "spatial_genes", "training_history"]

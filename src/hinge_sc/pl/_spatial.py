@@ -54,12 +54,30 @@ def _spot_diameter(xy: np.ndarray, lib: Mapping | None, scale: float) -> float:
     return 0.9 * float(np.median(dist[:, 1]))
 
 
+#: Longest side, in pixels, of the H&E drawn under a panel (larger crops are subsampled: drawing stays fast).
+MAX_IMAGE_SIDE = 800
+
+
+def _show_image(ax: Axes, image: np.ndarray, xy: np.ndarray, pad: float) -> None:
+    """Draw the part of ``image`` under the spots, subsampled to at most :data:`MAX_IMAGE_SIDE` px, in pixel units."""
+    h, w = image.shape[:2]
+    c0, c1 = (int(np.clip(v, 0, w)) for v in (np.floor(xy[:, 0].min() - pad), np.ceil(xy[:, 0].max() + pad) + 1))
+    r0, r1 = (int(np.clip(v, 0, h)) for v in (np.floor(xy[:, 1].min() - pad), np.ceil(xy[:, 1].max() + pad) + 1))
+    if c1 <= c0 or r1 <= r0:
+        return
+    step = max(1, int(np.ceil(max(c1 - c0, r1 - r0) / MAX_IMAGE_SIDE)))
+    crop = image[r0:r1:step, c0:c1:step]
+    extent = (c0 - 0.5, c0 + crop.shape[1] * step - 0.5, r0 + crop.shape[0] * step - 0.5, r0 - 0.5)
+    ax.imshow(crop, extent=extent)
+
+
 def _draw(ax: Axes, xy: np.ndarray, values: np.ndarray, diam: float, image, *, cmap, vmin, vmax, title, kwargs):
     from matplotlib.collections import EllipseCollection
     from matplotlib.colors import Normalize
 
+    pad = 0.6 * diam
     if image is not None:
-        ax.imshow(image)
+        _show_image(ax, image, xy, pad)
     n = len(xy)
     coll = EllipseCollection(
         np.full(n, diam), np.full(n, diam), np.zeros(n), units="xy", offsets=xy, offset_transform=ax.transData,
@@ -67,14 +85,12 @@ def _draw(ax: Axes, xy: np.ndarray, values: np.ndarray, diam: float, image, *, c
     )  # fmt: skip
     coll.set_array(np.asarray(values, dtype=float))
     ax.add_collection(coll)
-    pad = diam
     ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)
     ax.set_ylim(xy[:, 1].max() + pad, xy[:, 1].min() - pad)  # image convention: y grows downwards
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize="medium")
-    ax.figure.colorbar(coll, ax=ax, shrink=0.75)
     return coll
 
 
@@ -98,13 +114,14 @@ def spatial_genes(
     save: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> Figure:
-    """Plot measured, generated and uncertainty maps of genes on one section.
+    r"""Plot measured, generated and uncertainty maps of genes on one section.
 
-    Each gene gets a block of panels: **measured** (the counts of ``layer``/``X`` on the scale of the
-    predictions, ``uns[key]["params"]["target_scale"]``, default :math:`\\log_2(x+1)`; omitted when the gene is
-    not in ``var_names``), **generated** (``obsm[key][gene]``) and **uncertainty** (``obsm[key + "_std"][gene]``,
-    when present and ``show_std``). Measured and generated share one colour scale per gene. The H&E image
-    (``uns["spatial"][library_id]["images"]["hires"]``) is drawn underneath when available.
+    Each gene gets a block of panels in a compact (constrained) layout: **measured** (the counts of
+    ``layer``/``X`` on the scale of the predictions, ``uns[key]["params"]["target_scale"]``, default
+    :math:`\log_2(x+1)`; omitted when the gene is not in ``var_names``), **generated** (``obsm[key][gene]``) and
+    **uncertainty** (``obsm[key + "_std"][gene]``, when present and ``show_std``). Measured and generated share one
+    colour scale, and one colour bar, per gene. The H&E image (``uns["spatial"][library_id]["images"]["hires"]``)
+    is drawn underneath when available.
 
     Parameters
     ----------
@@ -134,7 +151,7 @@ def spatial_genes(
         Spot diameter as a multiple of ``spot_diameter_fullres`` (default 1; without it, 0.9 × the median
         distance to the nearest spot).
     figsize
-        Figure size in inches; default 3.6 × 3.2 per panel.
+        Figure size in inches; default about 3.1 in wide per panel, the height following the section's shape.
     ax
         Axes to draw into: one Axes when a single panel is drawn, else a sequence with one Axes per panel
         (gene-major order, ``measured``/``generated``/``uncertainty`` within a gene, empty slots included).
@@ -202,8 +219,10 @@ def spatial_genes(
     nrows = -(-len(genes) // ncols)
     n_axes = nrows * ncols * len(kinds)
     if ax is None:
-        figsize = figsize or (3.6 * ncols * len(kinds), 3.2 * nrows)
-        fig, axes = plt.subplots(nrows, ncols * len(kinds), figsize=figsize, squeeze=False)
+        span = np.ptp(xy, axis=0) + 1.2 * diam if len(xy) else np.ones(2)
+        panel_h = 2.8 * float(np.clip(span[1] / max(span[0], 1e-9), 0.5, 2.0)) + 0.35  # + title
+        figsize = figsize or (3.1 * ncols * len(kinds), panel_h * nrows + 0.4)
+        fig, axes = plt.subplots(nrows, ncols * len(kinds), figsize=figsize, squeeze=False, layout="constrained")
         axes = list(axes.ravel())
     else:
         axes = list(np.ravel(np.asarray(ax, dtype=object)))
@@ -220,6 +239,7 @@ def spatial_genes(
         shared = np.concatenate([panels[gene][k] for k in ("measured", "generated") if k in panels[gene]])
         lo = np.nanmin(shared) if vmin is None else vmin
         hi = np.nanmax(shared) if vmax is None else vmax
+        drawn: dict[str, tuple] = {}
         for j, kind in enumerate(kinds):
             a = axes[g * len(kinds) + j]
             if kind not in panels[gene]:
@@ -227,8 +247,15 @@ def spatial_genes(
                 continue
             values = panels[gene][kind]
             lims = (lo, hi) if kind != "uncertainty" else (np.nanmin(values), np.nanmax(values))
-            _draw(a, xy, values, diam, image, cmap=cmap, vmin=lims[0], vmax=lims[1], title=f"{gene} {kind}",
-                  kwargs=kwargs)  # fmt: skip
+            coll = _draw(a, xy, values, diam, image, cmap=cmap, vmin=lims[0], vmax=lims[1], title=f"{gene} {kind}",
+                         kwargs=kwargs)  # fmt: skip
+            drawn[kind] = (a, coll)
+        # one colour bar for the shared measured/generated scale, one for the uncertainty
+        shared_axes = [drawn[k][0] for k in ("measured", "generated") if k in drawn]
+        if shared_axes:
+            fig.colorbar(drawn.get("generated", drawn.get("measured"))[1], ax=shared_axes, shrink=0.8, pad=0.02)
+        if "uncertainty" in drawn:
+            fig.colorbar(drawn["uncertainty"][1], ax=drawn["uncertainty"][0], shrink=0.8, pad=0.02, label="s.d.")
     for a in axes[len(genes) * len(kinds) : n_axes]:
         a.set_axis_off()
     fig.suptitle(title if title is not None else (library_id or ""))

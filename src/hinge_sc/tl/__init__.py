@@ -1,8 +1,9 @@
-"""Tools: generate expression and evaluate it."""
+"""Tools: generate expression, evaluate it, and aggregate and compare evaluations."""
 
 from __future__ import annotations
 
+from ._aggregate import aggregate, compare
 from ._evaluate import evaluate
 from ._generate import generate
 
-__all__ = ["evaluate", "generate"]
+__all__ = ["aggregate", "compare", "evaluate", "generate"]

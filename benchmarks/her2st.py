@@ -1,0 +1,395 @@
+"""HINGE vs baselines on her2st patient C, leave one section out: metrics on two scales, figures, performance.
+
+Usage::
+
+    python benchmarks/her2st.py --out her2st_benchmark            # C2–C6, 5 folds, 3 seeds (about 25 min, 2 cores)
+    python benchmarks/her2st.py --out tiny --tiny                  # CI: C2/C3, one fold, one seed, 1 epoch
+
+Every method gets the same inputs per fold: the handcrafted histology features of ``hs.pp.histology_features``
+(8 dihedral views, computed once and cached in ``<out>/features.h5ad``), the same 200-gene HMHVG panel chosen on the
+training sections (``hs.pp.select_genes``, restricted to the CellFM vocabulary), ``log2(count + 1)`` targets, and
+the same evaluation (``hs.tl.evaluate`` on ``log2p1`` and on the panel-normalised ``log1p_cp10k`` scale). Stochastic
+methods (HINGE, its Gaussian-diffusion ablation, the MLP) run ``--seeds`` seeds. Writes to ``--out``:
+``results.md`` (also printed), ``per_section.csv``, ``per_gene.csv``, ``performance.csv``, ``config.json`` and figures.
+Each method × seed × fold is cached in ``<out>/runs/<settings hash>/``, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from performance import markdown, performance_table, to_markdown
+
+logger = logging.getLogger("her2st_benchmark")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SCALES = ("log2p1", "log1p_cp10k")
+METHODS = ("hinge", "hinge_pretrained", "hinge_gaussian", "ridge", "mlp", "knn", "mean")
+STOCHASTIC = {"hinge", "hinge_pretrained", "hinge_gaussian", "mlp"}
+MARKERS = ("ERBB2", "GNAS", "KRT19", "FASN")
+#: Columns of the two result tables (metric → header).
+CORRELATION = {"pcc_10": "PCC-10", "pcc_50": "PCC-50", "pcc_200": "PCC-200", "pcc_mean": "mean PCC",
+               "spearman_mean": "mean Spearman", "pcc_hvg50": "PCC HVG-50", "pcc_heg50": "PCC HEG-50"}  # fmt: skip
+STRUCTURE = {"mse": "MSE", "mae": "MAE", "rvd": "RVD", "coexpr_pcc": "co-expr. r", "coexpr_frobenius": "co-expr. d_F",
+             "moran_generated": "Moran's I (gen.)", "moran_pcc": "Moran's I r", "coverage_50": "cov. 50%",
+             "coverage_90": "cov. 90%", "std_error_spearman": "s.d.–error ρ"}  # fmt: skip
+
+
+def load_features(args: argparse.Namespace):
+    """her2st sections with histology features, cached in ``<out>/features.h5ad``."""
+    import anndata as ad
+
+    import hinge_sc as hs
+
+    cache = Path(args.out) / "features.h5ad"
+    if cache.is_file():
+        adata = ad.read_h5ad(cache)
+        if set(args.sections) <= set(adata.obs["section"].astype(str)) and "X_histology" in adata.obsm:
+            logger.info("Read cached features from %s", cache)
+            return adata[adata.obs["section"].isin(args.sections)].copy()
+    adata = hs.datasets.her2st(sections=args.sections, path=Path(args.data) / "her2st", show_progress_bar=False)
+    hs.pp.histology_features(adata, views=args.views, show_progress_bar=False)
+    adata.write_h5ad(cache)
+    logger.info("Computed histology features (%d spots, %s) and cached them in %s",
+                adata.n_obs, adata.obsm["X_histology"].shape, cache)  # fmt: skip
+    return adata
+
+
+def standardise(train, test, keys: tuple[str, ...]) -> None:
+    """Add ``obsm[key + '_z']``: features standardised with the training-fold mean and s.d. (all views)."""
+    ref = np.concatenate([np.asarray(train.obsm[k]).reshape(-1, train.obsm[keys[0]].shape[-1]) for k in keys])
+    mean, sd = ref.mean(0), ref.std(0)
+    sd[sd == 0] = 1.0
+    for adata in (train, test):
+        for k in keys:
+            if k in adata.obsm:
+                adata.obsm[f"{k}_z"] = ((adata.obsm[k] - mean) / sd).astype(np.float32)
+
+
+def run_hinge(method, train, test, panel, vocabulary, seed, args, key) -> dict:
+    """Train HINGE (or its Gaussian ablation) on ``train`` and generate ``test`` into ``obsm[key]``."""
+    import hinge_sc as hs
+
+    cls = hs.benchmark.HINGEGaussian if method == "hinge_gaussian" else hs.HINGE
+    fk = "X_histology_z" if args.hinge_features == "standardized" else "X_histology"
+    vk = f"{fk.removesuffix('_z')}_views{'_z' if fk.endswith('_z') else ''}" if args.views > 1 else None
+    if method == "hinge_pretrained":  # the same pre-trained backbone for every seed; the seed varies the adaptation
+        backbone = hs.Backbone.load(args.pretrained_backbone)
+    else:
+        backbone = hs.Backbone.random(vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+                                      seed=seed)  # fmt: skip
+    tr = train.copy()
+    cls.setup_anndata(tr, features_key=fk, views_key=vk, section_key="section")
+    model = cls(tr, backbone, genes=panel, n_steps=args.diffusion_steps)
+    t0 = time.perf_counter()
+    model.train(
+        max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
+        lr_milestones=(max(1, int(args.epochs * 0.5)), max(1, int(args.epochs * 0.875))), accelerator="cpu",
+        seed=seed, show_progress_bar=False,
+    )  # fmt: skip
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hs.tl.generate(model, test, features_key=fk, n_samples=args.n_samples, n_steps=args.sampling_steps, seed=seed,
+                   key_added=key, save_samples=True, overwrite=True, show_progress_bar=False)  # fmt: skip
+    gen_s = time.perf_counter() - t0
+    epochs = len(model.history["train_loss"])
+    samples = model.train_params_["n_train_spots"] * model.train_params_["n_views"] * epochs
+    return {"model": model, "train_s": train_s, "generate_s": gen_s, "train_samples_per_s": samples / train_s,
+            "generate_spots_per_s": test.n_obs / gen_s}  # fmt: skip
+
+
+def run_baseline(method, train, test, panel, seed, args, key) -> dict:
+    """Fit a baseline of :mod:`hinge_sc.benchmark` and predict ``test`` into ``obsm[key]``."""
+    import hinge_sc as hs
+
+    est = {
+        "ridge": lambda: hs.benchmark.RidgeProbe(args.ridge_alpha),
+        "mlp": lambda: hs.benchmark.MLPRegressor(max_epochs=args.mlp_epochs, seed=seed),
+        "knn": lambda: hs.benchmark.KNNRetrieval(args.knn_k),
+        "mean": lambda: hs.benchmark.TrainingMean(),
+    }[method]()
+    t0 = time.perf_counter()
+    est.fit(train, genes=panel, views_key="X_histology_views" if args.views > 1 and method == "mlp" else None)
+    fit_s = time.perf_counter() - t0
+    est.predict(test, key_added=key, save_samples=True, overwrite=True)
+    return {"train_s": fit_s}
+
+
+def evaluate_all(test, key, method, seed, fold) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Evaluate ``obsm[key]`` on both scales; tidy per-section and per-gene rows."""
+    import hinge_sc as hs
+
+    sections, genes = [], []
+    for scale in SCALES:
+        per_gene, per_section = hs.tl.evaluate(test, key=key, scale=scale, key_added=f"{key}@{scale}", overwrite=True)
+        meta = {"method": method, "seed": seed, "fold": fold, "scale": scale}
+        sections.append(per_section.drop(index="mean").reset_index().assign(**meta))
+        genes.append(per_gene.assign(**meta))
+    return sections, genes
+
+
+def summary_tables(per_section: pd.DataFrame, per_gene: pd.DataFrame, methods: list[str]) -> str:
+    """Write the report tables: mean ± s.d. over sections (seeds averaged) per scale; paired Wilcoxon tests."""
+    import hinge_sc as hs
+
+    agg = hs.tl.aggregate(per_section, by=["scale", "method"])
+    out = []
+    for scale in SCALES:
+        for title, cols in (("correlation", CORRELATION), ("errors, structure, uncertainty", STRUCTURE)):
+            rows = {}
+            for method in methods:
+                if (scale, method) not in agg.index:
+                    continue
+                rec = agg.loc[(scale, method)]
+                cells = {}
+                for m, header in cols.items():
+                    mean, sd = rec[(m, "mean")], rec[(m, "sd")]
+                    cells[header] = "—" if not np.isfinite(mean) else (
+                        f"{mean:.3f} ± {sd:.3f}" if np.isfinite(sd) else f"{mean:.3f}")  # fmt: skip
+                rows[method] = cells
+            table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+            out.append(f"### {scale}: {title}\n\n" + markdown(table, index=True))
+        moran = agg.loc[(scale, methods[0]), ("moran_measured", "mean")]
+        out.append(f"Moran's I of the measured maps ({scale}): {moran:.3f}.")
+    if "hinge" in methods and len(methods) > 1:
+        lines = ["| scale | metric | pairs | other | HINGE − other | p (two-sided) |", "|---|---|---|---|---|---|"]
+        for scale in SCALES:
+            sub = per_section[per_section["scale"] == scale]
+            genes = per_gene[per_gene["scale"] == scale]
+            for metric, table, group in (("pcc_50", sub, "section"), ("pcc_mean", sub, "section"),
+                                         ("pearson", genes, ["section", "gene"])):  # fmt: skip
+                res = hs.tl.compare(table, metric=metric, reference="hinge", group=group)
+                for other, r in res[res["n_pairs"] > 0].iterrows():
+                    unit = "genes" if metric == "pearson" else "sections"
+                    lines.append(f"| {scale} | {metric} | {int(r.n_pairs)} {unit}"
+                                 f" | {other} | {r.mean_difference:+.3f} | {r.pvalue:.3g} |")  # fmt: skip
+        out.append("### Paired Wilcoxon tests (HINGE vs each method; seeds averaged)\n\n" + "\n".join(lines))
+    return "\n\n".join(out)
+
+
+def figures(test, per_gene: pd.DataFrame, history, section: str, out: Path, methods: list[str]) -> None:
+    """Per-gene PCC of every method, maps and co-expression of HINGE and ridge, HINGE's training curve."""
+    import matplotlib.pyplot as plt
+
+    import hinge_sc as hs
+
+    for scale in SCALES:
+        table = per_gene[(per_gene["scale"] == scale) & per_gene["method"].isin(methods)]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+        hs.pl.gene_scores(table, kind="rank", ax=axes[0], title=f"per-gene PCC ({scale}, mean over folds)")
+        hs.pl.gene_scores(table, kind="box", ax=axes[1], title="")
+        fig.savefig(out / f"gene_scores_{scale}.png", dpi=110)
+        plt.close(fig)
+    lead = "hinge" if "hinge" in methods else "ridge" if "ridge" in methods else methods[0]
+    ref = per_gene[(per_gene["method"] == lead) & (per_gene["scale"] == "log2p1") & (per_gene["section"] == section)]
+    best = ref.groupby("gene")["pearson"].mean().dropna().sort_values(ascending=False)
+    genes = [g for g in MARKERS if g in best.index][:2]
+    genes += [g for g in best.index if g not in genes][: 4 - len(genes)]
+    for method in ("hinge", "ridge"):
+        key = f"{method}_s0"
+        if key in test.obsm:
+            fig = hs.pl.spatial_genes(test, genes, key=key, library_id=section, ncols=2,
+                                      save=out / f"spatial_{method}.png")  # fmt: skip
+            plt.close(fig)
+            fig = hs.pl.coexpression(test, key=key, library_id=section, save=out / f"coexpression_{method}.png")
+            plt.close(fig)
+    if history:
+        ax = hs.pl.training_history(history, save=out / "training_history_hinge.png", title="HINGE training (seed 0)")
+        plt.close(ax.figure)
+
+
+def config_hash(args: argparse.Namespace) -> str:
+    """Short hash of the settings that change results: runs cached under it are reused by a later call."""
+    import hashlib
+
+    skip = {"out", "folds", "methods", "seeds", "perf_genes", "perf_spots", "threads", "no_resume",
+            "pretrained_backbone"}  # fmt: skip
+    settings = json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, sort_keys=True)
+    return hashlib.sha1(settings.encode()).hexdigest()[:10]
+
+
+def run_cached(method, seed, fold, train, test, panel, vocabulary, args, key, runs: Path) -> dict:
+    """Fit, predict and evaluate one method × seed × fold, or read the result of an earlier call."""
+    import torch
+
+    tag = f"_{Path(args.pretrained_backbone).stem}" if method == "hinge_pretrained" else ""
+    cache = runs / f"{fold}_{key}{tag}.pkl"
+    if cache.is_file() and not args.no_resume:
+        return pd.read_pickle(cache)
+    torch.set_num_threads(args.threads)  # scanpy (in `hs.pp.select_genes`) resets torch's thread count
+    t0 = time.perf_counter()
+    if method.startswith("hinge"):
+        info = run_hinge(method, train, test, panel, vocabulary, seed, args, key)
+    else:
+        info = run_baseline(method, train, test, panel, seed, args, key)
+    s, g = evaluate_all(test, key, method, seed, fold)
+    model = info.pop("model", None)
+    rec = {
+        "per_section": s,
+        "per_gene": g,
+        "timing": {"fold": fold, "method": method, "seed": seed, "total_s": time.perf_counter() - t0, **info},
+        "obsm": {k: test.obsm[k] for k in (key, f"{key}_std", f"{key}_samples") if k in test.obsm},
+        "uns": test.uns[key],
+        "history": None if model is None else {k: v for k, v in model.history.items()},
+    }
+    pd.to_pickle(rec, cache)
+    return rec
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Run the benchmark; returns (and prints, and writes to ``<out>/results.md``) the markdown report."""
+    args = parse_args(argv)
+    import scvi
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    scvi.settings.verbosity = logging.WARNING
+    levels = {}
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith(("lightning", "scvi", "hinge_sc"))]:
+        levels[name] = logging.getLogger(name).level
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _run(args, argv)
+    finally:  # leave the process as it was (the tests call `main`)
+        torch.set_num_threads(threads)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> str:
+    import hinge_sc as hs
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(vars(args), indent=2))
+    start = time.perf_counter()
+    adata = load_features(args)
+    vocabulary = pd.read_csv(Path(args.data) / "vocab" / "cellfm" / "gene_info.csv", usecols=[0]).iloc[:, 0].tolist()
+    folds = args.folds or args.sections
+    figure_section = "C6" if "C6" in folds else folds[-1]
+    per_section, per_gene, timings = [], [], []
+    fig_test, fig_history = None, None
+    runs = out / "runs" / config_hash(args)
+    runs.mkdir(parents=True, exist_ok=True)
+    for fold in folds:
+        train = adata[adata.obs["section"] != fold].copy()
+        test = adata[adata.obs["section"] == fold].copy()
+        standardise(train, test, ("X_histology", "X_histology_views") if args.views > 1 else ("X_histology",))
+        panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=vocabulary)
+        for method in args.methods:
+            for seed in (args.seeds if method in STOCHASTIC else args.seeds[:1]):
+                key = f"{method}_s{seed}"
+                rec = run_cached(method, seed, fold, train, test, panel, vocabulary, args, key, runs)
+                for name, value in rec["obsm"].items():
+                    test.obsm[name] = value
+                test.uns[key] = rec["uns"]
+                if method == "hinge" and seed == args.seeds[0] and fold == figure_section:
+                    fig_history = rec["history"]
+                per_section += rec["per_section"]
+                per_gene += rec["per_gene"]
+                timings.append(rec["timing"])
+                logger.warning("%s %s seed %d: PCC-50 %.3f (%.0f s; %.0f s so far)", fold, method, seed,
+                               rec["per_section"][0]["pcc_50"].iloc[0], rec["timing"]["total_s"],
+                               time.perf_counter() - start)  # fmt: skip
+        if fold == figure_section:
+            fig_test = test
+    per_section_df, per_gene_df = pd.concat(per_section, ignore_index=True), pd.concat(per_gene, ignore_index=True)
+    per_section_df.to_csv(out / "per_section.csv", index=False)
+    per_gene_df.to_csv(out / "per_gene.csv", index=False)
+    timing_df = pd.DataFrame(timings)
+    timing_df.to_csv(out / "timings.csv", index=False)
+    figures(fig_test, per_gene_df, fig_history, figure_section, out, list(args.methods))
+    bench_s = time.perf_counter() - start
+
+    report = [f"# HINGE vs baselines on her2st ({', '.join(args.sections)}; leave one section out)",
+              f"Command: `python benchmarks/her2st.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+              f"Folds: {', '.join(folds)}; seeds {args.seeds} for {sorted(STOCHASTIC & set(args.methods))}; "
+              f"{args.n_genes}-gene HMHVG panel per fold; features `{adata.uns['X_histology']['params']['encoder']}` "
+              f"({adata.obsm['X_histology'].shape[1]}-d, {args.views} views); HINGE d={args.d_model} L={args.n_layers} "
+              f"H={args.n_heads}, random backbone (hinge_pretrained: {args.pretrained_backbone}), {args.epochs} "
+              f"epochs, lr {args.lr}, {args.n_samples} samples × {args.sampling_steps} steps, {args.hinge_features} "
+              "features. Mean ± s.d. over held-out sections "
+              "(seeds averaged first).",
+              summary_tables(per_section_df, per_gene_df, list(args.methods))]  # fmt: skip
+    real = timing_df[timing_df["method"].str.startswith("hinge")].groupby("method")[
+        ["train_samples_per_s", "generate_spots_per_s", "train_s", "generate_s"]].mean()  # fmt: skip
+    if len(real):
+        header = "### HINGE time per fold (real data, mean over folds and seeds)\n\n"
+        report.append(header + markdown(real, ".1f", index=True))
+    if args.perf_genes:
+        perf = performance_table(args.perf_genes, args.perf_spots, isolate=not args.tiny, d_model=args.d_model,
+                                 n_layers=args.n_layers, n_heads=args.n_heads,
+                                 n_features=adata.obsm["X_histology"].shape[1],
+                                 n_samples=args.n_samples, n_steps=args.sampling_steps, threads=args.threads,
+                                 n_iter=1 if args.tiny else 3)  # fmt: skip
+        perf.to_csv(out / "performance.csv", index=False)
+        report.append(f"### Performance (synthetic data of real shapes; d={args.d_model}, L={args.n_layers}, batch 32, "
+                      f"{args.n_samples} samples × {args.sampling_steps} steps, {args.threads} thread(s))\n\n"
+                      + to_markdown(perf))  # fmt: skip
+    report.append(f"Benchmark time: {bench_s / 60:.1f} min; total {(time.perf_counter() - start) / 60:.1f} min.")
+    text = "\n\n".join(report) + "\n"
+    (out / "results.md").write_text(text)
+    print(text)
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="Output folder.")
+    p.add_argument("--data", default=str(DATA), help="Shared data folder (with her2st/ and vocab/).")
+    p.add_argument("--sections", nargs="+", default=["C2", "C3", "C4", "C5", "C6"])
+    p.add_argument("--folds", nargs="+", default=None, help="Held-out sections (default: every section).")
+    p.add_argument("--methods", nargs="+", default=None, choices=METHODS,
+                   help="Default: all; hinge_pretrained only with --pretrained-backbone.")
+    p.add_argument("--pretrained-backbone", default=None,
+                   help="A saved hs.Backbone (e.g. from Backbone.pretrain) for the 'hinge_pretrained' method.")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--n-genes", type=int, default=200)
+    p.add_argument("--views", type=int, default=8, choices=(1, 8))
+    p.add_argument("--hinge-features", default="standardized", choices=("standardized", "raw"))
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--n-layers", type=int, default=4)
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--warmup-epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--diffusion-steps", type=int, default=50)
+    p.add_argument("--sampling-steps", type=int, default=10)
+    p.add_argument("--n-samples", type=int, default=4)
+    p.add_argument("--ridge-alpha", type=float, default=10.0)
+    p.add_argument("--knn-k", type=int, default=50)
+    p.add_argument("--mlp-epochs", type=int, default=30)
+    p.add_argument("--perf-genes", type=int, nargs="*", default=[200, 500, 1000, 2000])
+    p.add_argument("--perf-spots", type=int, nargs="+", default=[32, 128, 512])
+    p.add_argument("--threads", type=int, default=1, help="Torch CPU threads (1 is fastest on a busy machine).")
+    p.add_argument("--no-resume", action="store_true", help="Recompute runs cached in <out>/runs by an earlier call.")
+    p.add_argument("--tiny", action="store_true", help="CI size: C2/C3, fold C3, one seed, 1 epoch, small model.")
+    args = p.parse_args(argv)
+    if args.methods is None:
+        args.methods = [m for m in METHODS if m != "hinge_pretrained" or args.pretrained_backbone]
+    if "hinge_pretrained" in args.methods and not args.pretrained_backbone:
+        p.error("method 'hinge_pretrained' needs --pretrained-backbone PATH (a saved hs.Backbone).")
+    if args.tiny:
+        args.sections, args.folds, args.seeds = ["C2", "C3"], ["C3"], [0]
+        args.n_genes, args.views, args.d_model, args.n_layers, args.n_heads = 30, 1, 16, 2, 2
+        args.epochs, args.diffusion_steps, args.sampling_steps, args.n_samples = 1, 10, 3, 2
+        args.mlp_epochs, args.knn_k, args.perf_genes, args.perf_spots = 2, 10, [20, 40], [4, 8]
+    return args
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    main()

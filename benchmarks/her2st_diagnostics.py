@@ -1,0 +1,188 @@
+"""Why does HINGE trail (or beat) the ridge probe? One held-out her2st section, one factor at a time.
+
+Usage::
+
+    python benchmarks/her2st_diagnostics.py --out her2st_diagnostics --fold C6
+    python benchmarks/her2st_diagnostics.py --out diag --backbone pretrained.pt   # adds a pre-trained backbone row
+
+Same data, panel, features and model settings as ``benchmarks/her2st.py`` (its ``<out>/features.h5ad`` is reused when
+``--features`` points to it). Rows:
+
+- **depth**: how much of the raw-scale correlation is sequencing depth: per-gene Pearson of measured
+  ``log2(count + 1)`` with the spot's log library size (an oracle: it reads the measured depth), and how well ridge
+  predicts the log depth from the image;
+- **features**: HINGE on raw vs standardised histology features (the model does not rescale its inputs);
+- **training length**: ``--epochs`` vs 3 × ``--epochs``;
+- **sampler**: samples × reverse steps on the same trained model, including one step from "all hidden" (a pure
+  image → expression regression through the backbone);
+- **backbone prior** (with ``--backbone``): a saved, e.g. pre-trained, backbone instead of a random one;
+- **fine-tuning** (``--parts finetune``): every weight of the random backbone trained (``freeze_backbone=False``).
+Writes ``<out>/diagnostics.md`` (also printed) and ``diagnostics.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from her2st import DATA, load_features, standardise
+from performance import markdown
+
+logger = logging.getLogger("her2st_diagnostics")
+COLUMNS = {"pcc_50": "PCC-50", "pcc_mean": "mean PCC", "coexpr_pcc": "co-expr. r", "mse": "MSE", "rvd": "RVD",
+           "coverage_90": "cov. 90%"}  # fmt: skip
+
+
+def score(test, key: str) -> dict:
+    """PCC-50, mean PCC, co-expression, MSE, RVD, 90% coverage on log2p1, and PCC-50 / mean PCC on log1p_cp10k."""
+    import hinge_sc as hs
+
+    _, raw = hs.tl.evaluate(test, key=key, spatial_key=None, key_added=f"{key}@raw", overwrite=True)
+    _, norm = hs.tl.evaluate(test, key=key, scale="log1p_cp10k", spatial_key=None, key_added=f"{key}@cp",
+                             overwrite=True)  # fmt: skip
+    row = {header: raw.loc["mean", m] for m, header in COLUMNS.items()}
+    row |= {"PCC-50 (cp10k)": norm.loc["mean", "pcc_50"], "mean PCC (cp10k)": norm.loc["mean", "pcc_mean"]}
+    return row
+
+
+def depth_rows(train, test, panel) -> dict:
+    """Oracle depth correlation and the image's prediction of depth."""
+    from sklearn.linear_model import Ridge
+
+    import hinge_sc as hs
+    from hinge_sc.tl._metrics import pcc_top_k, pearson_per_gene
+
+    def dense(a):
+        return a.toarray() if hasattr(a, "toarray") else np.asarray(a)
+
+    counts = dense(test[:, panel].X)
+    log_depth = np.log(dense(test.X).sum(1))
+    pcc = pearson_per_gene(np.log2(counts + 1), np.repeat(log_depth[:, None], len(panel), 1))
+    x_tr, x_te = train.obsm["X_histology_z"], test.obsm["X_histology_z"]
+    depth_fit = Ridge(alpha=10.0).fit(x_tr, np.log(dense(train.X).sum(1))).predict(x_te)
+    ridge = hs.benchmark.RidgeProbe(10.0).fit(train, genes=panel)
+    ridge.predict(test, key_added="ridge", overwrite=True)
+    return {
+        "depth oracle (measured log library size), raw scale": {"PCC-50": pcc_top_k(pcc, 50),
+                                                                 "mean PCC": np.nanmean(pcc)},  # fmt: skip
+        "ridge: image → log library size (Pearson r)": {"PCC-50": np.corrcoef(depth_fit, log_depth)[0, 1]},
+        "ridge probe (reference)": score(test, "ridge"),
+    }
+
+
+def train_hinge(train, panel, vocabulary, args, *, features: str, epochs: int, backbone=None, freeze: bool = True):
+    """HINGE on ``train`` with the benchmark's settings."""
+    import torch
+
+    import hinge_sc as hs
+
+    torch.set_num_threads(args.threads)  # scanpy (in `hs.pp.select_genes`) resets torch's thread count
+
+    if backbone is None:
+        backbone = hs.Backbone.random(vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+                                      seed=args.seed)  # fmt: skip
+    tr = train.copy()
+    views = "X_histology_views" + ("_z" if features.endswith("_z") else "") if args.views > 1 else None
+    hs.HINGE.setup_anndata(tr, features_key=features, views_key=views, section_key="section")
+    model = hs.HINGE(tr, backbone, genes=panel, n_steps=args.diffusion_steps, freeze_backbone=freeze)
+    model.train(max_epochs=epochs, batch_size=32, lr=args.lr, warmup_epochs=1, accelerator="cpu", seed=args.seed,
+                lr_milestones=(max(1, epochs // 2), max(1, int(epochs * 0.875))), show_progress_bar=False)  # fmt: skip
+    return model
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Run the diagnostics; returns (and prints, and writes) the markdown table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--fold", default="C6")
+    p.add_argument("--sections", nargs="+", default=["C2", "C3", "C4", "C5", "C6"])
+    p.add_argument("--views", type=int, default=1, choices=(1, 8))
+    p.add_argument("--n-genes", type=int, default=200)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--n-layers", type=int, default=4)
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--diffusion-steps", type=int, default=50)
+    p.add_argument("--samplers", nargs="+", default=["4x10", "16x10", "4x50", "4x1"], help="samples x steps")
+    p.add_argument("--backbone", default=None, help="A saved hs.Backbone (e.g. pre-trained) for an extra row.")
+    p.add_argument("--parts", nargs="+", default=["depth", "sampler", "features", "length", "backbone"],
+                   choices=["depth", "sampler", "features", "length", "backbone", "finetune"],
+                   help="Rows to compute; 'finetune' trains every backbone weight (freeze_backbone=False).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    import scvi
+    import torch
+
+    import hinge_sc as hs
+
+    torch.set_num_threads(args.threads)
+    scvi.settings.verbosity = logging.WARNING
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith(("lightning", "scvi"))]:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    adata = load_features(args)
+    vocabulary = pd.read_csv(Path(args.data) / "vocab" / "cellfm" / "gene_info.csv", usecols=[0]).iloc[:, 0].tolist()
+    train = adata[adata.obs["section"] != args.fold].copy()
+    test = adata[adata.obs["section"] == args.fold].copy()
+    standardise(train, test, ("X_histology", "X_histology_views") if args.views > 1 else ("X_histology",))
+    panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=vocabulary)
+    rows = depth_rows(train, test, panel) if "depth" in args.parts else {}
+
+    def add(name: str, model, features: str, samples: int, steps: int) -> None:
+        key = name.split(":")[0].replace(" ", "_")
+        torch.set_num_threads(args.threads)
+        t0 = time.perf_counter()
+        hs.tl.generate(model, test, features_key=features, n_samples=samples, n_steps=steps, seed=args.seed,
+                       key_added=key, overwrite=True, show_progress_bar=False)  # fmt: skip
+        rows[name] = score(test, key) | {"generate (s)": time.perf_counter() - t0}
+        logger.warning("%s: PCC-50 %.3f, mean PCC %.3f (%.0f s so far)", name, rows[name]["PCC-50"],
+                       rows[name]["mean PCC"], time.perf_counter() - start)  # fmt: skip
+
+    if "sampler" in args.parts:
+        base = train_hinge(train, panel, vocabulary, args, features="X_histology_z", epochs=args.epochs)
+        for spec in args.samplers:
+            s, k = map(int, spec.split("x"))
+            add(f"HINGE standardised, {args.epochs} ep: {s} samples × {k} steps", base, "X_histology_z", s, k)
+    if "features" in args.parts:
+        raw = train_hinge(train, panel, vocabulary, args, features="X_histology", epochs=args.epochs)
+        add(f"HINGE raw features, {args.epochs} ep: 4 samples × 10 steps", raw, "X_histology", 4, 10)
+    if "length" in args.parts:
+        longer = train_hinge(train, panel, vocabulary, args, features="X_histology_z", epochs=3 * args.epochs)
+        add(f"HINGE standardised, {3 * args.epochs} ep: 4 samples × 10 steps", longer, "X_histology_z", 4, 10)
+    if "finetune" in args.parts:
+        tuned = train_hinge(train, panel, vocabulary, args, features="X_histology_z", epochs=args.epochs, freeze=False)
+        add(f"HINGE random backbone fully fine-tuned, {args.epochs} ep: 4 samples × 10 steps", tuned,
+            "X_histology_z", 4, 10)  # fmt: skip
+    if "backbone" in args.parts and args.backbone:
+        bb = hs.Backbone.load(args.backbone)
+        prior = train_hinge(train, panel, bb.genes, args, features="X_histology_z", epochs=args.epochs, backbone=bb)
+        add(f"HINGE backbone {Path(args.backbone).name}: 4 samples × 10 steps", prior, "X_histology_z", 4, 10)
+
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")
+    table.to_csv(out / "diagnostics.csv")
+    text = (f"# HINGE diagnostics on {args.fold} (trained on the other sections; log2p1 unless noted)\n\n"
+            f"Command: `python benchmarks/her2st_diagnostics.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
+            f"\n\n{markdown(table.astype(object).where(table.notna(), '—'), '.3f', index=True)}\n\n"
+            f"Time: {(time.perf_counter() - start) / 60:.1f} min.\n")  # fmt: skip
+    (out / "diagnostics.md").write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    main()

@@ -1,0 +1,274 @@
+"""Common fit / predict interface of the baselines; predictions are written like :func:`hinge_sc.tl.generate`."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .._validators import check_counts, check_genes, check_key_free, check_obsm
+from ..tl._metrics import SCALES, transform_counts
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+
+class Prediction(NamedTuple):
+    """Output of :meth:`Baseline.get_expression`.
+
+    Attributes
+    ----------
+    mean
+        Spots × panel genes, the point prediction (model scale).
+    std
+        Spots × panel genes, the spread of the prediction, or ``None`` for a point estimator.
+    samples
+        ``(n_spots, S, n_genes)`` draws or retrieved profiles, or ``None``.
+    """
+
+    mean: pd.DataFrame
+    std: pd.DataFrame | None
+    samples: np.ndarray | None
+
+
+class Baseline:
+    """Base class of the baselines: image features → panel expression, with one interface for all.
+
+    ``fit`` reads raw counts and image features from a training AnnData, puts the panel counts on the
+    target scale (as :class:`~hinge_sc.HINGE` does: ``log2(count + 1)`` by default, spots without panel counts
+    dropped with a warning) and standardises the features with the training mean and s.d. With ``views_key``
+    every augmented view is a training sample with the spot's target. ``predict`` embeds the identity-view
+    features of new spots and writes ``obsm[key_added]`` (and ``_std`` / ``_samples`` where the method has
+    a spread) and ``uns[key_added]["params"]``, so that :func:`hinge_sc.tl.evaluate` and :mod:`hinge_sc.pl`
+    treat every method the same way. Subclasses implement ``_fit`` and ``_predict``.
+
+    Parameters
+    ----------
+    seed
+        Seed of the method's randomness (recorded; deterministic methods ignore it).
+    """
+
+    #: Default ``key_added`` and the name in tables.
+    name: ClassVar[str] = "baseline"
+    #: Whether results depend on ``seed``.
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, *, seed: int = 0):
+        self.seed = int(seed)
+        self.is_fitted_ = False
+
+    # ------------------------------------------------------------------ to implement
+    def _fit(self, x: np.ndarray, y: np.ndarray, spots: np.ndarray) -> None:
+        """Fit on standardised features ``x (n, D)`` and targets ``y (n, G)``; ``spots (n,)`` = spot of each row."""
+        raise NotImplementedError
+
+    def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Standardised features ``(n, D)`` → mean ``(n, G)``, s.d. or ``None``, samples ``(n, S, G)`` or ``None``."""
+        raise NotImplementedError
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------ public
+    def fit(
+        self,
+        adata: AnnData,
+        *,
+        genes: Sequence[str] | None = None,
+        features_key: str = "X_histology",
+        views_key: str | None = None,
+        layer: str | None = None,
+        target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
+    ) -> Baseline:
+        r"""Fit on the spots of ``adata``.
+
+        Parameters
+        ----------
+        adata
+            Training spots: raw counts (``layer`` or ``X``) and image features.
+        genes
+            Panel genes to predict (default: all ``var_names``).
+        features_key
+            ``obsm`` key of the ``(n_spots, D)`` features.
+        views_key
+            Optional ``obsm`` key of ``(n_spots, V, D)`` augmented views, each a training sample.
+        layer
+            Layer with raw counts; ``None`` uses ``X``.
+        target_scale
+            ``"log2p1"`` (:math:`\log_2(x+1)`) or ``"log1p_cp10k"`` (library = all genes of the spot).
+
+        Returns
+        -------
+        The fitted baseline.
+
+        Raises
+        ------
+        KeyError
+            If a key or gene is missing.
+        ValueError
+            If ``target_scale`` is unknown, or no spot has panel counts.
+        """
+        if target_scale not in SCALES:
+            raise ValueError(f"`target_scale` must be one of {SCALES}, found {target_scale!r}.")
+        genes = list(adata.var_names) if genes is None else [str(g) for g in genes]
+        check_genes(genes, adata.var_names, argument="genes", where="`adata.var_names`")
+        feats = check_obsm(adata, features_key, argument="features_key", ndim=2)
+        views = check_obsm(adata, views_key, argument="views_key", ndim=3) if views_key is not None else None
+        if views is not None and views.shape[2] != feats.shape[1]:
+            raise ValueError(
+                f"`adata.obsm[{views_key!r}]` has width {views.shape[2]} but `adata.obsm[{features_key!r}]` has "
+                f"{feats.shape[1]}; pass views of the same encoder."
+            )
+        x = adata.X if layer is None else adata.layers[layer]
+        check_counts(x, where=f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`")
+        sub = x[:, adata.var_names.get_indexer(genes)]
+        counts = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
+        keep = np.flatnonzero(counts.sum(1) > 0)
+        if not len(keep):
+            raise ValueError("No spot of `adata` has counts in the panel `genes`; nothing to fit.")
+        if len(keep) < adata.n_obs:
+            warnings.warn(
+                f"{adata.n_obs - len(keep)} of {adata.n_obs} spots have no counts in the {len(genes)} panel genes "
+                "and are left out of fitting.",
+                UserWarning,
+                stacklevel=2,
+            )
+        library = np.asarray(x.sum(1)).ravel()[keep]
+        y = transform_counts(counts[keep], target_scale, library_size=library)
+        if views is not None:
+            n_views = views.shape[1]
+            xs = views[keep].reshape(-1, views.shape[2])
+            y, spots = np.repeat(y, n_views, axis=0), np.repeat(keep, n_views)
+        else:
+            xs, spots = feats[keep], keep
+        self.feature_mean_ = xs.mean(0)
+        sd = xs.std(0)
+        self.feature_std_ = np.where(sd > 0, sd, 1.0)
+        self.genes_, self.features_key_, self.target_scale_ = genes, features_key, target_scale
+        self.n_features_ = feats.shape[1]
+        self._fit(self._standardise(xs), y, spots)
+        self.fit_params_ = {"n_spots": len(keep), "n_samples": len(xs), "views_key": views_key, "layer": layer}
+        self.is_fitted_ = True
+        logger.info("Fitted %s on %d spots (%d samples) × %d genes.", self.name, len(keep), len(xs), len(genes))
+        return self
+
+    def _standardise(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float64) - self.feature_mean_) / self.feature_std_).astype(np.float32)
+
+    def _features(self, adata: AnnData, features_key: str | None) -> np.ndarray:
+        if not self.is_fitted_:
+            raise RuntimeError(f"This {type(self).__name__} is not fitted; call `.fit(adata_train, genes=...)` first.")
+        key = features_key or self.features_key_
+        feats = check_obsm(adata, key, argument="features_key", ndim=2)
+        if feats.shape[1] != self.n_features_:
+            raise ValueError(
+                f"`adata.obsm[{key!r}]` has {feats.shape[1]} features; the baseline was fitted on {self.n_features_}. "
+                "Compute the features with the same encoder."
+            )
+        return self._standardise(feats)
+
+    def get_expression(self, adata: AnnData, *, features_key: str | None = None) -> Prediction:
+        """Predict panel expression of the spots of ``adata`` from their image features.
+
+        Parameters
+        ----------
+        adata
+            Spots with ``obsm[features_key]`` (measured genes are not needed).
+        features_key
+            Default: the key used in :meth:`fit`.
+
+        Returns
+        -------
+        :class:`Prediction` labelled with ``adata.obs_names`` and the panel genes.
+        """
+        mean, std, samples = self._predict(self._features(adata, features_key))
+        index, columns = pd.Index(adata.obs_names), pd.Index(self.genes_)
+        return Prediction(
+            mean=pd.DataFrame(mean, index=index, columns=columns),
+            std=None if std is None else pd.DataFrame(std, index=index, columns=columns),
+            samples=samples,
+        )
+
+    def predict(
+        self,
+        adata: AnnData,
+        *,
+        features_key: str | None = None,
+        key_added: str | None = None,
+        save_samples: bool = False,
+        overwrite: bool = False,
+        copy: bool = False,
+    ) -> AnnData | None:
+        """Write predictions into ``adata`` the way :func:`hinge_sc.tl.generate` does.
+
+        Parameters
+        ----------
+        adata
+            Spots to predict.
+        features_key
+            ``obsm`` key of the features (default: the key used in :meth:`fit`).
+        key_added
+            Prefix of the keys written; default the method's :attr:`name`.
+        save_samples
+            Also write ``obsm[key_added + "_samples"]`` (methods with samples only).
+        overwrite
+            Replace existing keys.
+        copy
+            Work on a copy and return it.
+
+        Returns
+        -------
+        The AnnData if ``copy=True``, else ``None``. Writes ``obsm[key_added]`` (DataFrame, spots × panel
+        genes, model scale), ``obsm[key_added + "_std"]`` when the method has a spread,
+        ``obsm[key_added + "_samples"]`` with ``save_samples``, and ``uns[key_added]["params"]`` (method,
+        hyper-parameters, seed, ``target_scale``, genes).
+
+        Raises
+        ------
+        KeyError
+            If a key exists and ``overwrite`` is false.
+        """
+        key_added = self.name if key_added is None else key_added
+        out = self.get_expression(adata, features_key=features_key)
+        keys = [key_added] + [f"{key_added}_std"] * (out.std is not None)
+        keys += [f"{key_added}_samples"] * (save_samples and out.samples is not None)
+        for key in keys:
+            check_key_free(adata.obsm, key, where="adata.obsm", overwrite=overwrite)
+        check_key_free(adata.uns, key_added, where="adata.uns", overwrite=overwrite)
+        if copy:
+            adata = adata.copy()
+        for key in (f"{key_added}_std", f"{key_added}_samples"):
+            if key not in keys and key in adata.obsm:  # stale outputs of an earlier run would not match
+                del adata.obsm[key]
+        adata.obsm[key_added] = out.mean
+        if out.std is not None:
+            adata.obsm[f"{key_added}_std"] = out.std
+        if f"{key_added}_samples" in keys:
+            adata.obsm[f"{key_added}_samples"] = out.samples
+        adata.uns[key_added] = {
+            "params": {
+                "method": self.name,
+                **self._hyperparameters(),
+                "seed": self.seed,
+                "features_key": features_key or self.features_key_,
+                "target_scale": self.target_scale_,
+                "genes": list(self.genes_),
+                **self.fit_params_,
+            }
+        }
+        for key in keys:
+            logger.info("Wrote adata.obsm[%r]", key)
+        logger.info("Wrote adata.uns[%r]", key_added)
+        return adata if copy else None
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self._hyperparameters().items())
+        return f"{type(self).__name__}({params})"

@@ -1,0 +1,154 @@
+"""Measured vs generated gene–gene correlation heatmaps."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._validators import check_genes, check_prediction_frame
+from ._spatial import _library_mask
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+
+def _cluster_order(corr: np.ndarray) -> np.ndarray:
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    if len(corr) < 3:
+        return np.arange(len(corr))
+    dist = np.clip(1.0 - corr, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    return leaves_list(linkage(squareform(dist, checks=False), method="average"))
+
+
+def coexpression(
+    adata: AnnData,
+    genes: Sequence[str] | None = None,
+    *,
+    key: str = "hinge",
+    layer: str | None = None,
+    library_id: str | None = None,
+    section_key: str | None = "section",
+    scale: str | None = None,
+    cluster: bool = True,
+    cmap: str = "RdBu_r",
+    figsize: tuple[float, float] | None = None,
+    ax: Sequence[Axes] | None = None,
+    title: str | None = None,
+    save: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> Figure:
+    """Heatmaps of the gene–gene correlation of measured and generated expression, side by side.
+
+    Correlations are Pearson across the spots of one section, on the evaluation scale of
+    :func:`hinge_sc.tl.evaluate` (``scale``). Genes constant in either are left out. The title gives the
+    co-expression consistency (correlation of the upper triangles, :math:`r_{co}`) and the normalised
+    Frobenius distance :math:`d_F`, as in :func:`~hinge_sc.tl._metrics.coexpression_consistency`.
+
+    Parameters
+    ----------
+    adata
+        AnnData with measured raw counts and the output of :func:`hinge_sc.tl.generate` (or a baseline).
+    genes
+        Genes to show (default: every prediction gene that is measured).
+    key
+        Key of ``obsm`` with the predictions.
+    layer
+        Layer with raw counts; ``None`` uses ``X``.
+    library_id
+        Section to use; default the first of ``obs[section_key]``.
+    section_key
+        Column of ``obs`` with sections; ``None`` uses all spots.
+    scale
+        ``"log2p1"`` or ``"log1p_cp10k"``; default the predictions' scale.
+    cluster
+        Order genes by average-linkage clustering of the measured correlations (same order in both panels).
+    cmap
+        Diverging colormap (range −1 to 1).
+    figsize
+        Figure size in inches; default (9, 4.4).
+    ax
+        Two Axes (measured, generated).
+    title
+        Figure title; default the section and the scores.
+    save
+        Path to write the figure to.
+    **kwargs
+        Passed to :meth:`matplotlib.axes.Axes.imshow`.
+
+    Returns
+    -------
+    The :class:`~matplotlib.figure.Figure`.
+
+    Raises
+    ------
+    KeyError
+        If ``obsm[key]`` is missing (run :func:`hinge_sc.tl.generate`) or genes are not measured and predicted.
+    ValueError
+        If fewer than 2 genes vary, or ``ax`` is not two Axes.
+
+    Examples
+    --------
+    >>> hs.pl.coexpression(adata, key="hinge", library_id="C6", save="coexpression.png")
+    """
+    import matplotlib.pyplot as plt
+
+    from ..tl._evaluate import _resolve_scale, paired_values
+    from ..tl._metrics import coexpression_consistency
+
+    pred = check_prediction_frame(adata, key, argument="key")
+    if genes is None:
+        genes = [g for g in pred.columns if g in set(adata.var_names)]
+    genes = list(genes)
+    check_genes(genes, pred.columns, argument="genes", where=f"the predictions `adata.obsm[{key!r}]`")
+    check_genes(genes, adata.var_names, argument="genes", where="`adata.var_names` (no measured counts)")
+    scale, native = _resolve_scale(adata, key, scale)
+    library_id, mask = _library_mask(adata, library_id, section_key)
+    measured, predicted, _, _ = paired_values(adata, key, genes, layer=layer, scale=scale, native=native)
+    mask &= np.isfinite(predicted).all(1)
+    measured, predicted = measured[mask], predicted[mask]
+    valid = (np.ptp(measured, axis=0) > 0) & (np.ptp(predicted, axis=0) > 0) if len(measured) > 1 else None
+    if valid is None or valid.sum() < 2:
+        raise ValueError(f"Fewer than 2 of the {len(genes)} `genes` vary in section {library_id!r}; pass more genes.")
+    names = np.asarray(genes)[valid]
+    c_true = np.corrcoef(measured[:, valid], rowvar=False)
+    c_pred = np.corrcoef(predicted[:, valid], rowvar=False)
+    order = _cluster_order(c_true) if cluster else np.arange(len(names))
+    r_co, d_f = coexpression_consistency(measured, predicted)
+
+    if ax is None:
+        fig, axes = plt.subplots(1, 2, figsize=figsize or (9.0, 4.4), layout="constrained")
+    else:
+        axes = list(np.ravel(np.asarray(ax, dtype=object)))
+        if len(axes) != 2:
+            raise ValueError(f"`ax` must be two Axes (measured, generated), found {len(axes)}; or pass `ax=None`.")
+        fig = axes[0].figure
+    kwargs.setdefault("interpolation", "nearest")
+    for a, mat, name in zip(axes, (c_true, c_pred), ("measured", "generated"), strict=True):
+        im = a.imshow(mat[np.ix_(order, order)], cmap=cmap, vmin=-1, vmax=1, **kwargs)
+        a.set_title(name, fontsize="medium")
+        if len(names) <= 40:
+            a.set_xticks(range(len(names)), names[order], rotation=90, fontsize="x-small")
+            a.set_yticks(range(len(names)), names[order], fontsize="x-small")
+        else:
+            a.set_xticks([])
+            a.set_yticks([])
+            a.set_xlabel(f"{len(names)} genes")
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label="Pearson r")
+    label = f"{library_id} · " if library_id else ""
+    fig.suptitle(title if title is not None else f"{label}co-expression consistency r = {r_co:.2f}, d_F = {d_f:.2f}")
+    if save is not None:
+        fig.savefig(save, bbox_inches="tight")
+        logger.info("Saved the figure to %s.", save)
+    return fig

@@ -1,0 +1,277 @@
+"""Metric functions of :func:`hinge_sc.tl.evaluate`: plain arrays in, numbers out (HINGE_METHOD §7).
+
+Every function takes ``(n_spots, n_genes)`` arrays on one expression scale. Genes that are constant in the
+measured or the predicted values have no correlation: they get NaN and are left out of every mean, so a
+constant gene never turns a summary into NaN.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from scipy.stats import norm, rankdata
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+Scale = Literal["log2p1", "log1p_cp10k"]
+SCALES = ("log2p1", "log1p_cp10k")
+
+
+def transform_counts(counts: np.ndarray, scale: Scale, library_size: np.ndarray | None = None) -> np.ndarray:
+    r"""Raw counts (n_spots, n_genes) to the model scale.
+
+    ``"log2p1"``: :math:`\log_2(x + 1)`. ``"log1p_cp10k"``: :math:`\ln(1 + 10^4 x / L)` with ``L`` the
+    library size of each spot, shape (n_spots,) (defaults to the row sums of ``counts``; pass the total over
+    all genes when ``counts`` is a gene subset). Spots with ``L = 0`` give 0.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if scale == "log2p1":
+        return np.log2(counts + 1.0)
+    if scale == "log1p_cp10k":
+        lib = counts.sum(1) if library_size is None else np.asarray(library_size, dtype=np.float64).ravel()
+        factor = np.divide(1e4, lib, out=np.zeros_like(lib), where=lib > 0)
+        return np.log1p(counts * factor[:, None])
+    raise ValueError(f"`scale` must be one of {SCALES}, found {scale!r}.")
+
+
+def panel_cp10k(values: np.ndarray, scale: Scale) -> np.ndarray:
+    r"""Put expression on the panel-normalised scale :math:`\ln(1 + 10^4 x_g / \sum_{g'} x_{g'})`.
+
+    ``values`` (``(..., n_genes)``, e.g. spots × genes or spots × samples × genes) are turned back into
+    counts (:math:`2^v - 1` for ``"log2p1"``, :math:`e^v - 1` for ``"log1p_cp10k"``, clipped at 0) and
+    divided by their total over the last axis (the panel). Both measured and generated values go through this,
+    so a method's scale (and the library size a generator cannot see) does not enter the comparison.
+    Rows with total 0 give 0.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if scale == "log2p1":
+        counts = np.exp2(values) - 1.0
+    elif scale == "log1p_cp10k":
+        counts = np.expm1(values)
+    else:
+        raise ValueError(f"`scale` must be one of {SCALES}, found {scale!r}.")
+    counts = np.clip(counts, 0.0, None)
+    total = counts.sum(-1, keepdims=True)
+    return np.log1p(np.divide(1e4 * counts, total, out=np.zeros_like(counts), where=total > 0))
+
+
+def _varying(y: np.ndarray) -> np.ndarray:
+    return np.ptp(y, axis=0) > 0 if len(y) > 1 else np.zeros(y.shape[1], dtype=bool)
+
+
+def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Pearson correlation across spots for each gene (column).
+
+    Parameters
+    ----------
+    y_true, y_pred
+        Shape (n_spots, n_genes).
+
+    Returns
+    -------
+    Shape (n_genes,); NaN where either column is constant (or fewer than 2 spots).
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    if y_true.shape != y_pred.shape or y_true.ndim != 2:
+        raise ValueError(f"`y_true` and `y_pred` must be 2-D of the same shape, found {y_true.shape}, {y_pred.shape}.")
+    out = np.full(y_true.shape[1], np.nan)
+    valid = _varying(y_true) & _varying(y_pred)
+    a = y_true[:, valid] - y_true[:, valid].mean(0)
+    b = y_pred[:, valid] - y_pred[:, valid].mean(0)
+    r = (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    out[valid] = np.clip(r, -1.0, 1.0)
+    return out
+
+
+def spearman_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Spearman correlation (Pearson of average ranks) across spots for each gene; NaN for constant genes."""
+    return pearson_per_gene(rankdata(y_true, axis=0), rankdata(y_pred, axis=0))
+
+
+def pcc_top_k(pcc: np.ndarray, k: int) -> float:
+    """PCC-K: mean of the ``k`` largest finite per-gene correlations.
+
+    NaN entries (constant genes) are ignored. With fewer than ``k`` finite values, all of them are averaged
+    (the number used is ``min(k, n_finite)``). Ties do not matter: the mean of the top ``k`` values is unique.
+    NaN if no value is finite.
+    """
+    if k < 1:
+        raise ValueError(f"`k` must be a positive integer, found {k}.")
+    pcc = np.asarray(pcc, dtype=np.float64)
+    finite = np.sort(pcc[np.isfinite(pcc)])[::-1]
+    return float(finite[:k].mean()) if finite.size else float("nan")
+
+
+def top_genes(y_true: np.ndarray, n: int, by: Literal["variance", "mean"]) -> np.ndarray:
+    """Return the indices of the ``n`` genes with the largest measured variance or mean across spots.
+
+    Ties are broken by column order (a stable sort), so the choice is reproducible and the same for every
+    method scored on the same measurements.
+
+    Parameters
+    ----------
+    y_true
+        Measured values, (n_spots, n_genes).
+    n
+        Number of genes (all genes if there are fewer).
+    by
+        ``"variance"`` (highly variable genes) or ``"mean"`` (highly expressed genes).
+
+    Returns
+    -------
+    Sorted column indices, shape (min(n, n_genes),).
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    if by == "variance":
+        score = y_true.var(0)
+    elif by == "mean":
+        score = y_true.mean(0)
+    else:
+        raise ValueError(f"`by` must be 'variance' or 'mean', found {by!r}.")
+    return np.sort(np.argsort(-score, kind="stable")[:n])
+
+
+def nanmean(values: np.ndarray) -> float:
+    """Mean of the finite entries; NaN (without a warning) when there are none."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def relative_variance_distance(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    r"""Relative variance distance of Stem :cite:p:`Zhu2025`, over genes that vary in the measurements.
+
+    .. math::
+
+        \mathrm{RVD} = \frac{1}{G} \sum_g \Big(\frac{\sigma^2_{pred,g} - \sigma^2_{true,g}}
+        {\sigma^2_{true,g}}\Big)^2
+
+    0 when the predicted spread across spots matches the measured one; 1 for a constant prediction.
+    """
+    var_t, var_p = np.var(y_true, axis=0), np.var(y_pred, axis=0)
+    ok = var_t > 0
+    return float(np.mean(((var_p[ok] - var_t[ok]) / var_t[ok]) ** 2)) if ok.any() else float("nan")
+
+
+def coexpression_consistency(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
+    r"""Agreement of the gene–gene correlation matrices of measured and predicted expression.
+
+    Using only the genes that vary in both (n_spots, n_genes) arrays, with :math:`C` the gene × gene Pearson
+    correlation matrix across spots:
+
+    .. math::
+
+        r_{co} = \operatorname{corr}\big(\operatorname{triu}_1(C_{pred}), \operatorname{triu}_1(C_{true})\big),
+        \qquad d_F = \lVert C_{pred} - C_{true} \rVert_F / \lVert C_{true} \rVert_F .
+
+    Returns
+    -------
+    ``(r_co, d_F)``; ``r_co`` is NaN with fewer than 3 usable genes, ``d_F`` with fewer than 2.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    valid = _varying(y_true) & _varying(y_pred)
+    if valid.sum() < 2:
+        return float("nan"), float("nan")
+    c_true = np.corrcoef(y_true[:, valid], rowvar=False)
+    c_pred = np.corrcoef(y_pred[:, valid], rowvar=False)
+    frob = float(np.linalg.norm(c_pred - c_true) / np.linalg.norm(c_true))
+    iu = np.triu_indices(c_true.shape[0], k=1)
+    r = pearson_per_gene(c_true[iu][:, None], c_pred[iu][:, None])[0] if len(iu[0]) > 1 else np.nan
+    return float(r), frob
+
+
+def morans_i(values: np.ndarray, coordinates: np.ndarray, n_neighs: int = 6) -> np.ndarray:
+    r"""Moran's I of each column on a k-nearest-neighbour spot graph, computed by squidpy.
+
+    The graph is :func:`squidpy.gr.spatial_neighbors` (``coord_type="generic"``, ``n_neighs``) and the
+    statistic :func:`squidpy.gr.spatial_autocorr` (``mode="moran"``, row-normalised weights):
+
+    .. math::
+
+        I = \frac{N}{\sum_{ij} w_{ij}} \frac{\sum_{ij} w_{ij} z_i z_j}{\sum_i z_i^2}, \quad z = x - \bar x .
+
+    Parameters
+    ----------
+    values
+        (n_spots, n_genes).
+    coordinates
+        Spot centres, (n_spots, 2), any unit.
+    n_neighs
+        Neighbours per spot.
+
+    Returns
+    -------
+    Shape (n_genes,); NaN for constant columns or fewer than ``n_neighs + 1`` spots.
+    """
+    import logging
+    import warnings
+
+    import anndata as ad
+
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full(values.shape[1], np.nan)
+    valid = _varying(values)
+    if len(values) <= n_neighs or not valid.any():
+        return out
+    import scanpy as sc
+    import squidpy as sq
+
+    tmp = ad.AnnData(values[:, valid].astype(np.float32))
+    tmp.var_names = [f"g{i}" for i in range(tmp.n_vars)]
+    tmp.obsm["spatial"] = np.asarray(coordinates, dtype=np.float64)[:, :2]
+    quiet = logging.getLogger("spatialdata._logging")  # squidpy logs each graph it builds through this logger
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), sc.settings.verbosity.override("error"):
+            warnings.simplefilter("ignore")
+            sq.gr.spatial_neighbors(tmp, coord_type="generic", n_neighs=n_neighs)
+            res = sq.gr.spatial_autocorr(tmp, mode="moran", n_perms=None, copy=True, n_jobs=1, show_progress_bar=False)
+    finally:
+        quiet.setLevel(level)
+    out[valid] = res["I"].reindex(tmp.var_names).to_numpy()
+    return out
+
+
+def interval_coverage(y_true: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    """Fraction of entries with ``lower ≤ y_true ≤ upper`` (all arrays (n_spots, n_genes))."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    return float(np.mean((y_true >= lower) & (y_true <= upper))) if y_true.size else float("nan")
+
+
+def central_interval(
+    level: float, *, samples: np.ndarray | None = None, mean: np.ndarray | None = None, std: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Central ``level`` interval per spot and gene.
+
+    From ``samples`` (n_spots, S, n_genes): the empirical ``(1 − level)/2`` and ``(1 + level)/2`` quantiles
+    over the samples (linear interpolation; with few samples the interval is too narrow). Otherwise the
+    Gaussian interval :math:`\mu \pm z_{(1+level)/2}\,\sigma` from ``mean`` and ``std``.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"`level` must be in (0, 1), found {level}.")
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    if samples is not None:
+        lo, hi = np.quantile(np.asarray(samples, dtype=np.float64), [lo_q, hi_q], axis=1)
+        return lo, hi
+    if mean is None or std is None:
+        raise ValueError("Pass `samples`, or both `mean` and `std`.")
+    z = norm.ppf(hi_q)
+    return mean - z * std, mean + z * std
+
+
+def std_error_spearman(y_true: np.ndarray, y_pred: np.ndarray, std: np.ndarray) -> float:
+    """Mean over genes of the Spearman correlation, across spots, of predicted s.d. and absolute error.
+
+    Positive when the model is less sure where it is more wrong. Genes with a constant s.d. or error are
+    left out.
+    """
+    err = np.abs(np.asarray(y_pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64))
+    return nanmean(spearman_per_gene(err, np.asarray(std, dtype=np.float64)))
+
+
+def gene_set_mean(values: np.ndarray, index: Sequence[int] | np.ndarray) -> float:
+    """Mean of the finite ``values`` at ``index`` (NaN if none)."""
+    return nanmean(np.asarray(values, dtype=np.float64)[np.asarray(index, dtype=int)])

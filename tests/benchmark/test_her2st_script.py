@@ -1,0 +1,28 @@
+"""The benchmark script runs end to end in its tiny configuration (one fold, one seed, one epoch)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+from ..conftest import DATA_DIR
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "her2st.py"
+
+
+def test_tiny_benchmark_runs(tmp_path, her2st_path):
+    spec = importlib.util.spec_from_file_location("her2st_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "bench"
+    text = module.main(["--out", str(out), "--data", str(DATA_DIR), "--tiny"])
+    for name in ("results.md", "per_section.csv", "per_gene.csv", "performance.csv", "features.h5ad",
+                 "gene_scores_log2p1.png", "spatial_hinge.png", "coexpression_ridge.png", "training_history_hinge.png"):
+        assert (out / name).is_file(), name
+    per_section = pd.read_csv(out / "per_section.csv")
+    assert set(per_section["method"]) == {"hinge", "hinge_gaussian", "ridge", "mlp", "knn", "mean"}
+    assert set(per_section["scale"]) == {"log2p1", "log1p_cp10k"} and set(per_section["section"]) == {"C3"}
+    assert per_section.loc[per_section["method"] == "ridge", "pcc_50"].notna().all()
+    assert "### log2p1: correlation" in text and "| hinge |" in text and "generated spots/s" in text
