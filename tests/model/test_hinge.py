@@ -181,3 +181,46 @@ def test_load_without_saved_backbone(trained, tmp_path, backbone):
 def test_trainable_parameters(trained):
     summary = trained.trainable_parameters()
     assert summary["softadaln_layers"] > 0 and summary["backbone (frozen)"] > 0
+
+
+def test_features_standardised_with_training_statistics(backbone, tmp_path):
+    adata = synthetic_adata()
+    adata.obsm["X_histology"] = adata.obsm["X_histology"] * 40.0 + 500.0  # raw encoder scale, far from N(0, 1)
+    adata.obsm["X_histology_views"] = adata.obsm["X_histology_views"] * 40.0 + 500.0
+    _setup(adata, views_key="X_histology_views")
+    model = hs.HINGE(adata, backbone, n_steps=10)
+    both = np.concatenate([adata.obsm["X_histology"], adata.obsm["X_histology_views"].reshape(-1, 10)])
+    np.testing.assert_allclose(model.module.feature_mean.numpy(), both.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(model.module.feature_scale.numpy(), both.std(0), rtol=1e-4)
+    z = model.module.standardize(torch.as_tensor(adata.obsm["X_histology"]))
+    assert z.mean().abs() < 0.05 and abs(z.std().item() - 1.0) < 0.05
+    raw = hs.HINGE(adata, backbone, n_steps=10, standardize_features=False)
+    assert torch.equal(raw.module.feature_mean, torch.zeros(10))
+    assert torch.equal(raw.module.feature_scale, torch.ones(10))
+
+    # The statistics travel with the model: loading next to other data does not recompute them.
+    model.train(max_epochs=1, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
+    model.save(tmp_path / "m")
+    other = synthetic_adata(seed=3)
+    loaded = hs.HINGE.load(tmp_path / "m", adata=other)
+    assert torch.equal(loaded.module.feature_mean, model.module.feature_mean)
+
+
+def test_constant_feature_gets_unit_scale(backbone):
+    adata = synthetic_adata()
+    adata.obsm["X_histology"][:, 3] = 7.0
+    _setup(adata)
+    module = hs.HINGE(adata, backbone, n_steps=10).module
+    assert module.feature_scale[3] == 1.0 and module.feature_mean[3] == pytest.approx(7.0)
+    assert torch.isfinite(module.standardize(torch.as_tensor(adata.obsm["X_histology"]))).all()
+
+
+def test_model_saved_without_feature_statistics_loads_unstandardised(trained, tmp_path):
+    trained.save(tmp_path / "m")
+    payload = torch.load(tmp_path / "m" / "model.pt", weights_only=False)
+    for key in ("feature_mean", "feature_scale"):
+        del payload["adapter_state_dict"][key]
+    torch.save(payload, tmp_path / "m" / "model.pt")
+    loaded = hs.HINGE.load(tmp_path / "m", adata=synthetic_adata())
+    assert torch.equal(loaded.module.feature_mean, torch.zeros(10))
+    assert torch.equal(loaded.module.feature_scale, torch.ones(10))

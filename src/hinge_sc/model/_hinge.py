@@ -95,6 +95,9 @@ class HINGE(BaseModelClass):
         Keep the backbone frozen (HINGE). ``False`` fine-tunes it fully (an ablation; the backbone is copied).
     lora_rank
         Optional LoRA adapters of this rank on the frozen backbone's projections (off by default).
+    standardize_features
+        Standardise each image feature with the mean and s.d. over the registered spots (and their views) before
+        the conditioning network; the statistics are saved with the model and applied to new spots.
     registry
         Used by :meth:`load` to build a model without data.
 
@@ -129,6 +132,7 @@ class HINGE(BaseModelClass):
         mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
         freeze_backbone: bool = True,
         lora_rank: int | None = None,
+        standardize_features: bool = True,
         registry: dict | None = None,
     ):
         adata = resolve_table(type(self), adata)  # a SpatialData object: its registered table
@@ -156,6 +160,8 @@ class HINGE(BaseModelClass):
             freeze_backbone=freeze_backbone,
             lora_rank=lora_rank,
         )
+        if standardize_features and self.adata is not None:
+            self._set_feature_stats()
         pretrained_scale = backbone.meta.get("target_scale")
         if pretrained_scale is not None and pretrained_scale != target_scale:
             warnings.warn(
@@ -173,6 +179,16 @@ class HINGE(BaseModelClass):
         self._model_summary_string = (
             f"HINGE: {len(self.panel_genes_)} genes, {n_features} image features, T={n_steps}, "
             f"backbone {backbone.config.name!r} (d={backbone.config.d_model}, L={backbone.config.n_layers})"
+        )
+
+    def _set_feature_stats(self) -> None:
+        """Per-feature mean and s.d. over the registered spots' features and views → the module's standardisation."""
+        feats = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.FEATURES_KEY), dtype=np.float64)
+        if REGISTRY_KEYS.VIEWS_KEY in self.adata_manager.data_registry:
+            views = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.VIEWS_KEY), dtype=np.float64)
+            feats = np.concatenate([feats, views.reshape(-1, views.shape[-1])])
+        self.module.set_feature_stats(
+            torch.as_tensor(feats.mean(0), dtype=torch.float32), torch.as_tensor(feats.std(0), dtype=torch.float32)
         )
 
     @staticmethod

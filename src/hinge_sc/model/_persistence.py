@@ -102,6 +102,10 @@ def load_model(
         model = cls(None, backbone, registry=registry, **params)
     missing, unexpected = model.module.load_state_dict(payload["adapter_state_dict"], strict=False)
     missing = [k for k in missing if not k.startswith(_BACKBONE_PREFIX)]
+    if {"feature_mean", "feature_scale"} <= set(missing):  # saved before hinge_sc standardised features
+        n = model.module.n_features
+        model.module.set_feature_stats(torch.zeros(n), torch.ones(n))
+        missing = [k for k in missing if k not in ("feature_mean", "feature_scale")]
     if missing or unexpected:
         raise ValueError(f"Saved weights do not fit the model: missing {missing}, unexpected {unexpected}.")
     for name, value in attrs.items():

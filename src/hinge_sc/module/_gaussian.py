@@ -103,7 +103,7 @@ class GaussianHINGEModule(HINGEModule):
             MODULE_KEYS.STEP: t,
             MODULE_KEYS.VISIBLE: visible,
             MODULE_KEYS.VISIBLE_PREV: visible,
-            MODULE_KEYS.CONDITION: self.denoiser.condition(t, features, visible),
+            MODULE_KEYS.CONDITION: self.denoiser.condition(t, self.standardize(features), visible),
         }
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
@@ -149,7 +149,7 @@ class GaussianHINGEModule(HINGEModule):
         """
         b, device = features.shape[0], features.device
         n = b * n_samples
-        feats = features.repeat_interleave(n_samples, dim=0)
+        feats = self.standardize(features).repeat_interleave(n_samples, dim=0)
         visible = torch.ones(n, self.n_genes, device=device)
         z = self._noise((n, self.n_genes), generator, device)
         grid = reverse_step_grid(self.n_steps, n_steps)

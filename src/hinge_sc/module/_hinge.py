@@ -78,6 +78,12 @@ class HINGEModule(BaseModuleClass):
         Keep the frozen backbone's dropout active while training (as the released code does).
     mask_mechanism, freeze_backbone, lora_rank
         See :class:`~hinge_sc.nn.AdaptedBackbone`.
+
+    Notes
+    -----
+    Image features are standardised per dimension before the conditioning network,
+    :math:`(f - \mu) / \sigma`, with buffers ``feature_mean`` and ``feature_scale`` (identity until
+    :meth:`set_feature_stats` is called; :class:`~hinge_sc.HINGE` sets them from its training spots).
     """
 
     def __init__(
@@ -113,6 +119,8 @@ class HINGEModule(BaseModuleClass):
         self.register_buffer("token_ids", token_ids.long().clone())
         counts = mask_counts(self.n_genes, self.n_steps, schedule, schedule_power)
         self.register_buffer("mask_counts", torch.as_tensor(counts, dtype=torch.long))
+        self.register_buffer("feature_mean", torch.zeros(self.n_features))
+        self.register_buffer("feature_scale", torch.ones(self.n_features))
         self.denoiser = AdaptedBackbone(
             backbone,
             n_features,
@@ -137,6 +145,21 @@ class HINGEModule(BaseModuleClass):
         return self
 
     # ------------------------------------------------------------------ pieces of the forward process
+    @torch.no_grad()
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-6) -> None:
+        """Set the per-feature standardisation; ``(D,)`` mean and s.d. (constant features get scale 1)."""
+        if mean.shape != (self.n_features,) or std.shape != (self.n_features,):
+            raise ValueError(
+                f"Feature statistics must have shape ({self.n_features},), got {tuple(mean.shape)} and "
+                f"{tuple(std.shape)}."
+            )
+        self.feature_mean.copy_(mean)
+        self.feature_scale.copy_(torch.where(std > eps, std, torch.ones_like(std)))
+
+    def standardize(self, features: torch.Tensor) -> torch.Tensor:
+        r"""``(B, D)`` image features → :math:`(f - \mu) / \sigma` with the stored statistics."""
+        return (features - self.feature_mean) / self.feature_scale
+
     def fill(self, x: torch.Tensor, visible: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         r""":math:`m \odot x + (1 - m) \odot \epsilon`, :math:`\epsilon \sim N(0, 1)` or 0."""
         if self.mask_fill == "zero":
@@ -180,7 +203,7 @@ class HINGEModule(BaseModuleClass):
         visible = visibility(ranks, self.mask_counts[t])
         visible_prev = visibility(ranks, self.mask_counts[t - 1])
         x_t = self.fill(x0, visible, generator)
-        c = self.denoiser.condition(t, features, visible_prev)
+        c = self.denoiser.condition(t, self.standardize(features), visible_prev)
         return {
             MODULE_KEYS.TARGET: x0,
             MODULE_KEYS.X_T: x_t,
@@ -241,7 +264,7 @@ class HINGEModule(BaseModuleClass):
         ``(B, S, G)`` samples on the model scale.
         """
         b = features.shape[0]
-        feats = features.repeat_interleave(n_samples, dim=0)
+        feats = self.standardize(features).repeat_interleave(n_samples, dim=0)
 
         def denoise(x_t, visible, t, visible_prev):
             c = self.denoiser.condition(t, feats, visible_prev)
