@@ -47,3 +47,31 @@ def test_errors(adata):
         hs.pp.select_genes(adata, n_genes=10, section_key="batch", key_added="p2")
     with pytest.raises(ValueError, match="method"):
         hs.pp.select_genes(adata, n_genes=10, method="random", key_added="p3")
+
+
+def test_vocabulary_matching_follows_the_model(adata):
+    """A gene renamed in the vocabulary (data: old symbol) qualifies, as it does in the model's panel check."""
+    assert "ERBB2" in adata.var_names
+    adata = adata.copy()
+    adata.var_names = ["erbb2_old" if g == "ERBB2" else g for g in adata.var_names]
+    top = list(adata.var_names[np.argsort(-np.asarray(adata.X.mean(0)).ravel())][:300])
+    vocabulary = [g.upper() for g in top if g != "erbb2_old"] + ["ERBB2_NEW"]
+    aliases = {"ERBB2_OLD": "ERBB2_NEW"}
+    with pytest.warns(UserWarning, match="not in the backbone vocabulary"):
+        panel = hs.pp.select_genes(adata, n_genes=40, method="highly_expressed", vocabulary=vocabulary,
+                                   aliases=aliases)
+    assert "erbb2_old" in panel  # matched by renamed symbol
+    assert all(g.upper() in vocabulary for g in panel if g != "erbb2_old")  # the others by case
+    with pytest.warns(UserWarning, match="not in the backbone vocabulary"):
+        strict = hs.pp.select_genes(adata, n_genes=40, method="highly_expressed", vocabulary=vocabulary,
+                                    aliases=False, key_added="strict")
+    assert "erbb2_old" not in strict
+    backbone = hs.Backbone.random(vocabulary, d_model=16, n_layers=1, n_heads=2)
+    with pytest.warns(UserWarning, match="not in the backbone vocabulary"):
+        via_backbone = hs.pp.select_genes(adata, n_genes=40, method="highly_expressed", vocabulary=backbone,
+                                          aliases=aliases, key_added="bb")
+    assert via_backbone == panel
+    ids, report = backbone.match_genes(panel, aliases=aliases)
+    assert (ids > 0).all()
+    with pytest.raises(TypeError, match="single string"):
+        hs.pp.select_genes(adata, vocabulary="ERBB2", key_added="x")

@@ -14,9 +14,11 @@ import scipy.sparse as sp
 from hinge_sc._validators import check_counts, check_key_free
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from anndata import AnnData
+
+    from hinge_sc.nn import Backbone
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ def select_genes(
     method: Literal["hmhvg", "hvg", "highly_expressed"] = "hmhvg",
     layer: str | None = None,
     section_key: str | None = "section",
-    vocabulary: Sequence[str] | None = None,
+    vocabulary: Sequence[str] | Backbone | None = None,
+    aliases: bool | Mapping[str, str] = True,
     n_top_hvg: int = 2000,
     key_added: str = "hinge_panel",
     overwrite: bool = False,
@@ -84,7 +87,12 @@ def select_genes(
     section_key
         ``obs`` column of sections (HVGs per section); ``None`` treats all spots as one section.
     vocabulary
-        Gene symbols the backbone knows, e.g. ``backbone.genes``; matching ignores case.
+        The backbone, or the gene symbols it knows (e.g. ``backbone.genes``). A gene qualifies when
+        :meth:`hinge_sc.Backbone.match_genes` would match it: exactly, ignoring case, or through a renamed
+        symbol.
+    aliases
+        Renamed-symbol table for that matching: ``True`` (curated :data:`hinge_sc.nn.GENE_ALIASES`),
+        ``False`` (symbols only) or a mapping, e.g. :func:`hinge_sc.nn.read_hgnc_aliases`.
     n_top_hvg
         HVGs per section.
     key_added
@@ -105,8 +113,7 @@ def select_genes(
     check_counts(x, where="the counts")
     candidates = adata.var_names[~adata.var_names.str.match(_EXCLUDED)]
     if vocabulary is not None:
-        vocab = {str(g).upper() for g in vocabulary}
-        in_vocab = candidates.str.upper().isin(vocab)
+        in_vocab = _in_vocabulary(candidates, vocabulary, aliases)
         dropped = list(candidates[~in_vocab])
         if dropped:
             warnings.warn(
@@ -134,6 +141,22 @@ def select_genes(
     adata.var[key_added] = adata.var_names.isin(panel)
     logger.info("Selected %d panel genes (%s); wrote adata.var[%r]", len(panel), method, key_added)
     return panel
+
+
+def _in_vocabulary(genes: pd.Index, vocabulary, aliases: bool | Mapping[str, str]) -> np.ndarray:
+    """Boolean mask of ``genes`` that match ``vocabulary`` (a Backbone or symbols) as the model matches them."""
+    from hinge_sc.nn import Backbone
+    from hinge_sc.nn._genes import match_genes
+
+    if isinstance(vocabulary, Backbone):
+        vocabulary = vocabulary.genes
+    elif isinstance(vocabulary, str):
+        raise TypeError("`vocabulary` must be a Backbone or a sequence of gene symbols, not a single string.")
+    index = {str(g): i + 1 for i, g in enumerate(vocabulary)}
+    with warnings.catch_warnings():  # genes sharing a token are reported by the model if both enter the panel
+        warnings.filterwarnings("ignore", message="Several genes map to the same vocabulary token")
+        ids, _ = match_genes(list(genes), index, aliases=aliases)
+    return np.asarray(ids) > 0
 
 
 def _mean_std_intersection(stats: pd.DataFrame, n_genes: int) -> list[str]:
