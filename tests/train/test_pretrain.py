@@ -65,6 +65,20 @@ def test_pretrain_vocabulary_and_errors(count_only_section):
             n_tokens=16, max_epochs=1, accelerator="cpu", show_progress_bar=False,
         )
     assert bb.genes == genes[10:] + ["EXTRA"] and bb.meta["pretraining"]["n_genes"] == 40
+    # "EXTRA" is in the vocabulary but was never pre-trained: reported, warned about, kept out of panels
+    assert bb.unseen_in_pretraining(["EXTRA", genes[10], genes[0]]) == ["EXTRA"]
+    assert hs.Backbone.random(genes, d_model=16, n_layers=1, n_heads=2).unseen_in_pretraining(genes) == []
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(sp.csr_matrix(rng.poisson(3.0, size=(40, 11)).astype(np.float32)))
+    adata.var_names = genes[10:20] + ["EXTRA"]
+    adata.obsm["X_histology"] = rng.normal(size=(40, 4)).astype(np.float32)
+    hs.HINGE.setup_anndata(adata)
+    with pytest.warns(UserWarning, match=r"1 panel genes are in the backbone vocabulary but not in its pre-training"):
+        model = hs.HINGE(adata, bb)
+    assert "EXTRA" in model.panel_genes_  # kept (the user chose it), but reported
+    with pytest.warns(UserWarning, match="not in its pre-training data"):
+        panel = hs.pp.select_genes(adata, n_genes=11, method="highly_expressed", section_key=None, vocabulary=bb)
+    assert "EXTRA" not in panel and len(panel) == 10
     with pytest.raises(KeyError, match="not in `adata.var_names`"):
         hs.Backbone.pretrain(count_only_section, genes=["NOPE"], max_epochs=1)
     with pytest.raises(ValueError, match="mask_ratio"):

@@ -230,6 +230,15 @@ class HINGE(BaseModelClass):
                 UserWarning,
                 stacklevel=3,
             )
+        unseen = backbone.unseen_in_pretraining(panel)
+        if unseen:
+            warnings.warn(
+                f"{len(unseen)} panel genes are in the backbone vocabulary but not in its pre-training data, so their "
+                f"embeddings are untrained: {unseen[:20]}{' …' if len(unseen) > 20 else ''}. Pre-train on data that "
+                "measures them, or choose the panel with `hs.pp.select_genes(..., vocabulary=backbone)`.",
+                UserWarning,
+                stacklevel=3,
+            )
         return panel
 
     # ------------------------------------------------------------------ registration

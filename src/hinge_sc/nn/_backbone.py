@@ -391,6 +391,18 @@ class Backbone(nn.Module):
         ids, report = self.match_genes(genes)
         return ids, report.loc[report["match"] == "none", "gene"].tolist()
 
+    def unseen_in_pretraining(self, genes: Sequence[str], *, aliases: bool | Mapping[str, str] = True) -> list[str]:
+        """Genes of ``genes`` in the vocabulary whose embeddings :meth:`pretrain` never trained.
+
+        Empty when the backbone has no record of its pre-training genes (random weights, CellFM checkpoints).
+        """
+        seen = self.meta.get("pretraining", {}).get("token_ids")
+        if seen is None:
+            return []
+        seen = set(seen)
+        ids, _ = self.match_genes(genes, aliases=aliases)
+        return [g for g, i in zip(genes, ids.tolist(), strict=True) if i > 0 and i not in seen]
+
     def match_genes(
         self, genes: Sequence[str], *, aliases: bool | Mapping[str, str] = True
     ) -> tuple[torch.Tensor, pd.DataFrame]:

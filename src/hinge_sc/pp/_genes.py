@@ -89,7 +89,8 @@ def select_genes(
     vocabulary
         The backbone, or the gene symbols it knows (e.g. ``backbone.genes``). A gene qualifies when
         :meth:`hinge_sc.Backbone.match_genes` would match it: exactly, ignoring case, or through a renamed
-        symbol.
+        symbol; with a backbone from :meth:`hinge_sc.Backbone.pretrain`, only genes it was pre-trained on
+        (their embeddings are trained).
     aliases
         Renamed-symbol table for that matching: ``True`` (curated :data:`hinge_sc.nn.GENE_ALIASES`),
         ``False`` (symbols only) or a mapping, e.g. :func:`hinge_sc.nn.read_hgnc_aliases`.
@@ -117,7 +118,8 @@ def select_genes(
         dropped = list(candidates[~in_vocab])
         if dropped:
             warnings.warn(
-                f"{len(dropped)} genes are not in the backbone vocabulary and cannot be in the panel, "
+                f"{len(dropped)} genes are not in the backbone vocabulary (or not in its pre-training data) and "
+                "cannot be in the panel, "
                 f"e.g. {dropped[:10]}",
                 UserWarning,
                 stacklevel=2,
@@ -149,8 +151,13 @@ def _in_vocabulary(genes: pd.Index, vocabulary, aliases: bool | Mapping[str, str
     from hinge_sc.nn._genes import match_genes
 
     if isinstance(vocabulary, Backbone):
-        vocabulary = vocabulary.genes
-    elif isinstance(vocabulary, str):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Several genes map to the same vocabulary token")
+            ids, _ = vocabulary.match_genes(list(genes), aliases=aliases)
+        keep = ids.numpy() > 0
+        seen = vocabulary.meta.get("pretraining", {}).get("token_ids")  # genes `Backbone.pretrain` trained
+        return keep if seen is None else keep & np.isin(ids.numpy(), np.asarray(seen))
+    if isinstance(vocabulary, str):
         raise TypeError("`vocabulary` must be a Backbone or a sequence of gene symbols, not a single string.")
     index = {str(g): i + 1 for i, g in enumerate(vocabulary)}
     with warnings.catch_warnings():  # genes sharing a token are reported by the model if both enter the panel

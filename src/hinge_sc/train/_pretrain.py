@@ -348,6 +348,7 @@ def pretrain_backbone(
                 "objective": "masked value reconstruction (MSE)",
                 "n_spots": int(counts.shape[0]),
                 "n_genes": len(keep_genes),
+                "token_ids": sorted({int(i) for i in token_ids}),  # genes whose embeddings were trained
                 "n_tokens": n_tokens,
                 "mask_ratio": mask_ratio,
                 "max_epochs": max_epochs,
