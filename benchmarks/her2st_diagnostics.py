@@ -11,7 +11,8 @@ Same data, panel, features and model settings as ``benchmarks/her2st.py`` (its `
 - **depth**: how much of the raw-scale correlation is sequencing depth: per-gene Pearson of measured
   ``log2(count + 1)`` with the spot's log library size (an oracle: it reads the measured depth), and how well ridge
   predicts the log depth from the image;
-- **features**: HINGE on raw vs standardised histology features (the model does not rescale its inputs);
+- **features**: HINGE with ``standardize_features=False`` (raw encoder scale into the conditioning network) vs the
+  default standardisation;
 - **training length**: ``--epochs`` vs 3 × ``--epochs``;
 - **sampler**: samples × reverse steps on the same trained model, including one step from "all hidden" (a pure
   image → expression regression through the backbone);
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from her2st import DATA, load_features, standardise
+from her2st import DATA, load_features
 from performance import markdown
 
 logger = logging.getLogger("her2st_diagnostics")
@@ -66,7 +67,9 @@ def depth_rows(train, test, panel) -> dict:
     counts = dense(test[:, panel].X)
     log_depth = np.log(dense(test.X).sum(1))
     pcc = pearson_per_gene(np.log2(counts + 1), np.repeat(log_depth[:, None], len(panel), 1))
-    x_tr, x_te = train.obsm["X_histology_z"], test.obsm["X_histology_z"]
+    mean, sd = train.obsm["X_histology"].mean(0), train.obsm["X_histology"].std(0)
+    sd[sd == 0] = 1.0
+    x_tr, x_te = (train.obsm["X_histology"] - mean) / sd, (test.obsm["X_histology"] - mean) / sd
     depth_fit = Ridge(alpha=10.0).fit(x_tr, np.log(dense(train.X).sum(1))).predict(x_te)
     ridge = hs.benchmark.RidgeProbe(10.0).fit(train, genes=panel)
     ridge.predict(test, key_added="ridge", overwrite=True)
@@ -78,7 +81,8 @@ def depth_rows(train, test, panel) -> dict:
     }
 
 
-def train_hinge(train, panel, vocabulary, args, *, features: str, epochs: int, backbone=None, freeze: bool = True):
+def train_hinge(train, panel, vocabulary, args, *, epochs: int, standardize: bool = True, backbone=None,
+                freeze: bool = True):
     """HINGE on ``train`` with the benchmark's settings."""
     import torch
 
@@ -90,9 +94,10 @@ def train_hinge(train, panel, vocabulary, args, *, features: str, epochs: int, b
         backbone = hs.Backbone.random(vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                                       seed=args.seed)  # fmt: skip
     tr = train.copy()
-    views = "X_histology_views" + ("_z" if features.endswith("_z") else "") if args.views > 1 else None
-    hs.HINGE.setup_anndata(tr, features_key=features, views_key=views, section_key="section")
-    model = hs.HINGE(tr, backbone, genes=panel, n_steps=args.diffusion_steps, freeze_backbone=freeze)
+    views = "X_histology_views" if args.views > 1 else None
+    hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key=views, section_key="section")
+    model = hs.HINGE(tr, backbone, genes=panel, n_steps=args.diffusion_steps, freeze_backbone=freeze,
+                     standardize_features=standardize)
     model.train(max_epochs=epochs, batch_size=32, lr=args.lr, warmup_epochs=1, accelerator="cpu", seed=args.seed,
                 lr_milestones=(max(1, epochs // 2), max(1, int(epochs * 0.875))), show_progress_bar=False)  # fmt: skip
     return model
@@ -138,39 +143,37 @@ def main(argv: list[str] | None = None) -> str:
     vocabulary = pd.read_csv(Path(args.data) / "vocab" / "cellfm" / "gene_info.csv", usecols=[0]).iloc[:, 0].tolist()
     train = adata[adata.obs["section"] != args.fold].copy()
     test = adata[adata.obs["section"] == args.fold].copy()
-    standardise(train, test, ("X_histology", "X_histology_views") if args.views > 1 else ("X_histology",))
     panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=vocabulary)
     rows = depth_rows(train, test, panel) if "depth" in args.parts else {}
 
-    def add(name: str, model, features: str, samples: int, steps: int) -> None:
+    def add(name: str, model, samples: int, steps: int) -> None:
         key = name.split(":")[0].replace(" ", "_")
         torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
-        hs.tl.generate(model, test, features_key=features, n_samples=samples, n_steps=steps, seed=args.seed,
+        hs.tl.generate(model, test, n_samples=samples, n_steps=steps, seed=args.seed,
                        key_added=key, overwrite=True, show_progress_bar=False)  # fmt: skip
         rows[name] = score(test, key) | {"generate (s)": time.perf_counter() - t0}
         logger.warning("%s: PCC-50 %.3f, mean PCC %.3f (%.0f s so far)", name, rows[name]["PCC-50"],
                        rows[name]["mean PCC"], time.perf_counter() - start)  # fmt: skip
 
     if "sampler" in args.parts:
-        base = train_hinge(train, panel, vocabulary, args, features="X_histology_z", epochs=args.epochs)
+        base = train_hinge(train, panel, vocabulary, args, epochs=args.epochs)
         for spec in args.samplers:
             s, k = map(int, spec.split("x"))
-            add(f"HINGE standardised, {args.epochs} ep: {s} samples × {k} steps", base, "X_histology_z", s, k)
+            add(f"HINGE, {args.epochs} ep: {s} samples × {k} steps", base, s, k)
     if "features" in args.parts:
-        raw = train_hinge(train, panel, vocabulary, args, features="X_histology", epochs=args.epochs)
-        add(f"HINGE raw features, {args.epochs} ep: 4 samples × 10 steps", raw, "X_histology", 4, 10)
+        raw = train_hinge(train, panel, vocabulary, args, epochs=args.epochs, standardize=False)
+        add(f"HINGE standardize_features=False, {args.epochs} ep: 4 samples × 10 steps", raw, 4, 10)
     if "length" in args.parts:
-        longer = train_hinge(train, panel, vocabulary, args, features="X_histology_z", epochs=3 * args.epochs)
-        add(f"HINGE standardised, {3 * args.epochs} ep: 4 samples × 10 steps", longer, "X_histology_z", 4, 10)
+        longer = train_hinge(train, panel, vocabulary, args, epochs=3 * args.epochs)
+        add(f"HINGE, {3 * args.epochs} ep: 4 samples × 10 steps", longer, 4, 10)
     if "finetune" in args.parts:
-        tuned = train_hinge(train, panel, vocabulary, args, features="X_histology_z", epochs=args.epochs, freeze=False)
-        add(f"HINGE random backbone fully fine-tuned, {args.epochs} ep: 4 samples × 10 steps", tuned,
-            "X_histology_z", 4, 10)  # fmt: skip
+        tuned = train_hinge(train, panel, vocabulary, args, epochs=args.epochs, freeze=False)
+        add(f"HINGE random backbone fully fine-tuned, {args.epochs} ep: 4 samples × 10 steps", tuned, 4, 10)
     if "backbone" in args.parts and args.backbone:
         bb = hs.Backbone.load(args.backbone)
-        prior = train_hinge(train, panel, bb.genes, args, features="X_histology_z", epochs=args.epochs, backbone=bb)
-        add(f"HINGE backbone {Path(args.backbone).name}: 4 samples × 10 steps", prior, "X_histology_z", 4, 10)
+        prior = train_hinge(train, panel, bb.genes, args, epochs=args.epochs, backbone=bb)
+        add(f"HINGE backbone {Path(args.backbone).name}: 4 samples × 10 steps", prior, 4, 10)
 
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")
     table.to_csv(out / "diagnostics.csv")

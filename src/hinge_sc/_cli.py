@@ -63,7 +63,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         )
     train = adata[adata.obs["section"].isin(args.train)].copy()
     test = adata[adata.obs["section"].isin(args.test)].copy()
-    panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=backbone.genes)
+    panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=backbone)
 
     t0 = time.perf_counter()
     views_key = "X_histology_views" if args.views > 1 else None
