@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/backbones.py --data ../shared/data --out bench_backbones            # everything
     python benchmarks/backbones.py --parts fullsize                                         # one part
+    python benchmarks/backbones.py --parts loso --seeds 0 1   # reuses <out>/pretrained_backbone.pt
 
 Parts (each prints a markdown table and writes it to ``--out``):
 
@@ -11,10 +12,16 @@ Parts (each prints a markdown table and writes it to ``--out``):
     Pre-train a backbone on the count-only her2st sections of patients A, D, E, F, G, H (CellFM's masked-value
     objective, CellFM vocabulary) and compare masked-value reconstruction on 10 % held-out spots with imputing
     each gene's training mean.
+``transfer``
+    The pre-trained backbone's masked-value reconstruction on every spot of patient C (no image needed; the
+    patient is unseen in pre-training) against imputing each gene's mean over patient C itself.
 ``loso``
     Patient C, sections C2–C6 (with H&E), leave one section out: HINGE with the pre-trained backbone frozen,
-    the same architecture randomly initialised (frozen), and the pre-trained backbone fully fine-tuned; same
-    handcrafted features (8 views), same 200-gene HMHVG panel; PCC-50, mean PCC and co-expression per fold.
+    the same architecture randomly initialised (frozen), the pre-trained backbone fully fine-tuned and with LoRA
+    adapters (rank 8) on its frozen projections, the random one fully fine-tuned (is it the prior or the
+    trainable capacity?), and a ridge probe as reference; same handcrafted features (8 views), same 200-gene
+    HMHVG panel; PCC-50, mean PCC and co-expression per fold on both scales, over ``--seeds``. Finished runs are
+    kept in ``<out>/loso_folds.csv`` and skipped when the script is run again with the same settings.
 ``fullsize``
     CellFM-80M and -800M shapes with random weights: one forward/backward of the adapted model for a few spots
     on CPU, time and peak memory (resident set size).
@@ -45,15 +52,24 @@ C_SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
 
 
 def read_count_sections(data: Path, sections: list[str]) -> ad.AnnData:
-    """Spots × shared genes of count-only sections (raw counts, selected spots only)."""
+    """Spots × genes of count-only sections (raw counts, selected spots only).
+
+    The union of the sections' genes: a file lists only the genes detected in its section, so a gene missing
+    from one file has zero counts there (an intersection would lose, e.g., SCGB2A2 and CEACAM6).
+    """
     frames = []
     for s in sections:
         df = pd.read_csv(data / "her2st" / "counts" / f"{s}.tsv.gz", sep="\t", index_col=0)
         df.index = [f"{s}_{i}" for i in df.index]
         frames.append(df)
-    genes = sorted(set.intersection(*(set(f.columns) for f in frames)))
-    adata = ad.AnnData(sp.csr_matrix(np.vstack([f[genes].to_numpy(np.float32) for f in frames])))
-    adata.var_names, adata.obs_names = genes, [i for f in frames for i in f.index]
+    genes = pd.Index(sorted(set().union(*(f.columns for f in frames))))
+    blocks = []
+    for f in frames:
+        block = sp.coo_matrix(f.to_numpy(np.float32))
+        blocks.append(sp.csr_matrix((block.data, (block.row, genes.get_indexer(f.columns)[block.col])),
+                                    shape=(len(f), len(genes))))  # fmt: skip
+    adata = ad.AnnData(sp.vstack(blocks).tocsr())
+    adata.var_names, adata.obs_names = list(genes), [i for f in frames for i in f.index]
     return adata
 
 
@@ -89,6 +105,30 @@ def part_pretrain(args, vocabulary: list[str]) -> tuple[hs.Backbone, str]:
     return backbone, table
 
 
+def part_transfer(args, pretrained: hs.Backbone) -> str:
+    """Masked-value reconstruction on patient C (never seen in pre-training) vs that patient's own gene means."""
+    sections = ["C1", *C_SECTIONS]
+    adata = read_count_sections(args.data, sections)
+    ids, _ = pretrained.token_ids(list(adata.var_names))
+    unseen = set(pretrained.unseen_in_pretraining(list(adata.var_names)))
+    genes = [g for g, i in zip(adata.var_names, ids.tolist(), strict=True) if i > 0 and g not in unseen]
+    sub = adata[:, genes]
+    ids, _ = pretrained.token_ids(genes)
+    x = sub.X.tocsr()
+    rows = []
+    for n_tokens in (args.n_tokens, 200):
+        oracle = np.log2(x.toarray() + 1).mean(0)  # patient C's own means: favours the baseline
+        err = masked_reconstruction_error(pretrained, x, ids.numpy(), oracle, n_tokens=n_tokens, seed=args.seed)
+        rows.append({"tokens per spot": n_tokens, **err})
+    return (
+        f"Transfer to an unseen patient: masked-value reconstruction (20 % hidden, log2(count+1)) on all "
+        f"{sub.n_obs} spots of patient C ({', '.join(sections)}), {len(genes)} genes seen in pre-training, by the "
+        "backbone pre-trained "
+        "on patients A, D–H, against imputing each gene's mean over patient C itself (an oracle baseline)\n\n"
+        + pd.DataFrame(rows).round(4).to_markdown(index=False)
+    )
+
+
 def c_sections(args) -> ad.AnnData:
     cache = args.out / "her2st_C_features.h5ad"
     if cache.is_file():
@@ -99,50 +139,113 @@ def c_sections(args) -> ad.AnnData:
     return adata
 
 
-def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
-    adata = c_sections(args)
-    random_bb = hs.Backbone.random(
-        vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, seed=args.seed + 1
-    )
-    variants = {
+def prediction_pc1_share(test: ad.AnnData, key: str) -> float:
+    """Share of the variance of the predictions (spots × genes) on their first principal component."""
+    pred = np.asarray(test.obsm[key], dtype=np.float64)
+    sv = np.linalg.svd(pred - pred.mean(0), compute_uv=False)
+    return float(sv[0] ** 2 / (sv**2).sum())
+
+
+def score(test: ad.AnnData, key: str, held_out: str) -> dict:
+    """PCC-50, mean PCC and co-expression on log2(count+1) and on panel-cp10k; PC1 share of the predictions."""
+    row = {}
+    for scale, suffix in (("log2p1", ""), ("log1p_cp10k", "_cp10k")):
+        _, summary = hs.tl.evaluate(test, key=key, scale=scale, key_added=f"{key}@{scale}", overwrite=True)
+        s = summary.loc[held_out]
+        for name, col in (("pcc_50", "pcc_50"), ("pcc_mean", "pcc_mean"), ("coexpression", "coexpr_pcc")):
+            row[f"{name}{suffix}"] = s[col]
+    row["pc1_share"] = prediction_pc1_share(test, key)
+    return row
+
+
+def loso_variants(pretrained: hs.Backbone, random_bb: hs.Backbone) -> dict[str, dict]:
+    """Model arguments of each compared variant."""
+    return {
         "pre-trained, frozen (HINGE)": {"backbone": pretrained},
         "random init, frozen": {"backbone": random_bb},
         "pre-trained, fully fine-tuned": {"backbone": pretrained, "freeze_backbone": False},
+        "pre-trained, frozen + LoRA r=8": {"backbone": pretrained, "lora_rank": 8},
+        "random init, fully fine-tuned": {"backbone": random_bb, "freeze_backbone": False},  # prior vs capacity
     }
-    rows = []
-    for held_out in args.folds:
-        train = adata[adata.obs["section"] != held_out].copy()
-        panel = hs.pp.select_genes(train, n_genes=200, vocabulary=pretrained.genes)
-        for name, kwargs in variants.items():
-            tr, te = train.copy(), adata[adata.obs["section"] == held_out].copy()
-            hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key="X_histology_views")
-            model = hs.HINGE(tr, genes=panel, **kwargs)
-            t0 = time.perf_counter()
-            model.train(
-                max_epochs=args.epochs, lr=1e-3, warmup_epochs=1,
-                lr_milestones=(args.epochs // 2, int(args.epochs * 0.875)), accelerator=args.accelerator,
-                seed=args.seed, show_progress_bar=False,
-            )
-            train_min = (time.perf_counter() - t0) / 60
-            hs.tl.generate(model, te, n_samples=args.n_samples, n_steps=args.sampling_steps, seed=args.seed,
-                           show_progress_bar=False)
-            _, summary = hs.tl.evaluate(te, key="hinge")
-            s = summary.loc[held_out]
-            rows.append({"fold": held_out, "backbone": name, "pcc_50": s["pcc_50"], "pcc_mean": s["pcc_mean"],
-                         "coexpression": s["coexpr_pcc"], "train_min": train_min})
-            logging.getLogger("benchmark").warning("%s %s %s", held_out, name, rows[-1])
-            pd.DataFrame(rows).to_csv(args.out / "loso_folds.csv", index=False)
-    folds = pd.DataFrame(rows)
-    agg = folds.groupby("backbone", sort=False)[["pcc_50", "pcc_mean", "coexpression"]].agg(["mean", "std"])
+
+
+def run_variant(args, name: str, kwargs: dict | None, train, test, panel, held_out: str, seed: int) -> dict:
+    """Train one variant on ``train`` (or fit the ridge reference), generate ``test`` and score it."""
+    t0 = time.perf_counter()
+    if kwargs is None:
+        hs.benchmark.RidgeProbe(10.0).fit(train, genes=panel).predict(test, key_added="pred")
+    else:
+        tr = train.copy()
+        hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key="X_histology_views")
+        model = hs.HINGE(tr, genes=panel, **kwargs)
+        model.train(
+            max_epochs=args.epochs, lr=1e-3, warmup_epochs=1, accelerator=args.accelerator, seed=seed,
+            lr_milestones=(args.epochs // 2, int(args.epochs * 0.875)), show_progress_bar=False,
+        )  # fmt: skip
+        hs.tl.generate(model, test, n_samples=args.n_samples, n_steps=args.sampling_steps, seed=seed, key_added="pred",
+                       show_progress_bar=False)  # fmt: skip
+    return {"fold": held_out, "backbone": name, "seed": seed, **score(test, "pred", held_out),
+            "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
+
+
+def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
+    adata = c_sections(args)
+    csv = args.out / "loso_folds.csv"
+    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["fold", "backbone", "config"])
+    stamps, rows = [], []
+    for seed in args.seeds:
+        random_bb = hs.Backbone.random(
+            vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, seed=seed + 1
+        )
+        variants = {**loso_variants(pretrained, random_bb), "ridge (reference)": None}
+        stamp = (f"d{args.d_model} L{args.n_layers} e{args.epochs} s{args.n_samples}x{args.sampling_steps} seed{seed} "
+                 f"bb{pretrained.checksum()}")  # fmt: skip
+        stamps.append(stamp)
+        kept = done[done["config"] == stamp].assign(seed=seed).to_dict("records")  # finished runs are kept
+        rows.extend(kept)
+        for held_out in args.folds:
+            todo = [n for n in variants if not any(r["fold"] == held_out and r["backbone"] == n for r in kept)]
+            if not todo:
+                continue
+            train = adata[adata.obs["section"] != held_out].copy()
+            panel = hs.pp.select_genes(train, n_genes=200, vocabulary=pretrained)
+            for name in todo:
+                test = adata[adata.obs["section"] == held_out].copy()
+                row = run_variant(args, name, variants[name], train, test, panel, held_out, seed)
+                rows.append(row | {"config": stamp})
+                logging.getLogger("benchmark").warning("%s", rows[-1])
+                pd.concat([done[~done["config"].isin(stamps)], pd.DataFrame(rows)]).to_csv(csv, index=False)
+    runs = pd.DataFrame(rows)
+    runs = runs[runs["fold"].isin(args.folds)].drop(columns="config")
+    metrics = [f"{m}{suffix}" for suffix in ("", "_cp10k") for m in ("pcc_50", "pcc_mean", "coexpression")]
+    metrics.append("pc1_share")
+    folds = runs.groupby(["fold", "backbone"], sort=False)[metrics].mean().reset_index()  # seeds averaged first
+    agg = folds.groupby("backbone", sort=False)[metrics].agg(["mean", "std"])
     summary = pd.DataFrame(
-        {m: [f"{agg.loc[b, (m, 'mean')]:.3f} ± {agg.loc[b, (m, 'std')]:.3f}" for b in agg.index] for m in
-         ["pcc_50", "pcc_mean", "coexpression"]},
+        {m: [f"{agg.loc[b, (m, 'mean')]:.3f} ± {agg.loc[b, (m, 'std')]:.3f}" for b in agg.index] for m in metrics},
         index=agg.index,
     )
+    reference = folds[folds["backbone"] == "random init, frozen"].set_index("fold")
+    paired = {}
+    for name, sub in folds.groupby("backbone", sort=False):
+        diff = sub.set_index("fold")["pcc_50"] - reference["pcc_50"]
+        co = sub.set_index("fold")["coexpression"] - reference["coexpression"]
+        paired[name] = {
+            "PCC-50 − random frozen": f"{diff.mean():+.3f} ({int((diff > 0).sum())}/{len(diff)} folds higher)",
+            "co-expr. − random frozen": f"{co.mean():+.3f} ({int((co > 0).sum())}/{len(co)} folds higher)",
+        }
+    order = {n: i for i, n in enumerate([*loso_variants(pretrained, pretrained), "ridge (reference)"])}
+    runs = runs.sort_values(["fold", "seed", "backbone"], key=lambda c: c.map(order) if c.name == "backbone" else c)
+    runs = runs[["fold", "seed", "backbone", *metrics, "minutes"]]
     return (
         f"Leave-one-section-out on {', '.join(args.folds)} (d={args.d_model}, L={args.n_layers}, {args.epochs} epochs, "
-        f"{args.n_samples} samples × {args.sampling_steps} steps; log2(count+1) scale)\n\n"
-        + folds.round(3).to_markdown(index=False) + "\n\nmean ± s.d. over folds:\n\n" + summary.to_markdown()
+        f"8 views, {args.n_samples} samples × {args.sampling_steps} steps, 200-gene HMHVG panel per fold, seeds "
+        f"{args.seeds}; metrics on log2(count+1) and on panel-cp10k; pc1_share = variance share of the predictions' "
+        "first principal component; minutes = training + generation)\n\n"
+        + runs.round(3).to_markdown(index=False)
+        + "\n\nmean ± s.d. over folds (seeds averaged per fold first):\n\n" + summary.to_markdown()
+        + "\n\npaired with the random frozen backbone, per fold:\n\n"
+        + pd.DataFrame.from_dict(paired, orient="index").to_markdown()
     )
 
 
@@ -182,7 +285,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("bench_backbones"))
-    parser.add_argument("--parts", nargs="+", default=["pretrain", "loso", "fullsize"])
+    parser.add_argument("--parts", nargs="+", default=["pretrain", "transfer", "loso", "fullsize"],
+                        choices=["pretrain", "transfer", "loso", "fullsize"])
     parser.add_argument("--folds", nargs="+", default=C_SECTIONS)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--n-layers", type=int, default=4)
@@ -194,7 +298,8 @@ def main() -> None:
     parser.add_argument("--sampling-steps", type=int, default=10)
     parser.add_argument("--fullsize-spots", type=int, default=2)
     parser.add_argument("--fullsize-genes", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of pre-training and the transfer masks.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Training/sampling seeds of `loso`.")
     parser.add_argument("--accelerator", default="cpu")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -202,7 +307,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     vocabulary = pd.read_csv(args.data / "vocab" / "cellfm" / "gene_info.csv", usecols=[0]).iloc[:, 0].tolist()
     pretrained = None
-    if {"pretrain", "loso"} & set(args.parts):
+    if {"pretrain", "transfer", "loso"} & set(args.parts):
         bb_path = args.out / "pretrained_backbone.pt"
         if bb_path.is_file() and "pretrain" not in args.parts:
             pretrained = hs.Backbone.load(bb_path)
@@ -211,6 +316,10 @@ def main() -> None:
             pretrained.save(bb_path, overwrite=True)
             print(table, flush=True)
             (args.out / "pretrain.md").write_text(table)
+    if "transfer" in args.parts:
+        table = part_transfer(args, pretrained)
+        print(table, flush=True)
+        (args.out / "transfer.md").write_text(table)
     if "loso" in args.parts:
         table = part_loso(args, pretrained, vocabulary)
         print(table, flush=True)
