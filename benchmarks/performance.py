@@ -4,6 +4,8 @@ Usage::
 
     python benchmarks/performance.py                          # 200 → 2,000 genes, 32 → 512 spots, CPU
     python benchmarks/performance.py --genes 200 1000 --spots 64 --device cuda
+    python benchmarks/performance.py --shape cellfm-800m --head-rank 64 --genes 200 --spots 64 --device cuda \
+        --precision bf16 --batch-size 8                          # full size, bf16 autocast
 
 Each configuration runs in a fresh process (``spawn``) so that its peak memory is its own: peak resident set size
 on CPU (``ru_maxrss``, which includes the ~1 GB of the imported libraries; the increment over the process after
@@ -53,6 +55,9 @@ def measure(
     generate_batch: int = 64,
     device: str = "cpu",
     threads: int | None = None,
+    shape: str | None = None,
+    head_rank: int | None = None,
+    precision: str = "32",
 ) -> dict:
     """Time ``n_iter`` training steps and the generation of ``n_spots`` spots; report rates and peak memory."""
     import torch
@@ -66,9 +71,14 @@ def measure(
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     idle = _rss_mb()
-    genes = [f"G{i}" for i in range(n_genes)]
-    backbone = Backbone.random(genes, d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=0)
-    module = HINGEModule(backbone, backbone.token_ids(genes)[0], n_features).to(dev)
+    if shape is None:
+        genes = [f"G{i}" for i in range(n_genes)]
+        backbone = Backbone.random(genes, d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=0)
+    else:  # a CellFM shape over a CellFM-sized vocabulary; the panel is its first `n_genes` genes
+        genes = [f"G{i}" for i in range(max(n_genes, 24078))]
+        backbone = Backbone.random(genes, shape=shape, seed=0)
+    module = HINGEModule(backbone, backbone.token_ids(genes[:n_genes])[0], n_features, head_rank=head_rank).to(dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     batch = {
         MODULE_KEYS.COUNTS: torch.poisson(torch.full((batch_size, n_genes), 2.0)).to(dev),
@@ -80,7 +90,8 @@ def measure(
         if i == 1:  # the first step is warm-up
             sync()
             t0 = time.perf_counter()
-        _, _, out = module(batch)
+        with autocast:
+            _, _, out = module(batch)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -91,7 +102,8 @@ def measure(
     gen = torch.Generator(device=dev).manual_seed(0)
     t0 = time.perf_counter()
     for start in range(0, n_spots, generate_batch):  # in batches of spots, as `hs.tl.generate` does
-        module.sample(feats[start : start + generate_batch], n_samples, n_steps, gen)
+        with autocast:
+            module.sample(feats[start : start + generate_batch], n_samples, n_steps, gen)
     sync()
     gen_s = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _rss_mb()
@@ -160,11 +172,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--shape", default=None, choices=["cellfm-80m", "cellfm-800m"],
+                        help="Full-size backbone shape (overrides --d-model/--n-layers/--n-heads).")
+    parser.add_argument("--head-rank", type=int, default=None, help="Low-rank SoftAdaLN heads.")
+    parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="bf16 autocast.")
     args = parser.parse_args()
     table = performance_table(
         args.genes, args.spots, d_model=args.d_model, n_layers=args.n_layers,
         n_heads=args.n_heads, n_features=args.features, batch_size=args.batch_size, n_iter=args.iters,
-        n_samples=args.samples, n_steps=args.steps, device=args.device, threads=args.threads,
+        n_samples=args.samples, n_steps=args.steps, device=args.device, threads=args.threads, shape=args.shape,
+        head_rank=args.head_rank, precision=args.precision,
     )  # fmt: skip
     print(to_markdown(table))
 

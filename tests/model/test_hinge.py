@@ -224,3 +224,23 @@ def test_model_saved_without_feature_statistics_loads_unstandardised(trained, tm
     loaded = hs.HINGE.load(tmp_path / "m", adata=synthetic_adata())
     assert torch.equal(loaded.module.feature_mean, torch.zeros(10))
     assert torch.equal(loaded.module.feature_scale, torch.ones(10))
+
+
+def test_bf16_training_and_generation_on_cpu(backbone):
+    """The bf16 path GPU users take (Lightning "bf16-mixed", autocast sampling) runs and stays close to float32."""
+    adata = synthetic_adata()
+    _setup(adata, views_key="X_histology_views")
+    model = hs.HINGE(adata, backbone, n_steps=10)
+    model.train(max_epochs=2, batch_size=32, warmup_epochs=0, accelerator="cpu", precision="bf16-mixed",
+                show_progress_bar=False)  # fmt: skip
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    full = model.generate(n_samples=2, seed=5, show_progress_bar=False)
+    half = model.generate(n_samples=2, seed=5, precision="bf16", show_progress_bar=False)
+    assert half.mean.dtypes.eq(np.float32).all() and np.isfinite(half.mean.to_numpy()).all()
+    assert not half.mean.equals(full.mean)  # autocast really ran in bfloat16
+    r = np.corrcoef(half.mean.to_numpy().ravel(), full.mean.to_numpy().ravel())[0, 1]
+    assert r > 0.95
+    with pytest.raises(ValueError, match="precision"):
+        model.generate(precision="fp8", show_progress_bar=False)
+    hs.tl.generate(model, adata, n_samples=1, seed=0, precision="bf16", key_added="h16", show_progress_bar=False)
+    assert adata.uns["h16"]["params"]["precision"] == "bf16"

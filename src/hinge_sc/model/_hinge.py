@@ -545,6 +545,7 @@ class HINGE(BaseModelClass):
         batch_size: int = 64,
         seed: int | None = None,
         return_samples: bool = False,
+        precision: Literal["32", "bf16"] = "32",
         show_progress_bar: bool = True,
     ) -> GeneratedExpression:
         """Generate panel expression from image features with the reverse masked-diffusion process.
@@ -567,6 +568,9 @@ class HINGE(BaseModelClass):
             Seed of the sampler; ``None`` draws one and records it in the output.
         return_samples
             Also return the ``(n_spots, S, G)`` samples.
+        precision
+            ``"32"`` (float32) or ``"bf16"``: the denoiser runs under bfloat16 autocast (faster on recent GPUs;
+            results are returned as float32). Train with ``model.train(precision="bf16-mixed")`` to match.
         show_progress_bar
             Progress bar over batches of spots.
 
@@ -588,16 +592,20 @@ class HINGE(BaseModelClass):
                 f"`adata.obsm[{features_key!r}]` has {feats.shape[1]} features, the model was trained on {n_features}. "
                 "Compute the features with the same encoder and settings as for training."
             )
+        if precision not in ("32", "bf16"):
+            raise ValueError(f"`precision` must be '32' or 'bf16', got {precision!r}.")
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
         self.module.eval()
         device = self.device
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         generator = torch.Generator(device=device).manual_seed(int(seed))
         chunks = []
         starts = range(0, adata.n_obs, batch_size)
         for start in tqdm(starts, desc="Generating", unit="batch", disable=not show_progress_bar):
             batch = torch.as_tensor(feats[start : start + batch_size], device=device)
-            chunks.append(self.module.sample(batch, n_samples, n_steps, generator).cpu().numpy())
+            with autocast:
+                chunks.append(self.module.sample(batch, n_samples, n_steps, generator).float().cpu().numpy())
         samples = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, len(self.panel_genes_)), np.float32)
         index, columns = pd.Index(adata.obs_names), pd.Index(self.panel_genes_)
         return GeneratedExpression(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from hinge_sc._validators import check_key_free
 
@@ -30,6 +30,7 @@ def generate(
     copy: bool = False,
     seed: int | None = None,
     batch_size: int = 64,
+    precision: Literal["32", "bf16"] = "32",
     show_progress_bar: bool = True,
 ) -> AnnData | None:
     """Generate spot expression from histology with a trained :class:`~hinge_sc.HINGE` model.
@@ -63,6 +64,8 @@ def generate(
         Sampler seed (drawn and recorded when ``None``).
     batch_size
         Spots per batch.
+    precision
+        ``"bf16"`` runs the denoiser under bfloat16 autocast (see :meth:`hinge_sc.HINGE.generate`).
     show_progress_bar
         Show a progress bar.
 
@@ -106,6 +109,7 @@ def generate(
         batch_size=batch_size,
         seed=seed,
         return_samples=save_samples,
+        precision=precision,
         show_progress_bar=show_progress_bar,
     )
     adata.obsm[key_added] = out.mean
@@ -121,6 +125,7 @@ def generate(
             "n_steps_train": module.n_steps,
             "seed": out.seed,
             "batch_size": batch_size,
+            "precision": precision,
             "target_scale": module.target_scale,
             "mask_fill": module.mask_fill,
             "mask_mechanism": module.denoiser.mask_mechanism,
