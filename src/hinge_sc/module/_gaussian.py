@@ -103,7 +103,7 @@ class GaussianHINGEModule(HINGEModule):
             MODULE_KEYS.STEP: t,
             MODULE_KEYS.VISIBLE: visible,
             MODULE_KEYS.VISIBLE_PREV: visible,
-            MODULE_KEYS.CONDITION: self.denoiser.condition(t, self.standardize(features), visible),
+            MODULE_KEYS.CONDITION: self.condition(t, features, visible),
         }
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
@@ -149,14 +149,14 @@ class GaussianHINGEModule(HINGEModule):
         """
         b, device = features.shape[0], features.device
         n = b * n_samples
-        feats = self.standardize(features).repeat_interleave(n_samples, dim=0)
+        feats = features.repeat_interleave(n_samples, dim=0)
         visible = torch.ones(n, self.n_genes, device=device)
         z = self._noise((n, self.n_genes), generator, device)
         grid = reverse_step_grid(self.n_steps, n_steps)
         x0_hat = self.gene_mean + self.gene_std * z
         for t, s in itertools.pairwise(grid):
             steps = torch.full((n,), int(t), device=device, dtype=torch.long)
-            c = self.denoiser.condition(steps, feats, visible)
+            c = self.condition(steps, feats, visible)
             x0_hat = self.denoiser(self.gene_mean + self.gene_std * z, visible, c, self.token_ids)
             if s == 0:
                 break

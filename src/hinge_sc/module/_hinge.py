@@ -160,6 +160,10 @@ class HINGEModule(BaseModuleClass):
         r"""``(B, D)`` image features → :math:`(f - \mu) / \sigma` with the stored statistics."""
         return (features - self.feature_mean) / self.feature_scale
 
+    def condition(self, t: torch.Tensor, features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Conditioning vector from step ``t (B,)``, raw image features ``(B, D)`` (standardised here) and mask."""
+        return self.denoiser.condition(t, self.standardize(features), visible)
+
     def fill(self, x: torch.Tensor, visible: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         r""":math:`m \odot x + (1 - m) \odot \epsilon`, :math:`\epsilon \sim N(0, 1)` or 0."""
         if self.mask_fill == "zero":
@@ -203,7 +207,7 @@ class HINGEModule(BaseModuleClass):
         visible = visibility(ranks, self.mask_counts[t])
         visible_prev = visibility(ranks, self.mask_counts[t - 1])
         x_t = self.fill(x0, visible, generator)
-        c = self.denoiser.condition(t, self.standardize(features), visible_prev)
+        c = self.condition(t, features, visible_prev)
         return {
             MODULE_KEYS.TARGET: x0,
             MODULE_KEYS.X_T: x_t,
@@ -264,10 +268,10 @@ class HINGEModule(BaseModuleClass):
         ``(B, S, G)`` samples on the model scale.
         """
         b = features.shape[0]
-        feats = self.standardize(features).repeat_interleave(n_samples, dim=0)
+        feats = features.repeat_interleave(n_samples, dim=0)
 
         def denoise(x_t, visible, t, visible_prev):
-            c = self.denoiser.condition(t, feats, visible_prev)
+            c = self.condition(t, feats, visible_prev)
             return self.denoiser(x_t, visible, c, self.token_ids)
 
         x = sample_masked(
