@@ -391,15 +391,20 @@ class Backbone(nn.Module):
         ids, report = self.match_genes(genes)
         return ids, report.loc[report["match"] == "none", "gene"].tolist()
 
+    @property
+    def pretrained_token_ids(self) -> set[int] | None:
+        """Token ids whose embeddings :meth:`pretrain` trained; ``None`` when not recorded (random, CellFM)."""
+        ids = self.meta.get("pretraining", {}).get("token_ids")
+        return None if ids is None else set(ids)
+
     def unseen_in_pretraining(self, genes: Sequence[str], *, aliases: bool | Mapping[str, str] = True) -> list[str]:
         """Genes of ``genes`` in the vocabulary whose embeddings :meth:`pretrain` never trained.
 
         Empty when the backbone has no record of its pre-training genes (random weights, CellFM checkpoints).
         """
-        seen = self.meta.get("pretraining", {}).get("token_ids")
+        seen = self.pretrained_token_ids
         if seen is None:
             return []
-        seen = set(seen)
         ids, _ = self.match_genes(genes, aliases=aliases)
         return [g for g, i in zip(genes, ids.tolist(), strict=True) if i > 0 and i not in seen]
 

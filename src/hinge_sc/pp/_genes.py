@@ -150,20 +150,18 @@ def _in_vocabulary(genes: pd.Index, vocabulary, aliases: bool | Mapping[str, str
     from hinge_sc.nn import Backbone
     from hinge_sc.nn._genes import match_genes
 
-    if isinstance(vocabulary, Backbone):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Several genes map to the same vocabulary token")
-            ids, _ = vocabulary.match_genes(list(genes), aliases=aliases)
-        keep = ids.numpy() > 0
-        seen = vocabulary.meta.get("pretraining", {}).get("token_ids")  # genes `Backbone.pretrain` trained
-        return keep if seen is None else keep & np.isin(ids.numpy(), np.asarray(seen))
     if isinstance(vocabulary, str):
         raise TypeError("`vocabulary` must be a Backbone or a sequence of gene symbols, not a single string.")
-    index = {str(g): i + 1 for i, g in enumerate(vocabulary)}
+    is_backbone = isinstance(vocabulary, Backbone)
     with warnings.catch_warnings():  # genes sharing a token are reported by the model if both enter the panel
         warnings.filterwarnings("ignore", message="Several genes map to the same vocabulary token")
-        ids, _ = match_genes(list(genes), index, aliases=aliases)
-    return np.asarray(ids) > 0
+        if is_backbone:
+            ids = vocabulary.match_genes(list(genes), aliases=aliases)[0].numpy()
+        else:
+            index = {str(g): i + 1 for i, g in enumerate(vocabulary)}
+            ids = np.asarray(match_genes(list(genes), index, aliases=aliases)[0])
+    trained = vocabulary.pretrained_token_ids if is_backbone else None
+    return (ids > 0) if trained is None else (ids > 0) & np.isin(ids, list(trained))
 
 
 def _mean_std_intersection(stats: pd.DataFrame, n_genes: int) -> list[str]:
