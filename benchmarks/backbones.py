@@ -234,7 +234,7 @@ def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
             "PCC-50 − random frozen": f"{diff.mean():+.3f} ({int((diff > 0).sum())}/{len(diff)} folds higher)",
             "co-expr. − random frozen": f"{co.mean():+.3f} ({int((co > 0).sum())}/{len(co)} folds higher)",
         }
-    order = {n: i for i, n in enumerate([*loso_variants(pretrained, pretrained), "ridge (reference)"])}
+    order = {n: i for i, n in enumerate(variants)}
     runs = runs.sort_values(["fold", "seed", "backbone"], key=lambda c: c.map(order) if c.name == "backbone" else c)
     runs = runs[["fold", "seed", "backbone", *metrics, "minutes"]]
     return (

@@ -57,6 +57,8 @@ def score(test, key: str) -> dict:
 def depth_rows(train, test, panel) -> dict:
     """Oracle depth correlation and the image's prediction of depth."""
     from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     import hinge_sc as hs
     from hinge_sc.tl._metrics import pcc_top_k, pearson_per_gene
@@ -67,10 +69,9 @@ def depth_rows(train, test, panel) -> dict:
     counts = dense(test[:, panel].X)
     log_depth = np.log(dense(test.X).sum(1))
     pcc = pearson_per_gene(np.log2(counts + 1), np.repeat(log_depth[:, None], len(panel), 1))
-    mean, sd = train.obsm["X_histology"].mean(0), train.obsm["X_histology"].std(0)
-    sd[sd == 0] = 1.0
-    x_tr, x_te = (train.obsm["X_histology"] - mean) / sd, (test.obsm["X_histology"] - mean) / sd
-    depth_fit = Ridge(alpha=10.0).fit(x_tr, np.log(dense(train.X).sum(1))).predict(x_te)
+    depth_model = make_pipeline(StandardScaler(), Ridge(alpha=10.0))
+    depth_model.fit(train.obsm["X_histology"], np.log(dense(train.X).sum(1)))
+    depth_fit = depth_model.predict(test.obsm["X_histology"])
     ridge = hs.benchmark.RidgeProbe(10.0).fit(train, genes=panel)
     ridge.predict(test, key_added="ridge", overwrite=True)
     return {
