@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBMODULES = ("pp", "tl", "pl", "datasets", "benchmark", "io")
-_LAZY = {"HINGE": "hinge_sc.model", "Backbone": "hinge_sc.nn"}
+_LAZY = {"HINGE": "hinge_sc.model", "Backbone": "hinge_sc.nn", "FileIntegrityError": "hinge_sc._files"}
 
-__all__ = ["HINGE", "Backbone", "benchmark", "datasets", "io", "pl", "pp", "tl"]
+__all__ = ["HINGE", "Backbone", "FileIntegrityError", "benchmark", "datasets", "io", "pl", "pp", "tl"]
 
 if TYPE_CHECKING:
     from . import benchmark, datasets, io, pl, pp, tl
+    from ._files import FileIntegrityError
     from .model import HINGE
     from .nn import Backbone
 

@@ -215,17 +215,6 @@ def test_constant_feature_gets_unit_scale(backbone):
     assert torch.isfinite(module.standardize(torch.as_tensor(adata.obsm["X_histology"]))).all()
 
 
-def test_model_saved_without_feature_statistics_loads_unstandardised(trained, tmp_path):
-    trained.save(tmp_path / "m")
-    payload = torch.load(tmp_path / "m" / "model.pt", weights_only=False)
-    for key in ("feature_mean", "feature_scale"):
-        del payload["adapter_state_dict"][key]
-    torch.save(payload, tmp_path / "m" / "model.pt")
-    loaded = hs.HINGE.load(tmp_path / "m", adata=synthetic_adata())
-    assert torch.equal(loaded.module.feature_mean, torch.zeros(10))
-    assert torch.equal(loaded.module.feature_scale, torch.ones(10))
-
-
 def test_bf16_training_and_generation_on_cpu(backbone):
     """The bf16 path GPU users take (Lightning "bf16-mixed", autocast sampling) runs and stays close to float32."""
     adata = synthetic_adata()

@@ -285,3 +285,31 @@ def test_download_uses_the_cache_offline(tmp_path, no_network):
     cached.parent.mkdir()
     cached.write_bytes(b"x")
     assert hs.nn.download_cellfm("cellfm-800m", cache_dir=tmp_path) == cached
+
+
+def test_forged_header_fails_before_allocating(tmp_path, reference, monkeypatch):
+    """Issue 9: a 1 kB file whose headers declare d_model=65536 must not make the reader allocate gigabytes."""
+    message_class = _checkpoint_class()
+    path = tmp_path / "forged.ckpt"
+    with open(path, "wb") as f:
+        for tag, dims in (("gene_emb", [24, 65536]), ("encoder.0.attn.q_proj.weight", [65536, 65536])):
+            message = message_class()
+            entry = message.value.add()
+            entry.tag, entry.tensor.tensor_type, entry.tensor.tensor_content = tag, "Float32", b"\0" * 256
+            entry.tensor.dims.extend(dims)
+            f.write(message.SerializeToString())
+    assert path.stat().st_size < 1024
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("the backbone was built before the sizes were checked")
+
+    monkeypatch.setattr("hinge_sc.nn._cellfm._build", no_allocation)
+    with pytest.raises(ValueError, match=r"'gene_emb' .* holds 256 bytes, but dims \[24, 65536\] .* forged"):
+        hs.Backbone.from_cellfm(path, vocabulary=GENES, n_heads=4)
+
+
+def test_header_consistent_but_missing_layers_fail_before_allocating(tmp_path, reference, monkeypatch):
+    path = write_reference(tmp_path / "c.ckpt", reference, drop=("encoder.2.attn.q_proj.weight",))
+    monkeypatch.setattr("hinge_sc.nn._cellfm._build", lambda *a, **k: pytest.fail("built before checking"))
+    with pytest.raises(ValueError, match=r"missing \(1\): encoder\.2\.attn\.q_proj\.weight"):
+        hs.Backbone.from_cellfm(path, vocabulary=GENES, n_heads=4)

@@ -619,34 +619,68 @@ class HINGE(BaseModelClass):
     def save(self, dir_path: str, *, overwrite: bool = False, save_anndata: bool = False, save_backbone: bool = True):
         """Save the trained adaptation, the registry and (by default) the backbone to ``dir_path``.
 
+        Writes ``model.json`` (registry and settings), ``model.safetensors`` (adaptation weights),
+        ``backbone.pt`` and optionally ``adata.h5ad``, each atomically (a temporary file renamed in one step),
+        then ``manifest.json`` with the size and SHA-256 of each. No file is a pickle.
+
         Parameters
         ----------
         dir_path
-            Output folder (``model.pt``, ``backbone.pt``, optionally ``adata.h5ad``).
+            Output folder.
         overwrite
-            Replace an existing folder's files.
+            Replace files of an earlier save. Without it, nothing is written if any of the files exists.
         save_anndata
             Also write the registered AnnData.
         save_backbone
             Write the frozen backbone; with ``False`` pass the same backbone to :meth:`load` (its checksum is checked).
+
+        Raises
+        ------
+        FileExistsError
+            A file to be written exists and ``overwrite=False`` (every such file is listed).
         """
         save_model(self, dir_path, overwrite=overwrite, save_anndata=save_anndata, save_backbone=save_backbone)
 
     @classmethod
     def load(
-        cls, dir_path: str, adata: AnnData | None = None, *, backbone: Backbone | None = None, device: str = "cpu"
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        *,
+        backbone: Backbone | None = None,
+        device: str = "cpu",
+        trust_legacy_pickle: bool = False,
     ) -> HINGE:
         """Load a model written by :meth:`save`.
+
+        Every file is checked against ``manifest.json`` (size and SHA-256) before it is read, and nothing is
+        unpickled, so a folder received from someone else cannot run code.
 
         Parameters
         ----------
         dir_path
             Folder written by :meth:`save`.
         adata
-            Optional data to attach (set up with the saved arguments); not needed for :meth:`generate` on new data.
+            Optional data to attach (set up with the saved arguments; its feature width must be the model's); not
+            needed for :meth:`generate` on new data.
         backbone
             The frozen backbone, if it was not saved with the model (checked against the saved checksum).
         device
             Torch device to put the model on.
+        trust_legacy_pickle
+            Only for files you trust: read a folder written by hinge_sc 0.1.0, whose ``model.pt`` is a pickle
+            (unpickling can run any code its author put in the file). Save the model again to convert it.
+
+        Raises
+        ------
+        FileNotFoundError
+            No model in ``dir_path``, or no backbone saved and none given.
+        hinge_sc.FileIntegrityError
+            A file is missing, truncated or changed since it was saved (the file is named), the folder is from an
+            unfinished save, or it is a 0.1.0 folder and ``trust_legacy_pickle=False``.
+        ValueError
+            ``backbone`` or ``adata`` does not fit the saved model.
         """
-        return load_model(cls, dir_path, adata=adata, backbone=backbone, device=device)
+        return load_model(
+            cls, dir_path, adata=adata, backbone=backbone, device=device, trust_legacy_pickle=trust_legacy_pickle
+        )

@@ -1,12 +1,36 @@
-"""Save and load :class:`~hinge_sc.HINGE` models: adaptation weights, registry and the frozen backbone."""
+"""Save and load :class:`~hinge_sc.HINGE` models without pickle: JSON metadata, safetensors weights, a manifest.
+
+A model folder holds
+
+- ``model.json``: format, version, the scvi-tools registry and the model's attributes (plain JSON);
+- ``model.safetensors``: the adaptation weights (everything but the frozen backbone);
+- ``backbone.pt`` (optional): the frozen backbone, see :meth:`hinge_sc.Backbone.save`;
+- ``adata.h5ad`` (optional): the registered data;
+- ``manifest.json``: size and SHA-256 of each file above, checked by :func:`load_model` before anything is read.
+
+Folders written by hinge_sc 0.1.0 (one pickled ``model.pt``) are refused unless the caller opts in.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+
+from hinge_sc._constants import REGISTRY_KEYS
+from hinge_sc._files import (
+    MANIFEST_FILE,
+    FileIntegrityError,
+    read_json,
+    refuse_existing,
+    verify_manifest,
+    write_atomic,
+    write_json,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -17,10 +41,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
+METADATA_FILE = "model.json"
+WEIGHTS_FILE = "model.safetensors"
 BACKBONE_FILE = "backbone.pt"
 ADATA_FILE = "adata.h5ad"
-_FORMAT = "hinge_sc.HINGE/1"
+LEGACY_FILE = "model.pt"
+_FORMAT = "hinge_sc.HINGE/2"
+_LEGACY_FORMAT = "hinge_sc.HINGE/1"
 _BACKBONE_PREFIX = "denoiser.backbone."
 _ATTRIBUTES = (
     "init_params_",
@@ -35,30 +62,108 @@ _ATTRIBUTES = (
 
 
 def save_model(model: HINGE, dir_path: str | Path, *, overwrite: bool, save_anndata: bool, save_backbone: bool) -> Path:
-    """Write ``model.pt`` (adaptation weights, registry, attributes), ``backbone.pt`` and optionally the data."""
+    """Write the model folder (see the module docstring); every file atomically, the manifest last.
+
+    Raises
+    ------
+    FileExistsError
+        Any file this call would write exists and ``overwrite`` is false (all of them are listed).
+    """
+    from safetensors.torch import save_file
+
     from hinge_sc import __version__
 
+    if save_anndata and model.adata is None:
+        raise ValueError("`save_anndata=True` but the model has no AnnData attached; pass `save_anndata=False`.")
     path = Path(dir_path)
-    if (path / MODEL_FILE).exists() and not overwrite:
-        raise FileExistsError(f"{path / MODEL_FILE} exists; pass `overwrite=True` to replace it.")
+    files = [METADATA_FILE, WEIGHTS_FILE] + [BACKBONE_FILE] * save_backbone + [ADATA_FILE] * save_anndata
+    refuse_existing([path / name for name in [*files, MANIFEST_FILE]], overwrite=overwrite)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v for k, v in model.module.state_dict().items() if not k.startswith(_BACKBONE_PREFIX)}
-    payload = {
+    (path / MANIFEST_FILE).unlink(missing_ok=True)  # a folder without a manifest never loads: no half-new model
+    state = {
+        k: v.detach().cpu().contiguous()
+        for k, v in model.module.state_dict().items()
+        if not k.startswith(_BACKBONE_PREFIX)
+    }
+    write_atomic(path / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    metadata = {
         "format": _FORMAT,
         "hinge_sc_version": __version__,
         "registry": model.registry_,
         "attributes": {name: getattr(model, name) for name in _ATTRIBUTES},
-        "adapter_state_dict": state,
     }
-    torch.save(payload, path / MODEL_FILE)
+    write_json(path / METADATA_FILE, metadata)
     if save_backbone:
         model.module.backbone.save(path / BACKBONE_FILE, overwrite=True)
     if save_anndata:
-        if model.adata is None:
-            raise ValueError("`save_anndata=True` but the model has no AnnData attached.")
-        model.adata.write_h5ad(path / ADATA_FILE)
-    logger.info("Saved HINGE model to %s", path)
+        write_atomic(path / ADATA_FILE, lambda tmp: model.adata.write_h5ad(tmp))
+    write_manifest(path, files, meta={"format": _FORMAT, "hinge_sc_version": __version__})
+    logger.info("Saved HINGE model to %s (%s)", path, ", ".join(files))
     return path
+
+
+def _read_legacy(path: Path, trust_legacy_pickle: bool) -> dict[str, Any]:
+    """Read a hinge_sc 0.1.0 ``model.pt`` (a pickle) only when the caller trusts it."""
+    if not trust_legacy_pickle:
+        raise FileIntegrityError(
+            f"{path} holds a model in the hinge_sc 0.1.0 format ({LEGACY_FILE}, a Python pickle). Loading a pickle "
+            "can run any code its author put in it, so hinge_sc refuses it by default. If you wrote this file "
+            "yourself or trust its source, load it once with `HINGE.load(path, trust_legacy_pickle=True)` and "
+            "save it again with `model.save(new_path)` (the new format has no pickle)."
+        )
+    logger.warning("Unpickling %s because `trust_legacy_pickle=True`.", path / LEGACY_FILE)
+    payload = torch.load(path / LEGACY_FILE, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != _LEGACY_FORMAT:
+        raise FileIntegrityError(f"{path / LEGACY_FILE} is not a hinge_sc model file.")
+    return {
+        "registry": payload["registry"],
+        "attributes": payload["attributes"],
+        "state": payload["adapter_state_dict"],
+        "has_backbone": (path / BACKBONE_FILE).is_file(),
+    }
+
+
+def _read_current(path: Path) -> dict[str, Any]:
+    """Verify the manifest, then read the metadata and the weights (no pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    manifest = verify_manifest(path)
+    listed = manifest["files"]
+    for name in (METADATA_FILE, WEIGHTS_FILE):
+        if name not in listed:
+            raise FileIntegrityError(f"{path / MANIFEST_FILE} does not list {name}; the folder is incomplete.")
+    metadata = read_json(path / METADATA_FILE)
+    if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+        raise FileIntegrityError(
+            f"{path / METADATA_FILE} is not a hinge_sc model file (format {found!r}, expected {_FORMAT!r})."
+        )
+    try:
+        state = load_file(str(path / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as err:
+        raise FileIntegrityError(f"{path / WEIGHTS_FILE} could not be read ({err}).") from None
+    return {
+        "registry": metadata["registry"],
+        "attributes": metadata["attributes"],
+        "state": state,
+        "has_backbone": BACKBONE_FILE in listed,
+    }
+
+
+def _check_features(adata: AnnData, registry: dict, path: Path) -> None:
+    """Before any weight is loaded: the data's feature width must be the saved model's."""
+    key = registry["setup_args"].get("features_key")
+    n_saved = registry["field_registries"][REGISTRY_KEYS.FEATURES_KEY]["summary_stats"].get(
+        f"n_{REGISTRY_KEYS.FEATURES_KEY}"
+    )
+    if key in adata.obsm and n_saved is not None:
+        n_found = np.shape(adata.obsm[key])[1] if np.ndim(adata.obsm[key]) == 2 else None
+        if n_found != int(n_saved):
+            raise ValueError(
+                f"`adata.obsm[{key!r}]` has {n_found} features per spot, but the model in {path} was trained on "
+                f"{int(n_saved)}. Compute the features with the encoder and settings used for training."
+            )
 
 
 def load_model(
@@ -68,48 +173,63 @@ def load_model(
     adata: AnnData | None,
     backbone: Backbone | None,
     device: str | torch.device,
+    trust_legacy_pickle: bool = False,
 ) -> HINGE:
     """Rebuild a model from :func:`save_model` output (see :meth:`HINGE.load`)."""
     from hinge_sc.nn import Backbone
 
     path = Path(dir_path)
-    if not (path / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"No {MODEL_FILE} in {path}; save a model there with `model.save(path)`.")
-    # our own file: it holds the scvi-tools registry and the training history (pandas), hence full unpickling
-    payload = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=False)
-    if payload.get("format") != _FORMAT:
-        raise ValueError(f"{path / MODEL_FILE} is not a hinge_sc model file (expected format {_FORMAT!r}).")
-    attrs = payload["attributes"]
+    if (path / MANIFEST_FILE).is_file():
+        saved = _read_current(path)
+    elif (path / LEGACY_FILE).is_file():
+        saved = _read_legacy(path, trust_legacy_pickle)
+    elif (path / METADATA_FILE).is_file():
+        raise FileIntegrityError(
+            f"{path} has no {MANIFEST_FILE}: the save that wrote it did not finish. Save the model again."
+        )
+    else:
+        raise FileNotFoundError(f"No hinge_sc model in `dir_path` {path}; save a model there with `model.save(path)`.")
+    attrs, registry = saved["attributes"], saved["registry"]
+    info = attrs["backbone_info_"]
     if backbone is None:
-        if not (path / BACKBONE_FILE).is_file():
+        if not saved["has_backbone"]:
             raise FileNotFoundError(
                 f"The model in {path} was saved without its backbone; pass it with `backbone=` "
-                f"(name {attrs['backbone_info_']['name']!r}, checksum {attrs['backbone_info_']['checksum']})."
+                f"(name {info['name']!r}, checksum {info['checksum']})."
             )
         backbone = Backbone.load(path / BACKBONE_FILE)
-    if backbone.checksum() != attrs["backbone_info_"]["checksum"]:
+    if backbone.checksum() != info["checksum"]:
         raise ValueError(
             f"`backbone` (checksum {backbone.checksum()}) is not the backbone this model was trained with "
-            f"(checksum {attrs['backbone_info_']['checksum']})."
+            f"(name {info['name']!r}, checksum {info['checksum']})."
         )
-    registry = payload["registry"]
     params = dict(attrs["init_params_"]["non_kwargs"])
     if adata is not None:
+        _check_features(adata, registry, path)
         setup_args = {k: v for k, v in registry["setup_args"].items() if k != "kwargs"}
         cls.setup_anndata(adata, **setup_args)
         model = cls(adata, backbone, **params)
     else:
         model = cls(None, backbone, registry=registry, **params)
-    missing, unexpected = model.module.load_state_dict(payload["adapter_state_dict"], strict=False)
+    _load_weights(model, saved["state"], path)
+    for name, value in attrs.items():
+        setattr(model, name, value)
+    model.to_device(device)
+    model.module.eval()
+    return model
+
+
+def _load_weights(model: HINGE, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load the adaptation weights; name what does not fit."""
+    expected = {k: v.shape for k, v in model.module.state_dict().items() if not k.startswith(_BACKBONE_PREFIX)}
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k])}" for k, v in state.items() if k in expected and v.shape != expected[k]]
+    if wrong:
+        raise ValueError(f"Saved weights in {path} do not fit the model: mis-shaped {wrong[:10]}.")
+    missing, unexpected = model.module.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(_BACKBONE_PREFIX)]
     if {"feature_mean", "feature_scale"} <= set(missing):  # saved before hinge_sc standardised features
         n = model.module.n_features
         model.module.set_feature_stats(torch.zeros(n), torch.ones(n))
         missing = [k for k in missing if k not in ("feature_mean", "feature_scale")]
     if missing or unexpected:
-        raise ValueError(f"Saved weights do not fit the model: missing {missing}, unexpected {unexpected}.")
-    for name, value in attrs.items():
-        setattr(model, name, value)
-    model.to_device(device)
-    model.module.eval()
-    return model
+        raise ValueError(f"Saved weights in {path} do not fit the model: missing {missing}, unexpected {unexpected}.")

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hinge_sc._files import FileIntegrityError, load_tensors, refuse_existing, write_atomic
+
 from ._retention import RetentionLayer
 
 if TYPE_CHECKING:
@@ -504,11 +506,17 @@ class Backbone(nn.Module):
         return digest.hexdigest()[:16]
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the backbone (vocabulary, config, weights) to one ``torch.save`` file."""
+        """Write the backbone (vocabulary, config, weights, provenance) to one file, atomically.
+
+        The file holds only tensors and plain data, so :meth:`load` reads it with ``weights_only=True``.
+
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists and ``overwrite`` is false.
+        """
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        refuse_existing([path], overwrite=overwrite)
         payload = {
             "format": _FORMAT,
             "genes": self.genes,
@@ -516,21 +524,32 @@ class Backbone(nn.Module):
             "state_dict": self.state_dict(),
             "meta": self.meta,
         }
-        torch.save(payload, path)
+        write_atomic(path, lambda tmp: torch.save(payload, tmp))
         logger.info("Saved backbone %s (%d genes) to %s", self.config.name, len(self.genes), path)
         return path
 
     @classmethod
     def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Backbone:
-        """Read a backbone written by :meth:`save`."""
+        """Read a backbone written by :meth:`save` (no unpickling: ``torch.load(..., weights_only=True)``).
+
+        Raises
+        ------
+        FileNotFoundError
+            No file at ``path``.
+        FileIntegrityError
+            The file is truncated, corrupt, not a backbone file, or holds objects other than tensors and plain data.
+        """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"No backbone file at {path}; write one with `Backbone.save(path)`.")
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+            raise FileNotFoundError(f"No backbone file at `path` {path}; write one with `Backbone.save(path)`.")
+        payload = load_tensors(path, map_location=map_location, what="backbone file")
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a hinge_sc backbone file (expected format {_FORMAT!r}).")
-        model = cls(payload["genes"], BackboneConfig(**payload["config"]))
-        model.load_state_dict(payload["state_dict"])
+            raise FileIntegrityError(f"{path} is not a hinge_sc backbone file (expected format {_FORMAT!r}).")
+        try:
+            model = cls(payload["genes"], BackboneConfig(**payload["config"]))
+            model.load_state_dict(payload["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise FileIntegrityError(f"{path} is an incomplete or inconsistent backbone file ({err}).") from None
         model.meta = dict(payload.get("meta") or {})
         return model
 

@@ -206,6 +206,30 @@ def _build(cls: type[Backbone], genes: list[str], config: BackboneConfig) -> Bac
     return model.to_empty(device="cpu")
 
 
+def _check_fit(ckpt: MindSporeCheckpoint, params: dict[str, str], expected: dict[str, tuple[int, ...]], config) -> None:
+    """Compare the checkpoint's tensors with the backbone's parameter shapes, before anything is allocated."""
+    shapes = {name: ckpt.entries[tag].shape for name, tag in params.items()}
+    missing = [name for name in expected if name not in params]
+    unexpected = [params[name] for name in params if name not in expected]
+    wrong = [
+        f"{params[name]}: {ckpt.entries[params[name]].tensor_type} {shapes[name]} vs backbone {shape}"
+        for name, shape in expected.items()
+        if name in params
+        and (not _fits(shapes[name], shape) or ckpt.entries[params[name]].tensor_type not in _FLOAT_TYPES)
+    ]
+    if missing or unexpected or wrong:
+        problems = [
+            f"{label} ({len(items)}): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
+            if items
+        ]
+        raise ValueError(
+            f"`ckpt_path` {ckpt.path} does not fit a CellFM backbone ({config.name}: d_model={config.d_model}, "
+            f"n_layers={config.n_layers}, n_bins={config.n_bins}). " + "; ".join(problems) + ". Weight matrices "
+            "must be stored (out, in) as in MindSpore; pass `ignore=(prefix, ...)` to skip extra tensors."
+        )
+
+
 def load_cellfm(
     cls: type[Backbone],
     ckpt_path: str | Path,
@@ -215,35 +239,24 @@ def load_cellfm(
     n_heads: int | None = None,
     ignore: Sequence[str] = (),
 ) -> Backbone:
-    """Load a CellFM checkpoint into a new ``cls`` instance (see :meth:`Backbone.from_cellfm`)."""
+    """Load a CellFM checkpoint into a new ``cls`` instance (see :meth:`Backbone.from_cellfm`).
+
+    Every declared tensor size is checked against the bytes the file holds, and every parameter shape against
+    the checkpoint, on the meta device, before any memory is allocated for the weights.
+    """
     genes = read_vocabulary(vocabulary)
     with MindSporeCheckpoint(ckpt_path) as ckpt:
         params, ignored = _classify(ckpt, ignore)
+        for tag in params.values():
+            ckpt.check(tag)  # a forged header cannot make us allocate what the file does not hold
         shapes = {name: ckpt.entries[tag].shape for name, tag in params.items()}
         config = _infer_config(shapes, ckpt.path, config, n_heads)
         if "gene_emb" in shapes:
             _check_rows(len(genes), shapes["gene_emb"][0])
+        with torch.device("meta"):
+            expected = {name: tuple(p.shape) for name, p in cls(genes, config).named_parameters()}
+        _check_fit(ckpt, params, expected, config)
         model = _build(cls, genes, config)
-        expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
-        missing = [name for name in expected if name not in params]
-        unexpected = [params[name] for name in params if name not in expected]
-        wrong = [
-            f"{params[name]}: {ckpt.entries[params[name]].tensor_type} {shapes[name]} vs backbone {shape}"
-            for name, shape in expected.items()
-            if name in params
-            and (not _fits(shapes[name], shape) or ckpt.entries[params[name]].tensor_type not in _FLOAT_TYPES)
-        ]
-        if missing or unexpected or wrong:
-            problems = [
-                f"{label} ({len(items)}): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}"
-                for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
-                if items
-            ]
-            raise ValueError(
-                f"`ckpt_path` {ckpt.path} does not fit a CellFM backbone ({config.name}: d_model={config.d_model}, "
-                f"n_layers={config.n_layers}, n_bins={config.n_bins}). " + "; ".join(problems) + ". Weight matrices "
-                "must be stored (out, in) as in MindSpore; pass `ignore=(prefix, ...)` to skip extra tensors."
-            )
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 parameter.copy_(ckpt.read(params[name]).reshape(parameter.shape))

@@ -267,24 +267,41 @@ class MindSporeCheckpoint:
         """Close the underlying file."""
         self._reader.stream.close()
 
-    def read(self, tag: str) -> torch.Tensor:
-        """Read one tensor (chunks concatenated, reshaped by ``dims``) in its stored dtype."""
-        if tag not in self.entries:
-            raise KeyError(f"`tag` {tag!r} is not in {self.path}; see `.entries` for the names it holds.")
+    def check(self, tag: str) -> np.dtype:
+        """Check, without reading data, that entry ``tag`` is a supported tensor whose bytes fit its dims.
+
+        Returns
+        -------
+        The numpy dtype of its raw bytes.
+
+        Raises
+        ------
+        ValueError
+            Unsupported type, or the file holds fewer or more bytes than the declared dims need (a truncated,
+            corrupt or forged file), so nothing is allocated for it.
+        """
         entry = self.entries[tag]
         if entry.tensor_type not in MINDSPORE_DTYPES:
             raise ValueError(
                 f"Entry {tag!r} of {self.path} has type {entry.tensor_type!r}, which is not a supported tensor "
                 f"type ({sorted(MINDSPORE_DTYPES)})."
             )
-        raw_dtype, torch_dtype = MINDSPORE_DTYPES[entry.tensor_type]
-        dtype = np.dtype(raw_dtype)
+        dtype = np.dtype(MINDSPORE_DTYPES[entry.tensor_type][0])
         numel = math.prod(entry.shape)
         if entry.nbytes != numel * dtype.itemsize:
             raise ValueError(
                 f"Entry {tag!r} of {self.path} holds {entry.nbytes} bytes, but dims {list(entry.dims)} of "
-                f"{entry.tensor_type} need {numel * dtype.itemsize}; the file is truncated or corrupt."
+                f"{entry.tensor_type} need {numel * dtype.itemsize}; the file is truncated, corrupt or forged."
             )
+        return dtype
+
+    def read(self, tag: str) -> torch.Tensor:
+        """Read one tensor (chunks concatenated, reshaped by ``dims``) in its stored dtype."""
+        if tag not in self.entries:
+            raise KeyError(f"`tag` {tag!r} is not in {self.path}; see `.entries` for the names it holds.")
+        entry = self.entries[tag]
+        dtype = self.check(tag)
+        torch_dtype = MINDSPORE_DTYPES[entry.tensor_type][1]
         buffer = bytearray(entry.nbytes)
         view, pos = memoryview(buffer), 0
         stream = self._reader.stream
