@@ -25,7 +25,7 @@ def test_tutorial_runs(notebook, tmp_path, monkeypatch, her2st_path):
         if cell["cell_type"] == "code":
             exec(compile("".join(cell["source"]), f"{notebook.name}", "exec"), namespace)  # noqa: S102
     plt.close("all")
-    assert (tmp_path / "hinge_tutorial_model" / "model.pt").is_file()
+    assert (tmp_path / "hinge_tutorial_model" / "manifest.json").is_file()
     assert namespace["per_section"].loc["C6", "n_genes"] == 200
     assert namespace["again"].mean.shape == (namespace["test"].n_obs, 200)
     assert (namespace["again"].mean - namespace["test"].obsm["hinge"]).abs().to_numpy().max() == 0

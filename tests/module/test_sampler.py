@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import hinge_sc as hs
+from hinge_sc._random import Noise
 from hinge_sc.module import HINGEModule, reverse_step_grid, sample_masked
 from hinge_sc.train import mask_counts
 
@@ -39,13 +40,14 @@ def test_revealed_genes_never_change(n_genes, n_steps, grid_steps):
         calls.append((visible.clone(), None))
         return torch.full_like(x_t, step_value)
 
-    def fill(x, visible, generator):
+    def fill(x, visible, noise):
         out = x * visible + 1000.0 * (1 - visible)
         if calls:
             calls[-1] = (calls[-1][0], x.clone())
         return out
 
-    x = sample_masked(denoise, fill, counts, 3, n_genes, grid=grid, generator=torch.Generator().manual_seed(0))
+    noise = Noise.shared(torch.Generator().manual_seed(0), 3)
+    x = sample_masked(denoise, fill, counts, n_genes, grid=grid, noise=noise)
     assert torch.all(x > 0) and torch.all(x <= len(calls))  # every gene set, by exactly one step
     # each step wrote the genes it revealed: per sample, the number of genes carrying value j is the reveal count
     revealed_per_call = [int(counts[t]) - int(counts[s]) for t, s in zip(grid[:-1], grid[1:]) if counts[t] != counts[s]]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._validators import check_counts, check_genes, check_key_free, check_obsm
+from .._validators import check_counts, check_genes, check_obsm
+from ..model._prediction import Prediction
+from ..tl._write import prepare_target, write_prediction
 from ..tl._metrics import SCALES, transform_counts
 
 if TYPE_CHECKING:
@@ -19,24 +21,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
-
-
-class Prediction(NamedTuple):
-    """Output of :meth:`Baseline.get_expression`.
-
-    Attributes
-    ----------
-    mean
-        Spots × panel genes, the point prediction (model scale).
-    std
-        Spots × panel genes, the spread of the prediction, or ``None`` for a point estimator.
-    samples
-        ``(n_spots, S, n_genes)`` draws or retrieved profiles, or ``None``.
-    """
-
-    mean: pd.DataFrame
-    std: pd.DataFrame | None
-    samples: np.ndarray | None
 
 
 class Baseline:
@@ -237,36 +221,18 @@ class Baseline:
             If a key exists and ``overwrite`` is false.
         """
         key_added = self.name if key_added is None else key_added
+        adata = prepare_target(adata, key_added, overwrite=overwrite, copy=copy)
         out = self.get_expression(adata, features_key=features_key)
-        keys = [key_added] + [f"{key_added}_std"] * (out.std is not None)
-        keys += [f"{key_added}_samples"] * (save_samples and out.samples is not None)
-        for key in keys:
-            check_key_free(adata.obsm, key, where="adata.obsm", overwrite=overwrite)
-        check_key_free(adata.uns, key_added, where="adata.uns", overwrite=overwrite)
-        if copy:
-            adata = adata.copy()
-        for key in (f"{key_added}_std", f"{key_added}_samples"):
-            if key not in keys and key in adata.obsm:  # stale outputs of an earlier run would not match
-                del adata.obsm[key]
-        adata.obsm[key_added] = out.mean
-        if out.std is not None:
-            adata.obsm[f"{key_added}_std"] = out.std
-        if f"{key_added}_samples" in keys:
-            adata.obsm[f"{key_added}_samples"] = out.samples
-        adata.uns[key_added] = {
-            "params": {
-                "method": self.name,
-                **self._hyperparameters(),
-                "seed": self.seed,
-                "features_key": features_key or self.features_key_,
-                "target_scale": self.target_scale_,
-                "genes": list(self.genes_),
-                **self.fit_params_,
-            }
+        params = {
+            "method": self.name,
+            **self._hyperparameters(),
+            "seed": self.seed,
+            "features_key": features_key or self.features_key_,
+            "target_scale": self.target_scale_,
+            "genes": list(self.genes_),
+            **self.fit_params_,
         }
-        for key in keys:
-            logger.info("Wrote adata.obsm[%r]", key)
-        logger.info("Wrote adata.uns[%r]", key_added)
+        write_prediction(adata, out, key_added, params=params, save_samples=save_samples and out.samples is not None)
         return adata if copy else None
 
     def __repr__(self) -> str:

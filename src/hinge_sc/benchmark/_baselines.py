@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hinge_sc._random import seeded
+
 from ._base import Baseline
 
 
@@ -164,8 +166,7 @@ class MLPRegressor(Baseline):
         import torch
         from torch import nn
 
-        with torch.random.fork_rng(), _one_thread():
-            torch.manual_seed(self.seed)
+        with seeded(self.seed), _one_thread():
             layers: list[nn.Module] = []
             width = x.shape[1]
             for h in self.hidden:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -18,12 +17,14 @@ from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
 from hinge_sc._constants import REGISTRY_KEYS
+from hinge_sc._random import Noise, seeded, spot_seeds
 from hinge_sc._validators import check_counts, check_obsm
 from hinge_sc.module import HINGEModule
 from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._trainingplan import HINGETrainingPlan
 
 from ._persistence import load_model, save_model
+from ._prediction import Prediction
 from ._spatialdata import resolve_table, setup_spatialdata
 
 if TYPE_CHECKING:
@@ -35,27 +36,6 @@ if TYPE_CHECKING:
     from hinge_sc.nn import Backbone
 
 logger = logging.getLogger(__name__)
-
-
-class GeneratedExpression(NamedTuple):
-    """Output of :meth:`HINGE.generate`.
-
-    Attributes
-    ----------
-    mean
-        Spots × panel genes, mean over the samples (model scale).
-    std
-        Spots × panel genes, standard deviation over the samples.
-    samples
-        ``(n_spots, n_samples, n_genes)`` when requested, else ``None``.
-    seed
-        Seed that was used (drawn and recorded when none was given).
-    """
-
-    mean: pd.DataFrame
-    std: pd.DataFrame
-    samples: np.ndarray | None
-    seed: int
 
 
 class HINGE(BaseModelClass):
@@ -95,6 +75,9 @@ class HINGE(BaseModelClass):
         Keep the backbone frozen (HINGE). ``False`` fine-tunes it fully (an ablation; the backbone is copied).
     lora_rank
         Optional LoRA adapters of this rank on the frozen backbone's projections (off by default).
+    seed
+        Seed of the initialisation of every trainable part (drawn from a generator derived from it, never from
+        the global RNG, which is left as it was): two models built with the same arguments are identical.
     standardize_features
         Standardise each image feature with the mean and s.d. over the registered spots (and their views) before
         the conditioning network; the statistics are saved with the model and applied to new spots.
@@ -133,6 +116,7 @@ class HINGE(BaseModelClass):
         freeze_backbone: bool = True,
         lora_rank: int | None = None,
         standardize_features: bool = True,
+        seed: int = 0,
         registry: dict | None = None,
     ):
         adata = resolve_table(type(self), adata)  # a SpatialData object: its registered table
@@ -143,23 +127,24 @@ class HINGE(BaseModelClass):
         self.panel_genes_ = self._select_panel(var_names, genes, backbone)
         token_ids, _ = backbone.token_ids(self.panel_genes_)
         n_features = int(self.summary_stats[f"n_{REGISTRY_KEYS.FEATURES_KEY}"])
-        self.module = self._module_cls(
-            backbone,
-            token_ids,
-            n_features,
-            n_steps=n_steps,
-            schedule=schedule,
-            schedule_power=schedule_power,
-            mask_fill=mask_fill,
-            loss_on=loss_on,
-            target_scale=target_scale,
-            condition=condition,
-            head_rank=head_rank,
-            backbone_dropout=backbone_dropout,
-            mask_mechanism=mask_mechanism,
-            freeze_backbone=freeze_backbone,
-            lora_rank=lora_rank,
-        )
+        with seeded(seed):
+            self.module = self._module_cls(
+                backbone,
+                token_ids,
+                n_features,
+                n_steps=n_steps,
+                schedule=schedule,
+                schedule_power=schedule_power,
+                mask_fill=mask_fill,
+                loss_on=loss_on,
+                target_scale=target_scale,
+                condition=condition,
+                head_rank=head_rank,
+                backbone_dropout=backbone_dropout,
+                mask_mechanism=mask_mechanism,
+                freeze_backbone=freeze_backbone,
+                lora_rank=lora_rank,
+            )
         if standardize_features and self.adata is not None:
             self._set_feature_stats()
         pretrained_scale = backbone.meta.get("target_scale")
@@ -443,13 +428,13 @@ class HINGE(BaseModelClass):
         accelerator, devices, strategy
             Passed to Lightning, e.g. ``accelerator="gpu", devices=4, strategy="ddp"``.
         seed
-            Seed of the split, initialisation-independent randomness and the masks; recorded.
+            Seed of the validation split, the shuffling, dropout and the masks; recorded. Torch's global RNGs are
+            restored afterwards (they are not reseeded for the caller).
         show_progress_bar
             Show Lightning's progress bar.
         **trainer_kwargs
             Other :class:`~scvi.train.Trainer` / :class:`lightning.pytorch.Trainer` arguments.
         """
-        pl.seed_everything(seed, workers=True, verbose=False)
         arrays = self._training_arrays()
         data_module = self._data_splitter_cls(
             arrays["counts"],
@@ -488,7 +473,8 @@ class HINGE(BaseModelClass):
             enable_progress_bar=show_progress_bar,
             **trainer_kwargs,
         )
-        runner()
+        with seeded(seed):  # dropout, shuffling and masks from `seed`; the caller's global RNGs are left alone
+            runner()
         # the logger keeps 0-d values with dtype object; give users numeric columns
         self.history_ = {k: v.apply(pd.to_numeric, errors="coerce") for k, v in (self.history_ or {}).items()}
         restored = plan.restore_best()
@@ -547,7 +533,7 @@ class HINGE(BaseModelClass):
         return_samples: bool = False,
         precision: Literal["32", "bf16"] = "32",
         show_progress_bar: bool = True,
-    ) -> GeneratedExpression:
+    ) -> Prediction:
         """Generate panel expression from image features with the reverse masked-diffusion process.
 
         Works on any AnnData with image features, including H&E-only slides with no measured genes.
@@ -565,7 +551,9 @@ class HINGE(BaseModelClass):
         batch_size
             Spots per batch (each batch runs ``batch_size × n_samples`` sequences).
         seed
-            Seed of the sampler; ``None`` draws one and records it in the output.
+            Seed of the sampler; ``None`` draws one and records it in the output. Each spot draws its random
+            numbers from a stream seeded by ``(seed, obs name)``, so its values do not depend on ``batch_size``,
+            on the other spots generated with it, or on the device type (float rounding aside).
         return_samples
             Also return the ``(n_spots, S, G)`` samples.
         precision
@@ -576,7 +564,7 @@ class HINGE(BaseModelClass):
 
         Returns
         -------
-        :class:`GeneratedExpression` with the per-spot mean and standard deviation (DataFrames indexed by
+        :class:`~hinge_sc.model.Prediction` with the per-spot mean and standard deviation (DataFrames indexed by
         ``adata.obs_names`` with the panel genes as columns, model scale) and optionally the samples.
         """
         adata = resolve_table(type(self), self.adata if adata is None else adata)
@@ -599,16 +587,17 @@ class HINGE(BaseModelClass):
         self.module.eval()
         device = self.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-        generator = torch.Generator(device=device).manual_seed(int(seed))
+        seeds = spot_seeds(seed, adata.obs_names)  # each spot's stream: independent of batches and shards
         chunks = []
         starts = range(0, adata.n_obs, batch_size)
         for start in tqdm(starts, desc="Generating", unit="batch", disable=not show_progress_bar):
             batch = torch.as_tensor(feats[start : start + batch_size], device=device)
+            noise = Noise.per_spot(seeds[start : start + batch_size], n_samples, device)
             with autocast:
-                chunks.append(self.module.sample(batch, n_samples, n_steps, generator).float().cpu().numpy())
+                chunks.append(self.module.sample(batch, n_samples, n_steps, noise=noise).float().cpu().numpy())
         samples = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, len(self.panel_genes_)), np.float32)
         index, columns = pd.Index(adata.obs_names), pd.Index(self.panel_genes_)
-        return GeneratedExpression(
+        return Prediction(
             mean=pd.DataFrame(samples.mean(axis=1), index=index, columns=columns),
             std=pd.DataFrame(samples.std(axis=1), index=index, columns=columns),
             samples=samples if return_samples else None,

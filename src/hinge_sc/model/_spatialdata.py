@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 
 
 def _is_registered(cls: type, table: AnnData) -> bool:
-    return cls._get_most_recent_anndata_manager(table, required=False) is not None
+    find = getattr(cls, "_get_most_recent_anndata_manager", None)
+    return find is not None and find(table, required=False) is not None
 
 
 def resolve_table(cls: type, data: AnnData | Any | None, table_key: str | None = None) -> AnnData | None:

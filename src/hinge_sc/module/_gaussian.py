@@ -10,6 +10,7 @@ import torch
 from scvi.module.base import LossOutput
 
 from hinge_sc._constants import MODULE_KEYS
+from hinge_sc._random import Noise
 
 from ._hinge import HINGEModule, expression_target
 from ._sampler import reverse_step_grid
@@ -121,6 +122,8 @@ class GaussianHINGEModule(HINGEModule):
         n_steps: int | None = None,
         generator: torch.Generator | None = None,
         eta: float = 1.0,
+        *,
+        noise: Noise | None = None,
     ) -> torch.Tensor:
         r"""Generate expression by DDIM sampling from pure noise.
 
@@ -139,9 +142,11 @@ class GaussianHINGEModule(HINGEModule):
         n_steps
             Reverse steps (≤ ``T``); ``None`` uses ``T``.
         generator
-            Seeded generator.
+            Seeded generator (used when ``noise`` is not given).
         eta
             0: deterministic DDIM; 1: ancestral sampling.
+        noise
+            Per-spot random streams (see :meth:`hinge_sc.module.HINGEModule.sample`).
 
         Returns
         -------
@@ -149,9 +154,10 @@ class GaussianHINGEModule(HINGEModule):
         """
         b, device = features.shape[0], features.device
         n = b * n_samples
+        noise = noise if noise is not None else Noise.shared(generator, n, device)
         feats = features.repeat_interleave(n_samples, dim=0)
         visible = torch.ones(n, self.n_genes, device=device)
-        z = self._noise((n, self.n_genes), generator, device)
+        z = noise.randn(self.n_genes)
         grid = reverse_step_grid(self.n_steps, n_steps)
         x0_hat = self.gene_mean + self.gene_std * z
         for t, s in itertools.pairwise(grid):
@@ -165,5 +171,5 @@ class GaussianHINGEModule(HINGEModule):
             eps_hat = (z - ab_t.sqrt() * z0) / (1 - ab_t).sqrt()
             sigma = eta * ((1 - ab_s) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_s).sqrt()
             z = ab_s.sqrt() * z0 + (1 - ab_s - sigma**2).clamp_min(0).sqrt() * eps_hat
-            z = z + sigma * self._noise(z.shape, generator, device)
+            z = z + sigma * noise.randn(self.n_genes)
         return x0_hat.view(b, n_samples, self.n_genes)

@@ -8,8 +8,9 @@ import torch
 from scvi.module.base import BaseModuleClass, LossOutput
 
 from hinge_sc._constants import MODULE_KEYS
+from hinge_sc._random import Noise
 from hinge_sc.nn import AdaptedBackbone
-from hinge_sc.train._schedule import mask_counts, permutation_ranks, visibility
+from hinge_sc.train._schedule import mask_counts, ranks_of, visibility
 
 from ._sampler import reverse_step_grid, sample_masked
 
@@ -164,11 +165,10 @@ class HINGEModule(BaseModuleClass):
         """Conditioning vector from step ``t (B,)``, raw image features ``(B, D)`` (standardised here) and mask."""
         return self.denoiser.condition(t, self.standardize(features), visible)
 
-    def fill(self, x: torch.Tensor, visible: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        r""":math:`m \odot x + (1 - m) \odot \epsilon`, :math:`\epsilon \sim N(0, 1)` or 0."""
+    def fill(self, x: torch.Tensor, visible: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        r""":math:`m \odot x + (1 - m) \odot \epsilon` with :math:`\epsilon` = ``noise`` (N(0, 1)), or 0 for ``"zero"``."""
         if self.mask_fill == "zero":
             return x * visible
-        noise = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device)
         return x * visible + noise.to(x.device) * (1.0 - visible)
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
@@ -203,10 +203,11 @@ class HINGEModule(BaseModuleClass):
         x0 = expression_target(counts, library, self.target_scale)
         gen_device = generator.device if generator is not None else device
         t = torch.randint(1, t_max + 1, (b,), generator=generator, device=gen_device).to(device)
-        ranks = permutation_ranks(b, self.n_genes, generator=generator, device=device)
+        noise = Noise.shared(generator, b, device)
+        ranks = ranks_of(noise.rand(self.n_genes))
         visible = visibility(ranks, self.mask_counts[t])
         visible_prev = visibility(ranks, self.mask_counts[t - 1])
-        x_t = self.fill(x0, visible, generator)
+        x_t = self.fill(x0, visible, noise.randn(self.n_genes))
         c = self.condition(t, features, visible_prev)
         return {
             MODULE_KEYS.TARGET: x0,
@@ -249,6 +250,8 @@ class HINGEModule(BaseModuleClass):
         n_samples: int = 8,
         n_steps: int | None = None,
         generator: torch.Generator | None = None,
+        *,
+        noise: Noise | None = None,
     ) -> torch.Tensor:
         """Generate expression for a batch of spots.
 
@@ -261,13 +264,19 @@ class HINGEModule(BaseModuleClass):
         n_steps
             Reverse steps (≤ ``T``); ``None`` uses ``T``.
         generator
-            Seeded generator.
+            Seeded generator for every random number of the batch (used when ``noise`` is not given).
+        noise
+            Per-spot random streams, ``Noise.per_spot(seeds, n_samples)``: each spot's samples then depend only on
+            its seed, not on the other spots of the batch.
 
         Returns
         -------
         ``(B, S, G)`` samples on the model scale.
         """
         b = features.shape[0]
+        noise = noise if noise is not None else Noise.shared(generator, b * n_samples, features.device)
+        if noise.n_rows != b * n_samples:
+            raise ValueError(f"`noise` has {noise.n_rows} rows, expected spots × samples = {b * n_samples}.")
         feats = features.repeat_interleave(n_samples, dim=0)
 
         def denoise(x_t, visible, t, visible_prev):
@@ -275,13 +284,6 @@ class HINGEModule(BaseModuleClass):
             return self.denoiser(x_t, visible, c, self.token_ids)
 
         x = sample_masked(
-            denoise,
-            self.fill,
-            self.mask_counts,
-            b * n_samples,
-            self.n_genes,
-            grid=reverse_step_grid(self.n_steps, n_steps),
-            generator=generator,
-            device=features.device,
+            denoise, self.fill, self.mask_counts, self.n_genes, grid=reverse_step_grid(self.n_steps, n_steps), noise=noise
         )
         return x.view(b, n_samples, self.n_genes)

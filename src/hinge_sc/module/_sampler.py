@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from hinge_sc.train._schedule import permutation_ranks, visibility
+from hinge_sc.train._schedule import ranks_of, visibility
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from hinge_sc._random import Noise
 
 
 def reverse_step_grid(n_steps_train: int, n_steps: int | None = None) -> np.ndarray:
@@ -31,16 +33,14 @@ def reverse_step_grid(n_steps_train: int, n_steps: int | None = None) -> np.ndar
 
 def sample_masked(
     denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    fill: Callable[[torch.Tensor, torch.Tensor, torch.Generator | None], torch.Tensor],
+    fill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     counts: torch.Tensor,
-    n: int,
     n_genes: int,
     *,
     grid: np.ndarray,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    noise: Noise,
 ) -> torch.Tensor:
-    r"""Run the reverse process for ``n`` independent samples.
+    r"""Run the reverse process for ``noise.n_rows`` independent samples.
 
     For each sample draw a permutation, start with every gene hidden and, for each pair of grid steps
     ``t → s`` (``s < t``): predict :math:`\hat x_0 = f(x_t, t, m_t, m_s)`, write it into the genes
@@ -52,23 +52,23 @@ def sample_masked(
     denoise
         ``(x_t, visible, t, visible_prev) → x0_hat``, all ``(n, G)`` except ``t (n,)``.
     fill
-        ``(x, visible, generator) → x`` with hidden entries replaced by the fill.
+        ``(x, visible, noise) → x`` with hidden entries replaced by the fill (``noise`` is ``(n, G)`` N(0, 1)).
     counts
         ``k(t)`` for ``t = 0 … T``, long tensor.
-    n
-        Number of samples (spots × samples per spot).
     n_genes
         ``G``.
     grid
         Output of :func:`reverse_step_grid`.
-    generator
-        Seeded generator for the permutations and fills.
+    noise
+        Source of the permutations and fills (:class:`hinge_sc._random.Noise`): one stream per spot makes a
+        spot's samples independent of the other spots in the batch.
 
     Returns
     -------
     ``(n, G)`` samples.
     """
-    ranks = permutation_ranks(n, n_genes, generator=generator, device=device)
+    n, device = noise.n_rows, noise.device
+    ranks = ranks_of(noise.rand(n_genes))
     x = torch.zeros(n, n_genes, device=device)
     for t, s in zip(grid[:-1], grid[1:], strict=True):
         k_t, k_s = int(counts[t]), int(counts[s])
@@ -76,7 +76,7 @@ def sample_masked(
             continue  # this step reveals no gene
         m_t = visibility(ranks, torch.full((n,), k_t, device=device))
         m_s = visibility(ranks, torch.full((n,), k_s, device=device))
-        x_t = fill(x, m_t, generator)
+        x_t = fill(x, m_t, noise.randn(n_genes))
         x0_hat = denoise(x_t, m_t, torch.full((n,), int(t), device=device, dtype=torch.long), m_s)
         revealed = m_s - m_t
         x = x * m_t + x0_hat * revealed  # earlier genes unchanged, newly revealed set, rest 0

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hinge_sc._files import FileIntegrityError, load_tensors, refuse_existing, write_atomic
+from hinge_sc._random import seeded
 
 from ._retention import RetentionLayer
 
@@ -183,10 +184,7 @@ class Backbone(nn.Module):
                 raise ValueError(f"`shape` must be one of {sorted(CELLFM_SHAPES)}, got {shape!r}.")
             sizes = CELLFM_SHAPES[shape]
         config = BackboneConfig(**sizes, name=config_kwargs.pop("name", shape or "random"), **config_kwargs)
-        ctx = torch.random.fork_rng() if seed is not None else contextlib.nullcontext()
-        with ctx:
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed) if seed is not None else contextlib.nullcontext():
             model = cls(genes, config)
             model.reset_parameters()
         return model

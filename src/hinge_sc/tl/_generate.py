@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Literal
 
-from hinge_sc._validators import check_key_free
+from ._write import prepare_target, write_prediction
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -78,10 +78,13 @@ def generate(
     - ``adata.obsm[f"{key_added}_samples"]``: ``(n_spots, n_samples, n_genes)``, if ``save_samples``;
     - ``adata.uns[key_added]["params"]``: the arguments, the seed used and the model's settings.
 
+    Keys of an earlier run under ``key_added`` that this run does not write (e.g. ``_samples``) are removed, so
+    the stored mean, s.d. and samples always come from one run.
+
     Raises
     ------
     KeyError
-        A key to be written exists and ``overwrite=False``.
+        A key of ``key_added`` (mean, ``_std``, ``_samples`` or ``uns``) exists and ``overwrite=False``.
 
     Examples
     --------
@@ -92,15 +95,7 @@ def generate(
         adata = model.adata
         if adata is None:
             raise ValueError("Pass `adata`: this model has no AnnData attached.")
-    from hinge_sc.model._spatialdata import resolve_table
-
-    adata = resolve_table(type(model), adata, table_key)  # a SpatialData object: write into its table
-    keys = [key_added, f"{key_added}_std"] + ([f"{key_added}_samples"] if save_samples else [])
-    for key in keys:
-        check_key_free(adata.obsm, key, where="adata.obsm", overwrite=overwrite)
-    check_key_free(adata.uns, key_added, where="adata.uns", overwrite=overwrite)
-    if copy:
-        adata = adata.copy()
+    adata = prepare_target(adata, key_added, table_key=table_key, model_cls=type(model), overwrite=overwrite, copy=copy)
     out = model.generate(
         adata,
         features_key=features_key,
@@ -112,28 +107,21 @@ def generate(
         precision=precision,
         show_progress_bar=show_progress_bar,
     )
-    adata.obsm[key_added] = out.mean
-    adata.obsm[f"{key_added}_std"] = out.std
-    if save_samples:
-        adata.obsm[f"{key_added}_samples"] = out.samples
     module = model.module
-    adata.uns[key_added] = {
-        "params": {
-            "features_key": features_key or model.setup_args["features_key"],
-            "n_samples": n_samples,
-            "n_steps": n_steps if n_steps is not None else module.n_steps,
-            "n_steps_train": module.n_steps,
-            "seed": out.seed,
-            "batch_size": batch_size,
-            "precision": precision,
-            "target_scale": module.target_scale,
-            "mask_fill": module.mask_fill,
-            "mask_mechanism": module.denoiser.mask_mechanism,
-            "genes": list(model.panel_genes_),
-            "backbone": dict(model.backbone_info_),
-        }
+    params = {
+        "features_key": features_key or model.setup_args["features_key"],
+        "n_samples": n_samples,
+        "n_steps": n_steps if n_steps is not None else module.n_steps,
+        "n_steps_train": module.n_steps,
+        "seed": out.seed,
+        "randomness": "per spot: (seed, obs name)",
+        "batch_size": batch_size,
+        "precision": precision,
+        "target_scale": module.target_scale,
+        "mask_fill": module.mask_fill,
+        "mask_mechanism": module.denoiser.mask_mechanism,
+        "genes": list(model.panel_genes_),
+        "backbone": dict(model.backbone_info_),
     }
-    for key in keys:
-        logger.info("Wrote adata.obsm[%r]", key)
-    logger.info("Wrote adata.uns[%r]", key_added)
+    write_prediction(adata, out, key_added, params=params, save_samples=save_samples)
     return adata if copy else None

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hinge_sc._random import seeded
 from hinge_sc.module._hinge import expression_target
 
 if TYPE_CHECKING:
@@ -187,7 +188,6 @@ def run_pretraining(
     **trainer_kwargs,
 ) -> list[dict[str, float]]:
     """Fit ``backbone`` in place; returns the per-epoch history (see :meth:`hinge_sc.Backbone.pretrain`)."""
-    pl.seed_everything(seed, workers=True, verbose=False)
     train_idx, val_idx = split_spots(counts.shape[0], validation_size, seed)
     train_ds = SpotTokenDataset(counts[train_idx], token_ids, n_tokens, seed)
     loaders = {"train_dataloaders": DataLoader(train_ds, batch_size=batch_size, shuffle=True)}
@@ -217,7 +217,8 @@ def run_pretraining(
         gradient_clip_val=trainer_kwargs.pop("gradient_clip_val", 1.0),
         **trainer_kwargs,
     )
-    trainer.fit(plan, **loaders)
+    with seeded(seed):  # dropout, shuffling and masks from `seed`; the caller's global RNGs are left alone
+        trainer.fit(plan, **loaders)
     backbone.eval()
     return history.rows
 

@@ -137,7 +137,12 @@ def permutation_ranks(n_samples: int, n_genes: int, generator: torch.Generator |
     Long tensor of shape ``(n_samples, n_genes)``; each row is a permutation of ``0 … G-1``.
     """
     noise = torch.rand(n_samples, n_genes, generator=generator, device=device if generator is None else generator.device)
-    return noise.argsort(dim=1).argsort(dim=1).to(device)
+    return ranks_of(noise).to(device)
+
+
+def ranks_of(uniform: torch.Tensor) -> torch.Tensor:
+    """Ranks ``(n, G)`` of i.i.d. uniform draws ``(n, G)``: a uniformly random permutation per row."""
+    return uniform.argsort(dim=1).argsort(dim=1)
 
 
 def visibility(ranks: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
