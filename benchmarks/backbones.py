@@ -93,7 +93,7 @@ def part_pretrain(args, vocabulary: list[str]) -> tuple[hs.Backbone, str]:
             backbone, sub[test_idx].X.tocsr(), ids.numpy(), means, n_tokens=n_tokens, seed=args.seed
         )
         rows.append({"tokens per spot": n_tokens, **err})
-    history = pd.DataFrame(backbone.meta["pretraining"]["history"])
+    history = pd.DataFrame(backbone.provenance.pretraining.history)
     table = (
         f"Pre-training: {len(train_idx)} spots of {len(PRETRAIN_SECTIONS)} count-only sections, {len(genes)} genes "
         f"in the CellFM vocabulary, d={args.d_model}, L={args.n_layers}, {args.pretrain_epochs} epochs, "

@@ -36,6 +36,7 @@ def _legacy_folder(trained, folder, *, drop_feature_stats=False):
     state = {k: v for k, v in trained.module.state_dict().items() if not k.startswith("denoiser.backbone.")}
     if drop_feature_stats:
         state = {k: v for k, v in state.items() if k not in ("feature_mean", "feature_scale")}
+    state["mask_counts"] = state.pop("n_hidden")  # the 0.1.0 name of the k(t) buffer
     attrs = ("init_params_", "panel_genes_", "backbone_info_", "train_params_", "history_", "is_trained_",
              "train_indices_", "validation_indices_")  # fmt: skip
     payload = {

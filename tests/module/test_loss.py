@@ -46,7 +46,7 @@ def test_revealed_genes_are_hidden_at_t_and_visible_at_t_minus_1():
     inf = module.inference(**module._get_inference_input(_batch()))
     vis, vis_prev = inf[MODULE_KEYS.VISIBLE], inf[MODULE_KEYS.VISIBLE_PREV]
     assert torch.all(vis <= vis_prev)
-    k = module.mask_counts
+    k = module.n_hidden
     t = inf[MODULE_KEYS.STEP]
     assert torch.all((1 - vis).sum(1) == k[t]) and torch.all((1 - vis_prev).sum(1) == k[t - 1])
 
@@ -69,7 +69,7 @@ def test_warm_start_cap_bounds_steps():
 
 def test_step_revealing_nothing_gives_zero_not_nan():
     module = _module(n_genes=20, n_steps=50)  # clamp active: some steps reveal no gene
-    k = module.mask_counts
+    k = module.n_hidden
     empty_t = int(next(t for t in range(1, 51) if k[t] == k[t - 1]))
     batch = _batch(g=20)
     inf = module.inference(**module._get_inference_input(batch))

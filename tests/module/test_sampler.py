@@ -7,7 +7,7 @@ import torch
 import hinge_sc as hs
 from hinge_sc._random import Noise
 from hinge_sc.module import HINGEModule, reverse_step_grid, sample_masked
-from hinge_sc.train import mask_counts
+from hinge_sc.module import hidden_schedule
 
 GENES = [f"G{i}" for i in range(40)]
 
@@ -28,7 +28,7 @@ def test_grid():
 
 @pytest.mark.parametrize(("n_genes", "n_steps", "grid_steps"), [(25, 10, None), (25, 10, 4), (20, 50, None)])
 def test_revealed_genes_never_change(n_genes, n_steps, grid_steps):
-    counts = torch.as_tensor(mask_counts(n_genes, n_steps))
+    counts = torch.as_tensor(hidden_schedule(n_genes, n_steps))
     grid = reverse_step_grid(n_steps, grid_steps)
     calls = []
 

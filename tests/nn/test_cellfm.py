@@ -247,7 +247,7 @@ def test_from_cellfm_with_cellfm_vocabularies(tmp_path, csv, ok):
         return
     loaded = hs.Backbone.from_cellfm(path, vocabulary=vocab, n_heads=2)
     assert len(loaded.genes) == 27_855 and loaded.gene_emb.shape[0] == 27_856 == 8 * math.ceil(27_856 / 8)
-    assert loaded.token_ids(["SEPT7", "cd3e"])[0].tolist() == [loaded._index["SEPTIN7"], loaded._index["CD3E"]]
+    assert loaded.token_ids(["SEPT7", "cd3e"])[0].tolist() == [loaded.vocabulary.index["SEPTIN7"], loaded.vocabulary.index["CD3E"]]
 
 
 # ----------------------------------------------------------------- downloads

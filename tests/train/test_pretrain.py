@@ -41,9 +41,9 @@ def test_pretrain_on_real_counts(count_only_section, tmp_path):
         adata, d_model=32, n_layers=2, n_heads=4, n_tokens=64, max_epochs=4, batch_size=32, accelerator="cpu",
         show_progress_bar=False, checkpoint_dir=str(tmp_path / "ckpt"),
     )
-    info = bb.meta["pretraining"]
-    assert info["n_spots"] == adata.n_obs and info["n_genes"] == 300 and len(info["history"]) == 4
-    val = [row["validation_loss"] for row in info["history"]]
+    info = bb.provenance.pretraining
+    assert info.n_spots == adata.n_obs and info.n_genes == 300 and len(info.history) == 4
+    val = [row["validation_loss"] for row in info.history]
     assert min(val[1:]) < val[0]
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
     assert not bb.training
@@ -54,7 +54,9 @@ def test_pretrain_on_real_counts(count_only_section, tmp_path):
     err = masked_reconstruction_error(bb, held_out.X.tocsr(), ids.numpy(), x.mean(0), n_tokens=64)
     assert err["mse_backbone"] < err["mse_mean_imputation"]
     loaded = hs.Backbone.load(bb.save(tmp_path / "bb.pt"))
-    assert loaded.meta["pretraining"]["history"] == info["history"]
+    assert loaded.provenance == bb.provenance
+    with pytest.warns(FutureWarning, match=r"`Backbone.meta` is deprecated.*`Backbone.provenance`"):
+        assert loaded.meta["pretraining"]["history"] == info.history
 
 
 def test_pretrain_vocabulary_and_errors(count_only_section):
@@ -64,7 +66,7 @@ def test_pretrain_vocabulary_and_errors(count_only_section):
             count_only_section, genes=genes, vocabulary=genes[10:] + ["EXTRA"], d_model=16, n_layers=2, n_heads=2,
             n_tokens=16, max_epochs=1, accelerator="cpu", show_progress_bar=False,
         )
-    assert bb.genes == genes[10:] + ["EXTRA"] and bb.meta["pretraining"]["n_genes"] == 40
+    assert bb.genes == genes[10:] + ["EXTRA"] and bb.provenance.pretraining.n_genes == 40
     # "EXTRA" is in the vocabulary but was never pre-trained: reported, warned about, kept out of panels
     assert bb.unseen_in_pretraining(["EXTRA", genes[10], genes[0]]) == ["EXTRA"]
     assert hs.Backbone.random(genes, d_model=16, n_layers=1, n_heads=2).unseen_in_pretraining(genes) == []
@@ -87,7 +89,7 @@ def test_pretrain_vocabulary_and_errors(count_only_section):
 
 def test_hinge_warns_on_scale_mismatch(count_only_section):
     bb = hs.Backbone.random(list(count_only_section.var_names), d_model=16, n_layers=2, n_heads=2)
-    bb.meta["target_scale"] = "log1p_cp10k"
+    bb.provenance.target_scale = "log1p_cp10k"
     adata = count_only_section.copy()
     adata.obsm["X_histology"] = np.random.default_rng(0).normal(size=(adata.n_obs, 4)).astype(np.float32)
     hs.HINGE.setup_anndata(adata)

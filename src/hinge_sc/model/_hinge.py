@@ -147,7 +147,7 @@ class HINGE(BaseModelClass):
             )
         if standardize_features and self.adata is not None:
             self._set_feature_stats()
-        pretrained_scale = backbone.meta.get("target_scale")
+        pretrained_scale = backbone.provenance.target_scale
         if pretrained_scale is not None and pretrained_scale != target_scale:
             warnings.warn(
                 f"The backbone was pre-trained on the {pretrained_scale!r} scale but `target_scale={target_scale!r}`; "

@@ -49,6 +49,8 @@ LEGACY_FILE = "model.pt"
 _FORMAT = "hinge_sc.HINGE/2"
 _LEGACY_FORMAT = "hinge_sc.HINGE/1"
 _BACKBONE_PREFIX = "denoiser.backbone."
+#: Buffers renamed since 0.1.0 (old → new).
+_RENAMED_BUFFERS = {"mask_counts": "n_hidden"}
 _ATTRIBUTES = (
     "init_params_",
     "panel_genes_",
@@ -221,6 +223,7 @@ def load_model(
 
 def _load_weights(model: HINGE, state: dict[str, torch.Tensor], path: Path) -> None:
     """Load the adaptation weights; name what does not fit."""
+    state = {_RENAMED_BUFFERS.get(k, k): v for k, v in state.items()}
     expected = {k: v.shape for k, v in model.module.state_dict().items() if not k.startswith(_BACKBONE_PREFIX)}
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k])}" for k, v in state.items() if k in expected and v.shape != expected[k]]
     if wrong:

@@ -1,8 +1,38 @@
-"""scvi-tools modules: tensors in, tensors out."""
+"""The method: masked-diffusion schedule and masks, the sampler, the loss (pure torch; tensors in, tensors out)."""
 
 from __future__ import annotations
 
 from ._hinge import HINGEModule, expression_target
 from ._sampler import reverse_step_grid, sample_masked
+from ._schedule import (
+    curriculum_max_step,
+    hidden_schedule,
+    permutation_ranks,
+    poly_auto_exponent,
+    ranks_of,
+    visibility,
+    warm_start_cap,
+)
 
-__all__ = ["HINGEModule", "expression_target", "reverse_step_grid", "sample_masked"]
+__all__ = [
+    "HINGEModule",
+    "curriculum_max_step",
+    "expression_target",
+    "hidden_schedule",
+    "permutation_ranks",
+    "poly_auto_exponent",
+    "ranks_of",
+    "reverse_step_grid",
+    "sample_masked",
+    "visibility",
+    "warm_start_cap",
+]
+
+
+def __getattr__(name: str):
+    if name == "mask_counts":
+        from hinge_sc._deprecation import warn_renamed
+
+        warn_renamed("hinge_sc.module.mask_counts", "hinge_sc.module.hidden_schedule")
+        return hidden_schedule
+    raise AttributeError(f"module 'hinge_sc.module' has no attribute {name!r}")

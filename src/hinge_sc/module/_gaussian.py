@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 import torch
-from scvi.module.base import LossOutput
 
 from hinge_sc._constants import MODULE_KEYS
 from hinge_sc._random import Noise
 
+from ._base import LossOutput
 from ._hinge import HINGEModule, expression_target
 from ._sampler import reverse_step_grid
 

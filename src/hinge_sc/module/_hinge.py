@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from scvi.module.base import BaseModuleClass, LossOutput
 
 from hinge_sc._constants import MODULE_KEYS
 from hinge_sc._random import Noise
 from hinge_sc.nn import AdaptedBackbone
-from hinge_sc.train._schedule import mask_counts, ranks_of, visibility
+from ._schedule import hidden_schedule, ranks_of, visibility
 
+from ._base import DiffusionModule, LossOutput
 from ._sampler import reverse_step_grid, sample_masked
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def expression_target(counts: torch.Tensor, library: torch.Tensor, scale: Target
     raise ValueError(f"`target_scale` must be 'log2p1' or 'log1p_cp10k', got {scale!r}.")
 
 
-class HINGEModule(BaseModuleClass):
+class HINGEModule(DiffusionModule):
     r"""Masked-diffusion denoiser around a frozen, SoftAdaLN-adapted backbone.
 
     Training step (§5): draw ``t`` in ``1..t_max`` and one permutation per sample, build
@@ -66,7 +66,7 @@ class HINGEModule(BaseModuleClass):
     n_steps
         Diffusion steps ``T``.
     schedule, schedule_power
-        Mask-ratio schedule, see :func:`~hinge_sc.train.mask_counts`.
+        Mask-ratio schedule, see :func:`~hinge_sc.module.hidden_schedule`.
     mask_fill
         Fill of hidden entries: N(0, 1) noise or zeros (same in training and sampling).
     loss_on
@@ -118,8 +118,8 @@ class HINGEModule(BaseModuleClass):
         self.mask_fill, self.loss_on, self.target_scale = mask_fill, loss_on, target_scale
         self.backbone_dropout = backbone_dropout
         self.register_buffer("token_ids", token_ids.long().clone())
-        counts = mask_counts(self.n_genes, self.n_steps, schedule, schedule_power)
-        self.register_buffer("mask_counts", torch.as_tensor(counts, dtype=torch.long))
+        k = hidden_schedule(self.n_genes, self.n_steps, schedule, schedule_power)
+        self.register_buffer("n_hidden", torch.as_tensor(k, dtype=torch.long))  # k(t), t = 0 … T
         self.register_buffer("feature_mean", torch.zeros(self.n_features))
         self.register_buffer("feature_scale", torch.ones(self.n_features))
         self.denoiser = AdaptedBackbone(
@@ -205,8 +205,8 @@ class HINGEModule(BaseModuleClass):
         t = torch.randint(1, t_max + 1, (b,), generator=generator, device=gen_device).to(device)
         noise = Noise.shared(generator, b, device)
         ranks = ranks_of(noise.rand(self.n_genes))
-        visible = visibility(ranks, self.mask_counts[t])
-        visible_prev = visibility(ranks, self.mask_counts[t - 1])
+        visible = visibility(ranks, self.n_hidden[t])
+        visible_prev = visibility(ranks, self.n_hidden[t - 1])
         x_t = self.fill(x0, visible, noise.randn(self.n_genes))
         c = self.condition(t, features, visible_prev)
         return {
@@ -284,6 +284,6 @@ class HINGEModule(BaseModuleClass):
             return self.denoiser(x_t, visible, c, self.token_ids)
 
         x = sample_masked(
-            denoise, self.fill, self.mask_counts, self.n_genes, grid=reverse_step_grid(self.n_steps, n_steps), noise=noise
+            denoise, self.fill, self.n_hidden, self.n_genes, grid=reverse_step_grid(self.n_steps, n_steps), noise=noise
         )
         return x.view(b, n_samples, self.n_genes)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from hinge_sc.train._schedule import ranks_of, visibility
+from ._schedule import ranks_of, visibility
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,7 +34,7 @@ def reverse_step_grid(n_steps_train: int, n_steps: int | None = None) -> np.ndar
 def sample_masked(
     denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     fill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    counts: torch.Tensor,
+    n_hidden: torch.Tensor,
     n_genes: int,
     *,
     grid: np.ndarray,
@@ -53,8 +53,8 @@ def sample_masked(
         ``(x_t, visible, t, visible_prev) → x0_hat``, all ``(n, G)`` except ``t (n,)``.
     fill
         ``(x, visible, noise) → x`` with hidden entries replaced by the fill (``noise`` is ``(n, G)`` N(0, 1)).
-    counts
-        ``k(t)`` for ``t = 0 … T``, long tensor.
+    n_hidden
+        Hidden genes ``k(t)`` for ``t = 0 … T``, long tensor (:func:`hidden_schedule`).
     n_genes
         ``G``.
     grid
@@ -71,7 +71,7 @@ def sample_masked(
     ranks = ranks_of(noise.rand(n_genes))
     x = torch.zeros(n, n_genes, device=device)
     for t, s in zip(grid[:-1], grid[1:], strict=True):
-        k_t, k_s = int(counts[t]), int(counts[s])
+        k_t, k_s = int(n_hidden[t]), int(n_hidden[s])
         if k_s == k_t:
             continue  # this step reveals no gene
         m_t = visibility(ranks, torch.full((n,), k_t, device=device))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ._adapted import AdaptedBackbone
-from ._backbone import CELLFM_SHAPES, Backbone, BackboneConfig, SoftBinningValueEncoder, ValueDecoder
+from ._backbone import Backbone, SoftBinningValueEncoder, ValueDecoder
+from ._config import CELLFM_SHAPES, BackboneConfig
 from ._cellfm import CELLFM_CHECKPOINTS, download_cellfm
 from ._gene_aliases import GENE_ALIASES
-from ._genes import read_hgnc_aliases
+from ._genes import GeneVocabulary, match_genes, read_hgnc_aliases
 from ._mindspore import MindSporeCheckpoint, read_mindspore_checkpoint
+from ._provenance import CheckpointRecord, PretrainingRecord, Provenance
 from ._retention import MultiHeadRetention, RetentionLayer, SimpleGatedLinearUnit, per_head_rms_norm
 from ._softadaln import (
     ConditionEmbedding,
@@ -26,11 +28,15 @@ __all__ = [
     "AdaptedBackbone",
     "Backbone",
     "BackboneConfig",
+    "CheckpointRecord",
     "ConditionEmbedding",
     "FinalModulation",
+    "GeneVocabulary",
     "MindSporeCheckpoint",
     "ModulationHead",
     "MultiHeadRetention",
+    "PretrainingRecord",
+    "Provenance",
     "RetentionLayer",
     "SimpleGatedLinearUnit",
     "SoftAdaLNLayer",
@@ -38,6 +44,7 @@ __all__ = [
     "SoftNorm",
     "ValueDecoder",
     "download_cellfm",
+    "match_genes",
     "modulate",
     "per_head_rms_norm",
     "read_hgnc_aliases",

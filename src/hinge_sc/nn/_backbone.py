@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -14,9 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hinge_sc._files import FileIntegrityError, load_tensors, refuse_existing, write_atomic
 from hinge_sc._random import seeded
 
+from ._backbone_io import checksum, load_backbone, save_backbone
+from ._cellfm import CELLFM_REVISION, check_vocabulary_given, download_cellfm, load_cellfm
+from ._config import CELLFM_SHAPES, BackboneConfig, MaskMechanism
+from ._genes import GeneVocabulary
+from ._provenance import Provenance
 from ._retention import RetentionLayer
 
 if TYPE_CHECKING:
@@ -25,39 +27,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
-
-MaskMechanism = Literal["mask_emb", "zero_emb"]
-_FORMAT = "hinge_sc.Backbone/1"
-
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    """Hyper-parameters of :class:`Backbone` (everything needed to rebuild it)."""
-
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 8
-    d_ffn: int | None = None
-    n_bins: int = 256
-    negative_slope: float = 0.2
-    dropout: float = 0.1
-    norm_eps: float = 1e-7
-    mask_mechanism: MaskMechanism = "mask_emb"
-    name: str = "random"
-
-    def __post_init__(self):
-        if min(self.d_model, self.n_layers, self.n_heads, self.n_bins) < 1:
-            raise ValueError(f"Backbone sizes must be positive, got {self}.")
-        if self.mask_mechanism not in ("mask_emb", "zero_emb"):
-            raise ValueError(f"`mask_mechanism` must be 'mask_emb' or 'zero_emb', got {self.mask_mechanism!r}.")
-
-
-#: Shapes of the published CellFM models (random weights unless loaded from a checkpoint).
-CELLFM_SHAPES = {
-    "cellfm-800m": {"d_model": 1536, "n_layers": 40, "n_heads": 48},
-    "cellfm-80m": {"d_model": 1536, "n_layers": 2, "n_heads": 48},
-}
-
 
 class SoftBinningValueEncoder(nn.Module):
     r"""Soft-binning encoder of one scalar value per gene.
@@ -127,19 +96,12 @@ class Backbone(nn.Module):
 
     def __init__(self, genes: Sequence[str], config: BackboneConfig | None = None):
         super().__init__()
-        genes = [str(g) for g in genes]
-        if not genes:
-            raise ValueError("`genes` (the backbone vocabulary) is empty.")
-        if len(set(genes)) != len(genes):
-            raise ValueError("`genes` (the backbone vocabulary) has duplicate symbols.")
+        self.vocabulary = GeneVocabulary(genes)
         self.config = config = config or BackboneConfig()
-        self.genes = genes
-        #: Provenance saved with the backbone (e.g. pre-training data, scale and history).
-        self.meta: dict = {}
-        self._index = {g: i + 1 for i, g in enumerate(genes)}
-        self._index_upper = {g.upper(): i for g, i in reversed(list(self._index.items()))}
+        #: Where the weights come from (pre-training run, checkpoint, scale); saved with the backbone.
+        self.provenance = Provenance()
         d = config.d_model
-        n_rows = 8 * math.ceil((len(genes) + 1) / 8)  # CellFM pads the table to a multiple of 8
+        n_rows = 8 * math.ceil((len(self.vocabulary) + 1) / 8)  # CellFM pads the table to a multiple of 8
         self.gene_emb = nn.Parameter(torch.zeros(n_rows, d))
         self.cls_token = nn.Parameter(torch.zeros(d))
         self.zero_emb = nn.Parameter(torch.zeros(d))
@@ -315,8 +277,6 @@ class Backbone(nn.Module):
         --------
         >>> bb = hs.Backbone.from_cellfm("CellFM_80M_weight.ckpt", vocabulary="expand_gene_info.csv")
         """
-        from ._cellfm import load_cellfm
-
         return load_cellfm(cls, ckpt_path, vocabulary=vocabulary, config=config, n_heads=n_heads, ignore=ignore)
 
     @classmethod
@@ -354,8 +314,6 @@ class Backbone(nn.Module):
         --------
         >>> bb = hs.Backbone.from_pretrained("cellfm-80m", vocabulary="expand_gene_info.csv")
         """
-        from ._cellfm import CELLFM_REVISION, check_vocabulary_given, download_cellfm
-
         check_vocabulary_given(vocabulary, name)
         path = download_cellfm(
             name, cache_dir=cache_dir, revision=revision or CELLFM_REVISION, show_progress_bar=show_progress_bar
@@ -377,7 +335,20 @@ class Backbone(nn.Module):
         for layer in self.encoder:
             layer.reset_parameters(n_layers)
 
-    # ----------------------------------------------------------------- vocabulary
+    # ----------------------------------------------------------------- vocabulary and provenance
+    @property
+    def genes(self) -> list[str]:
+        """The vocabulary's gene symbols (token id ``i + 1`` for gene ``i``)."""
+        return self.vocabulary.genes
+
+    @property
+    def meta(self) -> dict:
+        """Deprecated: the provenance as a plain ``dict``; use :attr:`provenance`."""
+        from hinge_sc._deprecation import warn_renamed
+
+        warn_renamed("Backbone.meta", "Backbone.provenance")
+        return self.provenance.to_dict()
+
     def token_ids(self, genes: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
         """Token ids of ``genes``: exact symbol, else case-insensitive, else a renamed symbol (:meth:`match_genes`).
 
@@ -394,8 +365,8 @@ class Backbone(nn.Module):
     @property
     def pretrained_token_ids(self) -> set[int] | None:
         """Token ids whose embeddings :meth:`pretrain` trained; ``None`` when not recorded (random, CellFM)."""
-        ids = self.meta.get("pretraining", {}).get("token_ids")
-        return None if ids is None else set(ids)
+        record = self.provenance.pretraining
+        return None if record is None else set(record.token_ids)
 
     def unseen_in_pretraining(self, genes: Sequence[str], *, aliases: bool | Mapping[str, str] = True) -> list[str]:
         """Genes of ``genes`` in the vocabulary whose embeddings :meth:`pretrain` never trained.
@@ -437,9 +408,7 @@ class Backbone(nn.Module):
         >>> ids, report = backbone.match_genes(adata.var_names)
         >>> report["match"].value_counts()
         """
-        from ._genes import match_genes
-
-        ids, report = match_genes(genes, self._index, aliases=aliases, index_upper=self._index_upper)
+        ids, report = self.vocabulary.match(genes, aliases=aliases)
         return torch.tensor(ids, dtype=torch.long), report
 
     # ----------------------------------------------------------------- forward pieces
@@ -494,14 +463,10 @@ class Backbone(nn.Module):
             h = layer(h, km)
         return self.decode(h)
 
-    # ----------------------------------------------------------------- persistence
+    # ----------------------------------------------------------------- persistence (see _backbone_io)
     def checksum(self) -> str:
         """SHA-256 over the vocabulary, config and every tensor (first 16 hex digits)."""
-        digest = hashlib.sha256(repr((self.genes, asdict(self.config))).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return checksum(self)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the backbone (vocabulary, config, weights, provenance) to one file, atomically.
@@ -513,18 +478,7 @@ class Backbone(nn.Module):
         FileExistsError
             ``path`` exists and ``overwrite`` is false.
         """
-        path = Path(path)
-        refuse_existing([path], overwrite=overwrite)
-        payload = {
-            "format": _FORMAT,
-            "genes": self.genes,
-            "config": asdict(self.config),
-            "state_dict": self.state_dict(),
-            "meta": self.meta,
-        }
-        write_atomic(path, lambda tmp: torch.save(payload, tmp))
-        logger.info("Saved backbone %s (%d genes) to %s", self.config.name, len(self.genes), path)
-        return path
+        return save_backbone(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Backbone:
@@ -534,22 +488,10 @@ class Backbone(nn.Module):
         ------
         FileNotFoundError
             No file at ``path``.
-        FileIntegrityError
+        hinge_sc.FileIntegrityError
             The file is truncated, corrupt, not a backbone file, or holds objects other than tensors and plain data.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No backbone file at `path` {path}; write one with `Backbone.save(path)`.")
-        payload = load_tensors(path, map_location=map_location, what="backbone file")
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise FileIntegrityError(f"{path} is not a hinge_sc backbone file (expected format {_FORMAT!r}).")
-        try:
-            model = cls(payload["genes"], BackboneConfig(**payload["config"]))
-            model.load_state_dict(payload["state_dict"])
-        except (KeyError, TypeError, RuntimeError) as err:
-            raise FileIntegrityError(f"{path} is an incomplete or inconsistent backbone file ({err}).") from None
-        model.meta = dict(payload.get("meta") or {})
-        return model
+        return load_backbone(cls, path, map_location=map_location)
 
     def extra_repr(self) -> str:
         c = self.config

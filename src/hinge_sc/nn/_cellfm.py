@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from ._backbone import CELLFM_SHAPES, BackboneConfig
+from ._config import CELLFM_SHAPES, BackboneConfig
 from ._mindspore import MindSporeCheckpoint
+from ._provenance import CheckpointRecord
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -260,8 +261,7 @@ def load_cellfm(
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 parameter.copy_(ckpt.read(params[name]).reshape(parameter.shape))
-    if isinstance(getattr(model, "meta", None), dict):  # provenance, saved with the backbone
-        model.meta["checkpoint"] = {"format": "mindspore", "path": str(ckpt.path), "name": config.name}
+    model.provenance.checkpoint = CheckpointRecord(format="mindspore", path=str(ckpt.path), name=config.name)
     logger.info(
         "Loaded %s from %s: %d genes, d=%d, L=%d, H=%d; ignored %s",
         config.name, ckpt.path, len(genes), config.d_model, config.n_layers, config.n_heads,

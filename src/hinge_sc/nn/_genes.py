@@ -110,6 +110,38 @@ def match_genes(
     return ids, report
 
 
+class GeneVocabulary:
+    """The genes of a backbone: symbol ↔ token id (gene ``i`` has id ``i + 1``; id 0 is padding), and matching.
+
+    Parameters
+    ----------
+    genes
+        Gene symbols, unique.
+
+    Examples
+    --------
+    >>> vocab = GeneVocabulary(["CD3E", "MS4A1", "EPCAM"])
+    >>> ids, report = vocab.match(["cd3e", "EPCAM", "XYZ"])
+    """
+
+    def __init__(self, genes: Sequence[str]):
+        genes = [str(g) for g in genes]
+        if not genes:
+            raise ValueError("`genes` (the backbone vocabulary) is empty.")
+        if len(set(genes)) != len(genes):
+            raise ValueError("`genes` (the backbone vocabulary) has duplicate symbols.")
+        self.genes = genes
+        self.index = {g: i + 1 for i, g in enumerate(genes)}
+        self.index_upper = {g.upper(): i for g, i in reversed(list(self.index.items()))}
+
+    def __len__(self) -> int:
+        return len(self.genes)
+
+    def match(self, genes: Sequence[str], *, aliases: bool | Mapping[str, str] = True) -> tuple[list[int], pd.DataFrame]:
+        """Token ids of ``genes`` and the report of :func:`match_genes` (exact, case, renamed symbol, none)."""
+        return match_genes(genes, self.index, aliases=aliases, index_upper=self.index_upper)
+
+
 def _warn_shared_tokens(report: pd.DataFrame) -> None:
     found = report[report["token_id"] > 0]
     shared = found[found["token_id"].duplicated(keep=False)]

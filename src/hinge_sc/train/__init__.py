@@ -1,36 +1,31 @@
-"""Training: the masked-diffusion schedule, the curriculum, data splitting and the training plan."""
+"""Training: the Lightning training plan and data module of HINGE, and pre-training of backbones."""
 
 from __future__ import annotations
 
-from ._schedule import (
-    curriculum_max_step,
-    mask_counts,
-    permutation_ranks,
-    poly_auto_exponent,
-    visibility,
-    warm_start_cap,
-)
+from ._datamodule import HINGEDataModule
+from ._pretrain import pretrain_backbone
+from ._trainingplan import HINGETrainingPlan
 
-__all__ = [
-    "HINGEDataModule",
-    "HINGETrainingPlan",
-    "curriculum_max_step",
-    "mask_counts",
-    "permutation_ranks",
-    "poly_auto_exponent",
-    "visibility",
-    "warm_start_cap",
-]
+__all__ = ["HINGEDataModule", "HINGETrainingPlan", "pretrain_backbone"]
+
+_MOVED_TO_MODULE = {
+    "curriculum_max_step": "curriculum_max_step",
+    "mask_counts": "hidden_schedule",
+    "permutation_ranks": "permutation_ranks",
+    "poly_auto_exponent": "poly_auto_exponent",
+    "visibility": "visibility",
+    "warm_start_cap": "warm_start_cap",
+}
 
 
 def __getattr__(name: str):
-    # the Lightning pieces import scvi-tools; keep the schedule importable without it
-    if name == "HINGETrainingPlan":
-        from ._trainingplan import HINGETrainingPlan
+    # the schedule is part of the method and moved to `hinge_sc.module` (0.2)
+    if name in _MOVED_TO_MODULE:
+        import hinge_sc.module
 
-        return HINGETrainingPlan
-    if name == "HINGEDataModule":
-        from ._datamodule import HINGEDataModule
+        from hinge_sc._deprecation import warn_renamed
 
-        return HINGEDataModule
-    raise AttributeError(name)
+        new = _MOVED_TO_MODULE[name]
+        warn_renamed(f"hinge_sc.train.{name}", f"hinge_sc.module.{new}")
+        return getattr(hinge_sc.module, new)
+    raise AttributeError(f"module 'hinge_sc.train' has no attribute {name!r}")

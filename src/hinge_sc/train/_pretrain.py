@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hinge_sc._random import seeded
 from hinge_sc.module._hinge import expression_target
+from hinge_sc.nn._provenance import PretrainingRecord
 
 if TYPE_CHECKING:
     from hinge_sc.nn import Backbone
@@ -343,21 +344,17 @@ def pretrain_backbone(
         accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
         show_progress_bar=show_progress_bar, **trainer_kwargs,
     )
-    backbone.meta.update(
-        {
-            "pretraining": {
-                "objective": "masked value reconstruction (MSE)",
-                "n_spots": int(counts.shape[0]),
-                "n_genes": len(keep_genes),
-                "token_ids": sorted({int(i) for i in token_ids}),  # genes whose embeddings were trained
-                "n_tokens": n_tokens,
-                "mask_ratio": mask_ratio,
-                "max_epochs": max_epochs,
-                "lr": lr,
-                "seed": seed,
-                "history": history,
-            },
-            "target_scale": target_scale,
-        }
+    backbone.provenance.pretraining = PretrainingRecord(
+        objective="masked value reconstruction (MSE)",
+        n_spots=int(counts.shape[0]),
+        n_genes=len(keep_genes),
+        token_ids=sorted({int(i) for i in token_ids}),  # genes whose embeddings were trained
+        n_tokens=n_tokens,
+        mask_ratio=mask_ratio,
+        max_epochs=max_epochs,
+        lr=lr,
+        seed=seed,
+        history=history,
     )
+    backbone.provenance.target_scale = target_scale
     return backbone

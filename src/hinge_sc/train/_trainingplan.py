@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING
 import torch
 from scvi.train import TrainingPlan
 
-from ._schedule import curriculum_max_step, warm_start_cap
+from hinge_sc.module import curriculum_max_step, warm_start_cap
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from scvi.module.base import LossOutput
-
     from hinge_sc.module import HINGEModule
+    from hinge_sc.module._base import LossOutput
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class HINGETrainingPlan(TrainingPlan):
     ):
         super().__init__(module, optimizer="AdamW", lr=lr, weight_decay=weight_decay, eps=1e-8)
         self.warmup_epochs = int(warmup_epochs)
-        self.t_cap = warm_start_cap(module.mask_counts.cpu().numpy(), module.n_genes, warmup_mask_ratio)
+        self.t_cap = warm_start_cap(module.n_hidden.cpu().numpy(), module.n_genes, warmup_mask_ratio)
         self.lr_milestones = list(lr_milestones)
         self.lr_gamma = lr_gamma
         self.best_validation_loss = float("inf")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from hinge_sc.train import mask_counts, permutation_ranks, poly_auto_exponent, visibility, warm_start_cap
+from hinge_sc.module import hidden_schedule, permutation_ranks, poly_auto_exponent, visibility, warm_start_cap
 
 
 def test_worked_example_g200_t50():
     # HINGE_METHOD §5 worked example
     assert poly_auto_exponent(200, 50) == pytest.approx(1.35437, abs=1e-5)
-    k = mask_counts(200, 50)
+    k = hidden_schedule(200, 50)
     assert k.shape == (51,)
     assert list(k[:11]) == [0, 5, 10, 16, 21, 26, 31, 36, 42, 47, 52]
     assert list(k[-5:]) == [193, 195, 197, 199, 200]
@@ -22,7 +22,7 @@ def test_worked_example_g200_t50():
 @pytest.mark.parametrize("schedule", ["poly_auto", "linear", "cosine", "sqrt", "power"])
 @pytest.mark.parametrize(("n_genes", "n_steps"), [(200, 50), (20, 50), (2000, 50), (1, 10), (57, 13)])
 def test_counts_pinned_and_monotone(schedule, n_genes, n_steps):
-    k = mask_counts(n_genes, n_steps, schedule, power=2.0 if schedule == "power" else None)
+    k = hidden_schedule(n_genes, n_steps, schedule, power=2.0 if schedule == "power" else None)
     assert k[0] == 0 and k[-1] == n_genes
     assert np.all(np.diff(k) >= 0)
 
@@ -32,28 +32,28 @@ def test_poly_auto_leaves_one_gene_visible_at_t_minus_1(n_genes, n_steps):
     zeta = math.log(n_genes) / math.log(n_steps)
     if not 1.05 <= zeta <= 4:
         pytest.skip("clamp active: the one-visible-gene property does not apply")
-    assert mask_counts(n_genes, n_steps)[n_steps - 1] == n_genes - 1
+    assert hidden_schedule(n_genes, n_steps)[n_steps - 1] == n_genes - 1
 
 
 def test_clamped_schedule_has_steps_that_reveal_nothing():
-    k = mask_counts(20, 50)
+    k = hidden_schedule(20, 50)
     assert poly_auto_exponent(20, 50) == 1.05
     assert (np.diff(k) == 0).any()
 
 
 def test_power_schedule_needs_power():
     with pytest.raises(ValueError, match="power"):
-        mask_counts(10, 5, "power")
+        hidden_schedule(10, 5, "power")
 
 
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="schedule"):
-        mask_counts(10, 5, "quadratic")
+        hidden_schedule(10, 5, "quadratic")
 
 
 def test_masks_are_nested_and_exact_count():
     g, t_steps = 200, 50
-    k = torch.as_tensor(mask_counts(g, t_steps))
+    k = torch.as_tensor(hidden_schedule(g, t_steps))
     ranks = permutation_ranks(16, g, generator=torch.Generator().manual_seed(0))
     assert torch.equal(ranks.sort(dim=1).values, torch.arange(g).expand(16, g))
     prev = None

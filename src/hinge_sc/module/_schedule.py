@@ -38,7 +38,7 @@ def poly_auto_exponent(n_genes: int, n_steps: int) -> float:
     return float(min(max(math.log(n_genes) / math.log(n_steps), 1.05), 4.0))
 
 
-def mask_counts(
+def hidden_schedule(
     n_genes: int,
     n_steps: int,
     schedule: ScheduleName = "poly_auto",
@@ -105,7 +105,7 @@ def warm_start_cap(counts: np.ndarray, n_genes: int, max_mask_ratio: float = 0.2
     Parameters
     ----------
     counts
-        Output of :func:`mask_counts`, shape ``(T + 1,)``.
+        Output of :func:`hidden_schedule`, shape ``(T + 1,)``.
     n_genes
         Panel size ``G``.
     max_mask_ratio

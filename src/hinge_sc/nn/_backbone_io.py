@@ -1,0 +1,66 @@
+"""Persistence of :class:`~hinge_sc.nn.Backbone`: one ``torch.save`` file of tensors and plain data, read back with
+``weights_only=True``, and the checksum that identifies a backbone."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from hinge_sc._files import FileIntegrityError, load_tensors, refuse_existing, write_atomic
+
+from ._config import BackboneConfig
+from ._provenance import Provenance
+
+if TYPE_CHECKING:
+    from ._backbone import Backbone
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "hinge_sc.Backbone/1"
+
+
+def checksum(backbone: Backbone) -> str:
+    """SHA-256 over the vocabulary, config and every tensor (first 16 hex digits)."""
+    digest = hashlib.sha256(repr((backbone.genes, asdict(backbone.config))).encode())
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_backbone(backbone: Backbone, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``backbone`` to ``path`` atomically (see :meth:`hinge_sc.nn.Backbone.save`)."""
+    path = Path(path)
+    refuse_existing([path], overwrite=overwrite)
+    payload = {
+        "format": FORMAT,
+        "genes": backbone.genes,
+        "config": asdict(backbone.config),
+        "state_dict": backbone.state_dict(),
+        "meta": backbone.provenance.to_dict(),
+    }
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    logger.info("Saved backbone %s (%d genes) to %s", backbone.config.name, len(backbone.genes), path)
+    return path
+
+
+def load_backbone(cls: type[Backbone], path: str | Path, *, map_location: str | torch.device = "cpu") -> Backbone:
+    """Read a file written by :func:`save_backbone` into a new ``cls`` (see :meth:`hinge_sc.nn.Backbone.load`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No backbone file at `path` {path}; write one with `Backbone.save(path)`.")
+    payload = load_tensors(path, map_location=map_location, what="backbone file")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise FileIntegrityError(f"{path} is not a hinge_sc backbone file (expected format {FORMAT!r}).")
+    try:
+        model = cls(payload["genes"], BackboneConfig(**payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise FileIntegrityError(f"{path} is an incomplete or inconsistent backbone file ({err}).") from None
+    model.provenance = Provenance.from_dict(payload.get("meta"))
+    return model
