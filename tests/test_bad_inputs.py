@@ -295,6 +295,14 @@ def test_provenance_is_recorded_as_plain_types(model):
     json.dumps(record)  # JSON-able
 
 
+def test_provenance_is_saved_with_the_model(model, tmp_path):
+    model.save(tmp_path / "m")
+    loaded = hs.HINGE.load(tmp_path / "m")
+    assert loaded.registry_["feature_provenance"] == model.registry_["feature_provenance"]
+    with pytest.raises(ValueError, match=r"trained on features with encoder 'handcrafted'"):
+        generate(loaded, _with_params(encoder="conch"))
+
+
 def test_generate_without_a_record_is_not_checked(model):
     adata = make_adata()
     del adata.uns["X_histology"]
