@@ -367,16 +367,17 @@ def test_cli_user_error_is_one_line_and_creates_nothing(case, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_cli_refuses_to_replace_an_earlier_run(tmp_path, capsys):
+@pytest.mark.parametrize("earlier", ["model/model.pt", "report.json", "generated_C6.csv"])
+def test_cli_refuses_to_replace_an_earlier_run(earlier, tmp_path, capsys):
     data, out = fake_her2st(tmp_path / "her2st", ["C2", "C3", "C4", "C5", "C6"]), tmp_path / "out"
-    (out / "model").mkdir(parents=True)
-    (out / "model" / "model.pt").write_bytes(b"first run")
+    (out / earlier).parent.mkdir(parents=True, exist_ok=True)
+    (out / earlier).write_bytes(b"first run")
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--data", str(data), "--out", str(out)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "already holds the outputs of a run (model)" in err and "`--overwrite`" in err
-    assert (out / "model" / "model.pt").read_bytes() == b"first run"
+    assert f"already holds the outputs of a run ({earlier.split('/')[0]})" in err and "`--overwrite`" in err
+    assert (out / earlier).read_bytes() == b"first run"
 
 
 def test_cli_overwrite_passes_the_check(tmp_path):

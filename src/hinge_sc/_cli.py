@@ -18,7 +18,7 @@ from pathlib import Path
 logger = logging.getLogger("hinge_sc")
 
 MARKERS = ("ERBB2", "GNAS", "KRT19", "FASN")
-#: Files and folders a demo run writes into ``--out``.
+#: Files and folders a demo run writes into ``--out`` (besides ``generated_{section}.csv``).
 OUTPUTS = ("model", "report.json", "section_metrics.csv", "per_gene_metrics.csv", "spatial_genes.png")
 #: Exit status of a user error (as argparse's).
 USAGE_ERROR = 2
@@ -81,6 +81,7 @@ def _check_out(args: argparse.Namespace) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"`--out` {out} exists and is not a folder; pass another `--out`.")
     existing = [name for name in OUTPUTS if (out / name).exists()]
+    existing += sorted(p.name for p in out.glob("generated_*.csv")) if out.is_dir() else []
     if existing and not args.overwrite:
         raise UsageError(
             f"`--out` {out} already holds the outputs of a run ({', '.join(existing)}); pass `--overwrite` to "

@@ -236,8 +236,15 @@ def histology_features(
     KeyError
         If an output key exists with other settings and ``overwrite`` is false.
     ValueError
-        If ``views`` is not 1 or 8, ``encoder`` is unknown, a section has no image or µm/px, spots lie outside
-        their image, or image and spots share no coordinate system.
+        If ``views`` is not 1 or 8, ``patch_size_um`` is not a finite number > 0, ``encoder`` is unknown, a section
+        has no image or µm/px, an image looks channel-first (C, H, W), spots lie outside their image, or image and
+        spots share no coordinate system.
+
+    Warns
+    -----
+    UserWarning
+        If patches are more than half padding (spots near the border of a small image), or a cached file does not
+        fit (it is recomputed).
 
     Examples
     --------

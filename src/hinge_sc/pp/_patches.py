@@ -294,7 +294,8 @@ def extract_patches(
     The side of a patch is ``max(patch_size_um, spot diameter)`` µm, converted to pixels with the slide's µm/px
     (HINGE §2), then resized to ``out_size`` px (bicubic). Each image is opened once; dask-backed images
     (SpatialData elements, tiled TIFFs) are read lazily, crop by crop, from the coarsest pyramid level that still
-    gives ``out_size`` px. Patches that extend past the image border are padded with white (255), never dropped.
+    gives ``out_size`` px. Patches that extend past the image border are padded with white (255), never dropped;
+    patches that are more than half padding are counted and warned about.
 
     For an AnnData (scanpy/squidpy Visium convention) the image is the file named in
     ``uns["spatial"][section]["metadata"]["source_image_path"]`` when it exists (a JPEG is decoded at 1/2, 1/4 or
@@ -338,8 +339,8 @@ def extract_patches(
     Raises
     ------
     ValueError
-        If a section has no image or no µm/px, spots lie outside their image, or image and shapes share no
-        coordinate system.
+        If ``patch_size_um`` is not a finite number > 0, a section has no image or no µm/px, an image looks
+        channel-first (C, H, W), spots lie outside their image, or image and shapes share no coordinate system.
     KeyError
         If ``library_key``, ``spatial_key``, ``table_key``, ``image_key`` or ``shapes_key`` is missing.
 
