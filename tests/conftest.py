@@ -45,12 +45,14 @@ def her2st_crop(her2st_c):
     import numpy as np
     from PIL import Image
 
+    from hinge_sc.pp._image import pil_pixel_limit
+
     c2 = her2st_c[her2st_c.obs["section"] == "C2"]
     lib = c2.uns["spatial"]["C2"]
     xy = c2.obsm["spatial"]
     x0, y0 = (np.median(xy, axis=0) - 700).astype(int)
-    Image.MAX_IMAGE_PIXELS = None
-    with Image.open(lib["metadata"]["source_image_path"]) as im:
+    path = lib["metadata"]["source_image_path"]
+    with pil_pixel_limit(path), Image.open(path) as im:
         crop = np.asarray(im.crop((x0, y0, x0 + 1400, y0 + 1400)).convert("RGB"))
     inside = ((xy > [x0 + 100, y0 + 100]) & (xy < [x0 + 1300, y0 + 1300])).all(axis=1)
     adata = c2[inside].copy()

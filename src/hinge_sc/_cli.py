@@ -1,10 +1,16 @@
-"""Command line: ``hinge-sc demo`` trains HINGE on real her2st sections and generates a held-out one."""
+"""Command line: ``hinge-sc demo`` trains HINGE on real her2st sections and generates a held-out one.
+
+Arguments and inputs are checked before any folder is created or any work is done; a user error prints one line to
+stderr and exits with status 2. A run never replaces the outputs of an earlier run in ``--out`` unless
+``--overwrite`` is given.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -12,18 +18,82 @@ from pathlib import Path
 logger = logging.getLogger("hinge_sc")
 
 MARKERS = ("ERBB2", "GNAS", "KRT19", "FASN")
+#: Files and folders a demo run writes into ``--out`` (besides ``generated_{section}.csv``).
+OUTPUTS = ("model", "report.json", "section_metrics.csv", "per_gene_metrics.csv", "spatial_genes.png")
+#: Exit status of a user error (as argparse's).
+USAGE_ERROR = 2
 
 
-def _read_vocabulary(path: Path) -> list[str]:
-    import pandas as pd
-
-    table = pd.read_csv(path, usecols=[0])
-    return table.iloc[:, 0].astype(str).tolist()
+class UsageError(ValueError):
+    """A wrong argument or input of the command line: reported in one line, without a traceback."""
 
 
 def _default_vocabulary(data: Path) -> Path | None:
     candidate = data.parent / "vocab" / "cellfm" / "gene_info.csv"
     return candidate if candidate.is_file() else None
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    positive = ("n_genes", "d_model", "n_layers", "n_heads", "epochs", "batch_size", "diffusion_steps",
+                "sampling_steps", "n_samples")  # fmt: skip
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UsageError(f"`--{name.replace('_', '-')}` must be a positive integer, found {getattr(args, name)}.")
+    if args.warmup_epochs < 0:
+        raise UsageError(f"`--warmup-epochs` must be ≥ 0, found {args.warmup_epochs}.")
+    for name in ("lr", "patch_size_um"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"`--{name.replace('_', '-')}` must be a finite number > 0, found {value}.")
+    if args.sampling_steps > args.diffusion_steps:
+        raise UsageError(
+            f"`--sampling-steps` ({args.sampling_steps}) must be ≤ `--diffusion-steps` ({args.diffusion_steps}); "
+            "lower it or raise `--diffusion-steps`."
+        )
+    if args.d_model % args.n_heads:
+        raise UsageError(f"`--d-model` ({args.d_model}) must be a multiple of `--n-heads` ({args.n_heads}).")
+
+
+def _check_data(args: argparse.Namespace) -> None:
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UsageError(f"`--data` {data} is not a folder; pass the her2st folder (with counts/, spots/, images/).")
+    if not ((data / "counts").is_dir() and (data / "spots").is_dir()):
+        raise UsageError(f"`--data` {data} does not look like the her2st data: expected counts/ and spots/ in it.")
+    overlap = sorted(set(args.train) & set(args.test))
+    if overlap:
+        raise UsageError(f"`--test` sections {overlap} are also in `--train`; hold out sections not trained on.")
+    sections = dict.fromkeys([*args.train, *args.test])
+    needed = {s: (f"counts/{s}.tsv.gz", f"spots/{s}_selection.tsv", f"images/{s}.jpg") for s in sections}
+    missing = sorted(s for s, files in needed.items() if not all((data / f).is_file() for f in files))
+    if missing:
+        raise UsageError(
+            f"Sections {missing} of `--train`/`--test` are not in `--data` {data} with counts, spots and an H&E image; "
+            "see `hs.datasets.her2st_sections(path)` for those that are."
+        )
+    for flag, value in (("--backbone", args.backbone), ("--vocabulary", args.vocabulary)):
+        if value is not None and not Path(value).is_file():
+            raise UsageError(f"`{flag}` {value} is not a file.")
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"`--out` {out} exists and is not a folder; pass another `--out`.")
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    existing += sorted(p.name for p in out.glob("generated_*.csv")) if out.is_dir() else []
+    if existing and not args.overwrite:
+        raise UsageError(
+            f"`--out` {out} already holds the outputs of a run ({', '.join(existing)}); pass `--overwrite` to "
+            "replace them, or another `--out`."
+        )
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Check the arguments and inputs of ``hinge-sc demo`` before any work; raise :class:`UsageError`."""
+    _check_numbers(args)
+    _check_data(args)
+    _check_out(args)
 
 
 def run_demo(args: argparse.Namespace) -> dict:
@@ -34,6 +104,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     import torch
 
     import hinge_sc as hs
+    from hinge_sc.nn._cellfm import read_vocabulary
 
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     timings: dict[str, float] = {}
@@ -51,7 +122,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         backbone = hs.Backbone.load(args.backbone)
     else:
         vocab_path = Path(args.vocabulary) if args.vocabulary else _default_vocabulary(data)
-        vocabulary = _read_vocabulary(vocab_path) if vocab_path else list(adata.var_names)
+        vocabulary = read_vocabulary(vocab_path) if vocab_path else list(adata.var_names)
         backbone = hs.Backbone.random(
             vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, seed=args.seed
         )
@@ -92,7 +163,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     genes = [g for g in MARKERS if g in scores.index][:2]
     genes += [g for g in scores.sort_values(ascending=False).index if g not in genes][: 4 - len(genes)]
     hs.pl.spatial_genes(test, genes, key="hinge", library_id=section, save=out / "spatial_genes.png")
-    model.save(out / "model", overwrite=True)
+    model.save(out / "model", overwrite=args.overwrite)
     test.obsm["hinge"].to_csv(out / f"generated_{section}.csv")
 
     report = {
@@ -135,12 +206,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-samples", type=int, default=4)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--accelerator", default="auto")
+    demo.add_argument("--overwrite", action="store_true", help="Replace the outputs of an earlier run in --out.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hinge-sc``."""
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        try:
+            check_args(args)
+        except UsageError as err:
+            print(f"hinge-sc {args.command}: error: {err}", file=sys.stderr)
+            raise SystemExit(USAGE_ERROR) from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
         report = run_demo(args)

@@ -30,3 +30,6 @@ MODULE_KEYS = _ModuleKeys()
 
 #: Environment variable pointing at a local copy of the data folder (``her2st/``, ``vocab/`` …).
 DATA_DIR_ENV = "HINGE_SC_DATA_DIR"
+
+#: Top-level key of a model's registry holding the settings of its image features (see ``model/_provenance.py``).
+FEATURE_PROVENANCE_KEY = "feature_provenance"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._validators import check_counts, check_genes, check_obsm
+from .._validators import check_counts, check_genes, check_genes_given, check_n_obs, check_obsm
 from ..model._prediction import Prediction
 from ..tl._write import prepare_target, write_prediction
 from ..tl._metrics import SCALES, transform_counts
@@ -71,6 +71,7 @@ class Baseline:
         views_key: str | None = None,
         layer: str | None = None,
         target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
+        allow_non_integer: bool = False,
     ) -> Baseline:
         r"""Fit on the spots of ``adata``.
 
@@ -88,6 +89,8 @@ class Baseline:
             Layer with raw counts; ``None`` uses ``X``.
         target_scale
             ``"log2p1"`` (:math:`\log_2(x+1)`) or ``"log1p_cp10k"`` (library = all genes of the spot).
+        allow_non_integer
+            Accept non-negative non-integer counts: for corrected non-integer counts, e.g. ambient-RNA corrected.
 
         Returns
         -------
@@ -98,10 +101,15 @@ class Baseline:
         KeyError
             If a key or gene is missing.
         ValueError
-            If ``target_scale`` is unknown, or no spot has panel counts.
+            If ``adata`` has no spots, ``genes`` is empty, ``target_scale`` is unknown, the counts are not raw
+            integer counts (unless ``allow_non_integer``), or no spot has panel counts.
         """
         if target_scale not in SCALES:
             raise ValueError(f"`target_scale` must be one of {SCALES}, found {target_scale!r}.")
+        check_n_obs(adata)
+        check_genes_given(genes, argument="genes")
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"`layer={layer!r}` is not in `adata.layers` (available: {list(adata.layers)}).")
         genes = list(adata.var_names) if genes is None else [str(g) for g in genes]
         check_genes(genes, adata.var_names, argument="genes", where="`adata.var_names`")
         feats = check_obsm(adata, features_key, argument="features_key", ndim=2)
@@ -112,7 +120,8 @@ class Baseline:
                 f"{feats.shape[1]}; pass views of the same encoder."
             )
         x = adata.X if layer is None else adata.layers[layer]
-        check_counts(x, where=f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`")
+        where = f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`"
+        check_counts(x, where=where, allow_non_integer=allow_non_integer)
         sub = x[:, adata.var_names.get_indexer(genes)]
         counts = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
         keep = np.flatnonzero(counts.sum(1) > 0)
@@ -150,6 +159,7 @@ class Baseline:
     def _features(self, adata: AnnData, features_key: str | None) -> np.ndarray:
         if not self.is_fitted_:
             raise RuntimeError(f"This {type(self).__name__} is not fitted; call `.fit(adata_train, genes=...)` first.")
+        check_n_obs(adata)
         key = features_key or self.features_key_
         feats = check_obsm(adata, key, argument="features_key", ndim=2)
         if feats.shape[1] != self.n_features_:

@@ -156,8 +156,9 @@ def _read_labels(file: Path) -> pd.Series:
 def _read_image(file: Path, section: str, mpp: float) -> dict:
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = None  # whole-slide JPEGs are ~9,300 × 9,900 px
-    with Image.open(file) as im:
+    from hinge_sc.pp._image import pil_pixel_limit
+
+    with pil_pixel_limit(file), Image.open(file) as im:  # whole-slide JPEGs are ~9,300 × 9,900 px
         full_w, full_h = im.size
         scale = min(1.0, HIRES_MAX_SIDE / max(full_w, full_h))
         size = (round(full_w * scale), round(full_h * scale))

@@ -16,15 +16,23 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
-from hinge_sc._constants import REGISTRY_KEYS
+from hinge_sc._constants import FEATURE_PROVENANCE_KEY, REGISTRY_KEYS
 from hinge_sc._random import Noise, seeded, spot_seeds
-from hinge_sc._validators import check_counts, check_obsm
+from hinge_sc._validators import (
+    check_counts,
+    check_genes_given,
+    check_n_obs,
+    check_obsm,
+    check_positive_int,
+    check_unique_var_names,
+)
 from hinge_sc.module import HINGEModule
 from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._trainingplan import HINGETrainingPlan
 
 from ._persistence import load_model, save_model
 from ._prediction import Prediction
+from ._feature_provenance import check_generate_inputs, feature_provenance
 from ._spatialdata import resolve_table, setup_spatialdata
 
 if TYPE_CHECKING:
@@ -49,8 +57,9 @@ class HINGE(BaseModelClass):
     backbone
         Frozen single-cell foundation model, e.g. :meth:`hinge_sc.Backbone.random` or a loaded checkpoint.
     genes
-        Panel genes (a subset of ``adata.var_names``); default: every registered gene. Genes absent from
-        the backbone vocabulary are dropped and reported.
+        Panel genes (a subset of ``adata.var_names``); default: every registered gene, of which those absent
+        from the backbone vocabulary are dropped and reported. Explicit ``genes`` absent from the vocabulary
+        raise, unless ``drop_missing_genes=True``.
     n_steps
         Diffusion steps ``T``.
     schedule, schedule_power
@@ -81,6 +90,8 @@ class HINGE(BaseModelClass):
     standardize_features
         Standardise each image feature with the mean and s.d. over the registered spots (and their views) before
         the conditioning network; the statistics are saved with the model and applied to new spots.
+    drop_missing_genes
+        Drop explicit ``genes`` that are not in the backbone vocabulary (with a warning) instead of raising.
     registry
         Used by :meth:`load` to build a model without data.
 
@@ -116,6 +127,7 @@ class HINGE(BaseModelClass):
         freeze_backbone: bool = True,
         lora_rank: int | None = None,
         standardize_features: bool = True,
+        drop_missing_genes: bool = False,
         seed: int = 0,
         registry: dict | None = None,
     ):
@@ -124,7 +136,7 @@ class HINGE(BaseModelClass):
         if backbone is None:
             raise ValueError("`backbone` is required, e.g. `hs.Backbone.random(adata.var_names)`.")
         var_names = pd.Index(self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
-        self.panel_genes_ = self._select_panel(var_names, genes, backbone)
+        self.panel_genes_ = self._select_panel(var_names, genes, backbone, drop_missing_genes=drop_missing_genes)
         token_ids, _ = backbone.token_ids(self.panel_genes_)
         n_features = int(self.summary_stats[f"n_{REGISTRY_KEYS.FEATURES_KEY}"])
         with seeded(seed):
@@ -177,7 +189,10 @@ class HINGE(BaseModelClass):
         )
 
     @staticmethod
-    def _select_panel(var_names: pd.Index, genes: Sequence[str] | None, backbone: Backbone) -> list[str]:
+    def _select_panel(
+        var_names: pd.Index, genes: Sequence[str] | None, backbone: Backbone, *, drop_missing_genes: bool = False
+    ) -> list[str]:
+        check_genes_given(genes, argument="genes")
         if genes is None:
             candidates = list(var_names)
         else:
@@ -200,6 +215,12 @@ class HINGE(BaseModelClass):
                 f"{' …' if len(pairs) > 20 else ''}. Check `backbone.match_genes(genes)` if that is not wanted.",
                 UserWarning,
                 stacklevel=3,
+            )
+        if missing and genes is not None and not drop_missing_genes:
+            raise KeyError(
+                f"{len(missing)} of the {len(candidates)} requested `genes` are not in the backbone vocabulary "
+                f"({len(backbone.genes)} genes): {missing[:20]}{' …' if len(missing) > 20 else ''}. Remove them from "
+                "`genes`, or pass `drop_missing_genes=True` to drop them with a warning."
             )
         missing_set = set(missing)
         panel = [g for g in candidates if g not in missing_set]
@@ -235,9 +256,14 @@ class HINGE(BaseModelClass):
         features_key: str = "X_histology",
         views_key: str | None = None,
         section_key: str | None = None,
+        allow_non_integer: bool = False,
         **kwargs,
     ) -> None:
         """Register raw counts and image features of ``adata``.
+
+        The settings of the features (encoder, width, patch size in µm, µm/px, context), as recorded by
+        :func:`hinge_sc.pp.histology_features` in ``adata.uns[features_key]["params"]``, are kept in the registry
+        and saved with the model; :meth:`generate` checks new data against them.
 
         Parameters
         ----------
@@ -252,15 +278,22 @@ class HINGE(BaseModelClass):
             sample with the spot's expression as target.
         section_key
             Optional ``adata.obs`` column with the tissue section of each spot.
+        allow_non_integer
+            Accept non-negative non-integer counts: for corrected non-integer counts, e.g. ambient-RNA corrected.
 
         Raises
         ------
         KeyError
             A key is missing.
+        TypeError
+            Features of a non-numeric (object) dtype.
         ValueError
-            Features with NaNs or the wrong shape, or counts that are negative or not finite.
+            No spots, duplicated ``var_names``, features with NaNs or the wrong shape, or counts that are negative,
+            not finite or (unless ``allow_non_integer``) not integers.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        check_n_obs(adata)
+        check_unique_var_names(adata)
         features = check_obsm(adata, features_key, argument="features_key", ndim=2)
         if views_key is not None:
             views = check_obsm(adata, views_key, argument="views_key", ndim=3)
@@ -273,9 +306,13 @@ class HINGE(BaseModelClass):
             raise KeyError(f"`layer={layer!r}` is not in `adata.layers` (available: {list(adata.layers)}).")
         if section_key is not None and section_key not in adata.obs:
             raise KeyError(f"`section_key={section_key!r}` is not a column of `adata.obs`.")
-        check_counts(adata.X if layer is None else adata.layers[layer], where=f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`")
+        check_counts(
+            adata.X if layer is None else adata.layers[layer],
+            where=f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`",
+            allow_non_integer=allow_non_integer,
+        )
         fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=not allow_non_integer),
             ObsmField(REGISTRY_KEYS.FEATURES_KEY, features_key),
             CategoricalObsField(REGISTRY_KEYS.SECTION_KEY, section_key),
         ]
@@ -283,6 +320,7 @@ class HINGE(BaseModelClass):
             fields.append(ObsmField(REGISTRY_KEYS.VIEWS_KEY, views_key))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
+        adata_manager.registry[FEATURE_PROVENANCE_KEY] = feature_provenance(adata, features_key)
         cls.register_manager(adata_manager)
 
     @classmethod
@@ -435,6 +473,7 @@ class HINGE(BaseModelClass):
         **trainer_kwargs
             Other :class:`~scvi.train.Trainer` / :class:`lightning.pytorch.Trainer` arguments.
         """
+        check_positive_int(batch_size, argument="batch_size")
         arrays = self._training_arrays()
         data_module = self._data_splitter_cls(
             arrays["counts"],
@@ -567,6 +606,7 @@ class HINGE(BaseModelClass):
         :class:`~hinge_sc.model.Prediction` with the per-spot mean and standard deviation (DataFrames indexed by
         ``adata.obs_names`` with the panel genes as columns, model scale) and optionally the samples.
         """
+        check_generate_inputs(self, adata, features_key=features_key, batch_size=batch_size)
         adata = resolve_table(type(self), self.adata if adata is None else adata)
         if adata is None:
             raise ValueError("Pass `adata`: this model was loaded without data.")

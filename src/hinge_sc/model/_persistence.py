@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from hinge_sc._constants import REGISTRY_KEYS
+from hinge_sc._constants import FEATURE_PROVENANCE_KEY, REGISTRY_KEYS
 from hinge_sc._files import (
     MANIFEST_FILE,
     FileIntegrityError,
@@ -211,6 +211,8 @@ def load_model(
         setup_args = {k: v for k, v in registry["setup_args"].items() if k != "kwargs"}
         cls.setup_anndata(adata, **setup_args)
         model = cls(adata, backbone, **params)
+        if FEATURE_PROVENANCE_KEY in registry:  # the training features' settings, not the attached data's
+            model.registry_[FEATURE_PROVENANCE_KEY] = registry[FEATURE_PROVENANCE_KEY]
     else:
         model = cls(None, backbone, registry=registry, **params)
     _load_weights(model, saved["state"], path)

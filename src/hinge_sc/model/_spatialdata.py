@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from hinge_sc._validators import check_counts, check_n_obs
 from hinge_sc.pp._spatialdata import get_table, is_spatialdata
 
 if TYPE_CHECKING:
@@ -54,17 +55,27 @@ def setup_spatialdata(
     views_key: str | None = None,
     section_key: str | None = None,
     histology_kwargs: Mapping[str, Any] | None = None,
+    allow_non_integer: bool = False,
     **kwargs: Any,
 ) -> None:
     """Register the table of a SpatialData object, computing its histology features first if missing.
 
-    See :meth:`hinge_sc.HINGE.setup_spatialdata`.
+    See :meth:`hinge_sc.HINGE.setup_spatialdata`; ``allow_non_integer`` (also accepted by it through its
+    ``**kwargs``) accepts non-negative non-integer counts, for corrected non-integer counts, e.g. ambient-RNA
+    corrected, as in :meth:`hinge_sc.HINGE.setup_anndata`.
     """
     if not is_spatialdata(sdata):
         raise TypeError(
             f"`sdata` must be a SpatialData object, found {type(sdata).__name__}; use `setup_anndata` for an AnnData."
         )
     _, table = get_table(sdata, table_key)
+    check_n_obs(table, argument=f"sdata.tables[{table_key!r}]")
+    if layer is not None and layer not in table.layers:
+        raise KeyError(
+            f"`layer={layer!r}` is not in the layers of table {table_key!r} (available: {list(table.layers)})."
+        )
+    where = f"`sdata.tables[{table_key!r}].{'X' if layer is None else f'layers[{layer!r}]'}`"
+    check_counts(table.X if layer is None else table.layers[layer], where=where, allow_non_integer=allow_non_integer)
     if features_key not in table.obsm:
         from hinge_sc.pp import histology_features
 
@@ -82,5 +93,6 @@ def setup_spatialdata(
             "overwrite=True)` first."
         )
     cls.setup_anndata(
-        table, layer=layer, features_key=features_key, views_key=views_key, section_key=section_key, **kwargs
-    )
+        table, layer=layer, features_key=features_key, views_key=views_key, section_key=section_key,
+        allow_non_integer=allow_non_integer, **kwargs,
+    )  # fmt: skip

@@ -41,6 +41,7 @@ def coexpression(
     library_id: str | None = None,
     section_key: str | None = "section",
     scale: str | None = None,
+    allow_non_integer: bool = False,
     cluster: bool = True,
     cmap: str = "RdBu_r",
     figsize: tuple[float, float] | None = None,
@@ -72,6 +73,8 @@ def coexpression(
         Column of ``obs`` with sections; ``None`` uses all spots.
     scale
         ``"log2p1"`` or ``"log1p_cp10k"``; default the predictions' scale.
+    allow_non_integer
+        Accept non-negative non-integer counts: for corrected non-integer counts, e.g. ambient-RNA corrected.
     cluster
         Order genes by average-linkage clustering of the measured correlations (same order in both panels).
     cmap
@@ -96,7 +99,8 @@ def coexpression(
     KeyError
         If ``obsm[key]`` is missing (run :func:`hinge_sc.tl.generate`) or genes are not measured and predicted.
     ValueError
-        If fewer than 2 genes vary, or ``ax`` is not two Axes.
+        If fewer than 2 genes vary, ``ax`` is not two Axes, or the counts are not integer counts (unless
+        ``allow_non_integer``).
 
     Examples
     --------
@@ -115,7 +119,9 @@ def coexpression(
     check_genes(genes, adata.var_names, argument="genes", where="`adata.var_names` (no measured counts)")
     scale, native = _resolve_scale(adata, key, scale)
     library_id, mask = _library_mask(adata, library_id, section_key)
-    measured, predicted, _, _ = paired_values(adata, key, genes, layer=layer, scale=scale, native=native)
+    measured, predicted, _, _ = paired_values(
+        adata, key, genes, layer=layer, scale=scale, native=native, allow_non_integer=allow_non_integer
+    )
     mask &= np.isfinite(predicted).all(1)
     measured, predicted = measured[mask], predicted[mask]
     valid = (np.ptp(measured, axis=0) > 0) & (np.ptp(predicted, axis=0) > 0) if len(measured) > 1 else None

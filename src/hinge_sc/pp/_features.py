@@ -3,12 +3,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .._validators import check_key_free
+from .._validators import check_key_free, check_positive_finite
 from ._encoders import HandcraftedEncoder, as_encoder
 from ._handcrafted import FEATURE_NAMES, handcrafted_features
 from ._patches import iter_patches, patch_groups
@@ -72,6 +73,55 @@ def _fingerprint(params: Mapping[str, Any], groups) -> str:
         digest.update(np.ascontiguousarray(g.obs_idx, dtype=np.int64).tobytes())
         digest.update(np.ascontiguousarray(g.xy, dtype=np.float64).tobytes())
     return digest.hexdigest()
+
+
+def _spots_hash(obs_names: Sequence[str]) -> str:
+    """SHA-256 of the spot names in order."""
+    return hashlib.sha256("\n".join(map(str, obs_names)).encode()).hexdigest()
+
+
+def _write_cache(cache_file: Path, feats: np.ndarray, obs_names: Sequence[str]) -> None:
+    """Write the features and, beside them, a record of their shape and of the spots' names and order."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache_file, feats)
+    record = {"shape": list(feats.shape), "n_spots": len(obs_names), "spots_sha256": _spots_hash(obs_names)}
+    cache_file.with_suffix(".json").write_text(json.dumps(record))
+    logger.info("Cached the features in %s.", cache_file)
+
+
+def _read_cache(cache_file: Path, obs_names: Sequence[str], views: int) -> np.ndarray | None:
+    """Cached features if the file exists and fits these spots, else ``None``.
+
+    A cache that does not fit (no record of its spots, another spot order, shape, or non-finite values) is ignored
+    with a warning, and the features are recomputed and the cache rewritten.
+    """
+    if not cache_file.is_file():
+        return None
+    meta_file = cache_file.with_suffix(".json")
+    problem = None
+    try:
+        feats = np.load(cache_file)
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
+    except (OSError, ValueError) as err:
+        feats, meta, problem = None, None, f"it cannot be read ({err})"
+    if problem is None and meta is None:
+        problem = "it has no record of its spots"
+    elif problem is None and meta.get("spots_sha256") != _spots_hash(obs_names):
+        problem = "it was written for other spots or another spot order"
+    elif problem is None and (feats.ndim != 3 or feats.shape[:2] != (len(obs_names), views)):
+        problem = f"its shape {feats.shape} does not fit {len(obs_names)} spots × {views} views"
+    elif problem is None and not np.isfinite(feats).all():
+        problem = "it has NaN or infinite values"
+    if problem is not None:
+        warnings.warn(
+            f"The cached features {cache_file} are not used: {problem}. They are recomputed and the cache is "
+            "rewritten.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    logger.info("Read the features from the cache %s.", cache_file)
+    return feats
 
 
 def _writable(value: Any) -> Any:
@@ -156,7 +206,9 @@ def histology_features(
         Key of the outputs in ``obsm`` and ``uns``.
     cache_dir
         Folder where features are stored by fingerprint (settings, encoder weights, spot centres, image identity)
-        and read back by a later call with the same fingerprint.
+        and read back by a later call with the same fingerprint. A cached file is used only if its record of the
+        spots (names and order) matches, its shape fits and its values are finite; otherwise it is recomputed and
+        rewritten, with a warning.
     overwrite
         Replace existing outputs under ``key_added`` that were computed with other settings.
     copy
@@ -184,8 +236,15 @@ def histology_features(
     KeyError
         If an output key exists with other settings and ``overwrite`` is false.
     ValueError
-        If ``views`` is not 1 or 8, ``encoder`` is unknown, a section has no image or µm/px, spots lie outside
-        their image, or image and spots share no coordinate system.
+        If ``views`` is not 1 or 8, ``patch_size_um`` is not a finite number > 0, ``encoder`` is unknown, a section
+        has no image or µm/px, an image looks channel-first (C, H, W), spots lie outside their image, or image and
+        spots share no coordinate system.
+
+    Warns
+    -----
+    UserWarning
+        If patches are more than half padding (spots near the border of a small image), or a cached file does not
+        fit (it is recomputed).
 
     Examples
     --------
@@ -204,6 +263,7 @@ def histology_features(
         raise ValueError(f"`context_scale` must be > 1 (times the patch side), found {context_scale}.")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, found {batch_size}.")
+    check_positive_finite(patch_size_um, argument="patch_size_um", unit=" (µm)", example=112)
     target = get_table(data, table_key)[1] if is_spatialdata(data) else data
     groups = patch_groups(
         data, library_key=library_key, spatial_key=spatial_key, table_key=table_key, image_key=image_key,
@@ -254,10 +314,8 @@ def histology_features(
         check_key_free(target.obsm, views_key, where="obsm", overwrite=overwrite)
 
     cache_file = Path(cache_dir) / f"{fingerprint}.npy" if cache_dir is not None else None
-    if cache_file is not None and cache_file.is_file():
-        feats = np.load(cache_file)
-        logger.info("Read the features from the cache %s.", cache_file)
-    else:
+    feats = _read_cache(cache_file, target.obs_names, views) if cache_file is not None else None
+    if feats is None:
         common = {"views": views, "patch_size_um": patch_size_um, "out_size": out_size, "batch_size": batch_size,
                   "show_progress_bar": show_progress_bar}  # fmt: skip
         feats = _embed(groups, enc, target.n_obs, zoom_out=1.0, desc="histology features", **common)
@@ -269,9 +327,7 @@ def histology_features(
             field = _embed(groups, enc, target.n_obs, zoom_out=context_scale, desc="context field", **common)
             feats = np.concatenate([feats, field], axis=-1)
         if cache_file is not None:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cache_file, feats)
-            logger.info("Cached the features in %s.", cache_file)
+            _write_cache(cache_file, feats, target.obs_names)
 
     target = target.copy() if copy else target
     target.obsm[key_added] = np.ascontiguousarray(feats[:, 0])

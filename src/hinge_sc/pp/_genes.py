@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from hinge_sc._validators import check_counts, check_key_free
+from hinge_sc._validators import check_counts, check_genes_given, check_key_free, check_n_obs, check_positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -64,6 +64,7 @@ def select_genes(
     n_top_hvg: int = 2000,
     key_added: str = "hinge_panel",
     overwrite: bool = False,
+    allow_non_integer: bool = False,
 ) -> list[str]:
     """Choose the gene panel HINGE generates.
 
@@ -100,18 +101,25 @@ def select_genes(
         Boolean ``adata.var`` column marking the panel.
     overwrite
         Replace an existing ``adata.var[key_added]``.
+    allow_non_integer
+        Accept non-negative non-integer counts: for corrected non-integer counts, e.g. ambient-RNA corrected.
 
     Returns
     -------
     The panel, ordered by decreasing mean count. Writes ``adata.var[key_added]``.
     """
     check_key_free(adata.var, key_added, where="adata.var", overwrite=overwrite)
+    check_n_obs(adata)
+    check_positive_int(n_genes, argument="n_genes")
+    if vocabulary is not None and not isinstance(vocabulary, str) and not hasattr(vocabulary, "match_genes"):
+        check_genes_given(list(vocabulary), argument="vocabulary")
     if section_key is not None and section_key not in adata.obs:
         raise KeyError(f"`section_key={section_key!r}` is not a column of `adata.obs`; pass `section_key=None`.")
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"`layer={layer!r}` is not in `adata.layers`.")
     x = _counts(adata, layer)
-    check_counts(x, where="the counts")
+    where = f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`"
+    check_counts(x, where=where, allow_non_integer=allow_non_integer)
     candidates = adata.var_names[~adata.var_names.str.match(_EXCLUDED)]
     if vocabulary is not None:
         in_vocab = _in_vocabulary(candidates, vocabulary, aliases)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +174,36 @@ class SlideImage:
         return small, size[1] / w
 
 
+def check_channels_last(shape: tuple[int, ...], *, where: str) -> None:
+    """Raise if an image of ``shape`` looks channel-first, ``(C, H, W)``, instead of ``(H, W, C)``."""
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"{where} has shape {tuple(shape)}, which looks channel-first (C, H, W); expected (height, width, "
+            f"channels). Transpose it to (H, W, {shape[0]}), e.g. `np.moveaxis(image, 0, -1)`."
+        )
+
+
+@contextmanager
+def pil_pixel_limit(path: str | os.PathLike) -> Iterator[None]:
+    """Raise PIL's decompression-bomb limit to the size of the image at ``path`` for this block only.
+
+    The header is read with the limit lifted, the limit is set to that image's pixel count (never lowered) for the
+    block, and PIL's limit is restored afterwards, so that other images opened by the process keep PIL's guard.
+    """
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None
+        with Image.open(path) as im:  # the header only
+            width, height = im.size
+        if before is not None:
+            Image.MAX_IMAGE_PIXELS = max(int(before), width * height)
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
 def from_array(img: Any, *, source: str = "array") -> SlideImage:
     """Wrap a (H, W, C) / (H, W) numpy or dask array, or a spatialdata image (DataArray or multiscale DataTree)."""
     levels = _xarray_levels(img)
@@ -179,6 +213,7 @@ def from_array(img: Any, *, source: str = "array") -> SlideImage:
             raise ValueError(
                 f"An image must have shape (height, width) or (height, width, channels), found {arr.shape}."
             )
+        check_channels_last(arr.shape, where=f"`{source}`")
         levels = [arr]
     w0 = levels[0].shape[1]
     return SlideImage(levels, [w0 / lvl.shape[1] for lvl in levels], source)
@@ -220,8 +255,7 @@ def open_image_file(
         return _open_tiff(path)
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = None  # whole-slide images exceed PIL's decompression-bomb limit
-    with Image.open(path) as im:
+    with pil_pixel_limit(path), Image.open(path) as im:  # whole slides exceed PIL's decompression-bomb limit
         full_w = im.size[0]
         reduce = 1
         while side_px is not None and out_size is not None and reduce < 8 and side_px / (2 * reduce) >= out_size:

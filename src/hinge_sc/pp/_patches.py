@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._validators import check_positive_finite
 from ._image import PAD_VALUE, SlideImage, from_array, open_image_file
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ __all__ = ["PAD_VALUE", "PatchGroup", "extract_patches", "iter_patches", "patch_
 
 #: Diameter of a 10x Visium spot, µm.
 VISIUM_SPOT_DIAMETER_UM = 55.0
+#: Fraction of a patch's area past the image border above which the patch counts as mostly padding.
+MAX_PADDING = 0.5
 
 
 @dataclass
@@ -158,7 +161,8 @@ def _identity(lib: Mapping, section: str) -> str:
     for res in ("hires", "lowres"):
         if res in images:
             scalef = lib.get("scalefactors", {}).get(f"tissue_{res}_scalef")
-            return f"{res}:{scalef}:{from_array(images[res]).fingerprint()}"
+            where = f"uns['spatial'][{section!r}]['images'][{res!r}]"
+            return f"{res}:{scalef}:{from_array(images[res], source=where).fingerprint()}"
     return section
 
 
@@ -207,6 +211,27 @@ def patch_groups(
     return _anndata_groups(data, library_key=library_key, spatial_key=spatial_key, microns_per_pixel=microns_per_pixel)
 
 
+def padding_fraction(xy: np.ndarray, side: float, h: int, w: int) -> np.ndarray:
+    """Fraction of the area of square patches of ``side`` px centred on ``xy`` (n, 2) that lies outside (h, w)."""
+    half = side / 2
+    inside_x = np.clip(np.minimum(xy[:, 0] + half, w) - np.maximum(xy[:, 0] - half, 0), 0, None)
+    inside_y = np.clip(np.minimum(xy[:, 1] + half, h) - np.maximum(xy[:, 1] - half, 0), 0, None)
+    return 1.0 - inside_x * inside_y / (side * side)
+
+
+def _warn_padding(group: PatchGroup, xy: np.ndarray, side: float, h: int, w: int) -> None:
+    """Warn when patches of ``group`` are mostly white padding (spots near the border of a small image)."""
+    n_bad = int((padding_fraction(xy, side, h, w) > MAX_PADDING).sum())
+    if n_bad:
+        warnings.warn(
+            f"{n_bad} of {len(xy)} patches of section {group.section!r} are more than {MAX_PADDING:.0%} padding "
+            f"(past the border of its {w} × {h} px image), so their features describe mostly white padding. "
+            "Check the image (a low-resolution or cropped image?), its scale factor and `patch_size_um`.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def iter_patches(
     groups: Sequence[PatchGroup],
     *,
@@ -221,8 +246,7 @@ def iter_patches(
 
     ``positions`` indexes into ``group.obs_idx``; ``zoom_out`` multiplies the patch side (larger fields of view).
     """
-    if not patch_size_um > 0:
-        raise ValueError(f"`patch_size_um` must be positive (µm), found {patch_size_um}.")
+    check_positive_finite(patch_size_um, argument="patch_size_um", unit=" (µm)", example=112)
     if out_size is not None and out_size < 1:
         raise ValueError(f"`out_size` must be a positive number of pixels or None, found {out_size}.")
     n_total = sum(len(g.obs_idx) for g in groups)
@@ -240,6 +264,7 @@ def iter_patches(
                 f"({w} × {h} px at scale {scale:.4g}), e.g. at {group.xy[outside][0].round(1).tolist()}. Check "
                 "`spatial_key` (full-resolution pixels expected), the image's scale factor or the transformations."
             )
+        _warn_padding(group, xy, max(1, round(side_ref * scale)), h, w)
         step = len(xy) if batch_size is None else max(1, batch_size)
         for start in range(0, len(xy), step):
             pos = np.arange(start, min(start + step, len(xy)))
@@ -269,7 +294,8 @@ def extract_patches(
     The side of a patch is ``max(patch_size_um, spot diameter)`` µm, converted to pixels with the slide's µm/px
     (HINGE §2), then resized to ``out_size`` px (bicubic). Each image is opened once; dask-backed images
     (SpatialData elements, tiled TIFFs) are read lazily, crop by crop, from the coarsest pyramid level that still
-    gives ``out_size`` px. Patches that extend past the image border are padded with white (255), never dropped.
+    gives ``out_size`` px. Patches that extend past the image border are padded with white (255), never dropped;
+    patches that are more than half padding are counted and warned about.
 
     For an AnnData (scanpy/squidpy Visium convention) the image is the file named in
     ``uns["spatial"][section]["metadata"]["source_image_path"]`` when it exists (a JPEG is decoded at 1/2, 1/4 or
@@ -313,8 +339,8 @@ def extract_patches(
     Raises
     ------
     ValueError
-        If a section has no image or no µm/px, spots lie outside their image, or image and shapes share no
-        coordinate system.
+        If ``patch_size_um`` is not a finite number > 0, a section has no image or no µm/px, an image looks
+        channel-first (C, H, W), spots lie outside their image, or image and shapes share no coordinate system.
     KeyError
         If ``library_key``, ``spatial_key``, ``table_key``, ``image_key`` or ``shapes_key`` is missing.
 
@@ -322,6 +348,7 @@ def extract_patches(
     --------
     >>> patches = hs.pp.extract_patches(adata, patch_size_um=112, out_size=224)
     """
+    check_positive_finite(patch_size_um, argument="patch_size_um", unit=" (µm)", example=112)
     groups = patch_groups(
         data, library_key=library_key, spatial_key=spatial_key, table_key=table_key, image_key=image_key,
         shapes_key=shapes_key, microns_per_pixel=microns_per_pixel,

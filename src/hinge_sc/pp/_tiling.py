@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._validators import check_positive_finite
 from ._image import SlideImage, from_array, open_image_file, tiff_microns_per_pixel
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def _open(image: Any, image_key: str | None) -> tuple[SlideImage, str | None, An
         element = image.images[image_key]
         return from_array(element, source=f"sdata.images[{image_key!r}]"), None, element
     kind = type(image).__name__
-    return from_array(image), None, image if kind in ("DataArray", "DataTree") else None
+    return from_array(image, source="image"), None, image if kind in ("DataArray", "DataTree") else None
 
 
 def _grid(h: int, w: int, spacing_px: float, grid: str) -> tuple[np.ndarray, np.ndarray]:
@@ -163,10 +164,10 @@ def tile_slide(
 
     from ._spatialdata import is_spatialdata
 
-    if not spot_diameter_um > 0 or not spacing_um > 0:
-        raise ValueError(
-            f"`spot_diameter_um` and `spacing_um` must be positive, found {spot_diameter_um}, {spacing_um}."
-        )
+    check_positive_finite(spot_diameter_um, argument="spot_diameter_um", unit=" (µm)")
+    check_positive_finite(spacing_um, argument="spacing_um", unit=" (µm)")
+    if microns_per_pixel is not None:
+        check_positive_finite(microns_per_pixel, argument="microns_per_pixel", unit=" (µm/px)")
     if grid not in ("hex", "square"):
         raise ValueError(f"`grid` must be 'hex' or 'square', found {grid!r}.")
     slide, path, element = _open(image, image_key)

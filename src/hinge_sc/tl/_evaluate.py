@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._validators import check_counts, check_genes, check_key_free, check_prediction_frame
+from .._validators import (
+    check_counts,
+    check_genes,
+    check_genes_given,
+    check_key_free,
+    check_n_obs,
+    check_prediction_frame,
+)
 from ._metrics import (
     SCALES,
     Scale,
@@ -164,6 +171,7 @@ def paired_values(
     layer: str | None = None,
     scale: str,
     native: str,
+    allow_non_integer: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Measured and predicted values of ``genes`` on the evaluation ``scale`` (see :func:`evaluate`).
 
@@ -175,7 +183,7 @@ def paired_values(
     pred_df = adata.obsm[key]
     genes = list(genes)
     x = adata.layers[layer] if layer is not None else adata.X
-    check_counts(x, where=f"`adata.layers[{layer!r}]`" if layer else "`adata.X`")
+    check_counts(x, where=f"`adata.layers[{layer!r}]`" if layer else "`adata.X`", allow_non_integer=allow_non_integer)
     # genes over which "log1p_cp10k" normalises: every measured prediction column (the panel), not only `genes`
     norm_genes = [g for g in pred_df.columns if g in set(adata.var_names)] if scale == "log1p_cp10k" else genes
     sub = x[:, adata.var_names.get_indexer(norm_genes)]
@@ -214,6 +222,7 @@ def evaluate(
     n_neighs: int = 6,
     key_added: str | None = None,
     overwrite: bool = False,
+    allow_non_integer: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     r"""Score generated expression against the measured counts, per section (:cite:p:`Fang2026`, §7).
 
@@ -268,6 +277,8 @@ def evaluate(
         Key of ``uns`` for the results; default ``f"{key}_evaluation"``.
     overwrite
         Replace an existing ``uns[key_added]``.
+    allow_non_integer
+        Accept non-negative non-integer counts: for corrected non-integer counts, e.g. ambient-RNA corrected.
 
     Returns
     -------
@@ -286,7 +297,8 @@ def evaluate(
         If ``obsm[key]`` is missing (run :func:`hinge_sc.tl.generate`), genes are not in ``var_names``, or
         ``uns[key_added]`` exists and ``overwrite`` is false.
     ValueError
-        If ``scale`` is unknown or cannot be reached from the predictions' scale, or the counts are not raw.
+        If ``adata`` has no spots, ``genes`` is empty, ``scale`` is unknown or cannot be reached from the
+        predictions' scale, or the counts are not raw integer counts (unless ``allow_non_integer``).
 
     Examples
     --------
@@ -294,6 +306,8 @@ def evaluate(
     >>> per_section.loc["mean", "pcc_50"]
     >>> hs.tl.evaluate(adata, key="hinge", scale="log1p_cp10k", key_added="hinge_cp10k")
     """
+    check_n_obs(adata)
+    check_genes_given(genes, argument="genes")
     pred_df = check_prediction_frame(adata, key, argument="key")
     key_added = f"{key}_evaluation" if key_added is None else key_added
     check_key_free(adata.uns, key_added, where="adata.uns", overwrite=overwrite)
@@ -318,7 +332,9 @@ def evaluate(
                 stacklevel=2,
             )
 
-    measured, predicted, std, samples = paired_values(adata, key, genes, layer=layer, scale=scale, native=native)
+    measured, predicted, std, samples = paired_values(
+        adata, key, genes, layer=layer, scale=scale, native=native, allow_non_integer=allow_non_integer
+    )
 
     ok = np.isfinite(predicted).all(1)
     if not ok.all():

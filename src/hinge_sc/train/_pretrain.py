@@ -161,6 +161,11 @@ class _History(pl.Callback):
         self.rows.append(row)
 
 
+#: Trainer arguments :func:`run_pretraining` sets itself (``callbacks`` and ``gradient_clip_val`` are merged).
+RESERVED_TRAINER_KWARGS = ("enable_checkpointing", "enable_progress_bar", "enable_model_summary", "logger",
+                           "max_epochs", "accelerator", "devices", "strategy")  # fmt: skip
+
+
 def split_spots(n: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random train/validation split of ``n`` spots."""
     perm = np.random.default_rng(seed).permutation(n)
@@ -297,20 +302,37 @@ def pretrain_backbone(
     strategy: str | None = None,
     checkpoint_dir: str | None = None,
     show_progress_bar: bool = True,
+    allow_non_integer: bool = False,
     **trainer_kwargs,
 ):
-    """Implementation of :meth:`hinge_sc.Backbone.pretrain`."""
+    """Implementation of :meth:`hinge_sc.Backbone.pretrain`.
+
+    ``allow_non_integer`` (reaching here through the ``**trainer_kwargs`` of :meth:`~hinge_sc.Backbone.pretrain`)
+    accepts non-negative non-integer counts, for corrected non-integer counts, e.g. ambient-RNA corrected.
+    ``trainer_kwargs`` that this function sets itself (:data:`RESERVED_TRAINER_KWARGS`) raise a TypeError.
+    """
     import warnings
 
     import pandas as pd
 
-    from hinge_sc._validators import check_counts
+    from hinge_sc._validators import (
+        check_counts,
+        check_genes_given,
+        check_n_obs,
+        check_positive_int,
+        check_trainer_kwargs,
+    )
     from hinge_sc.nn import Backbone
 
+    check_trainer_kwargs(trainer_kwargs, RESERVED_TRAINER_KWARGS, where="`Backbone.pretrain`")
+    check_positive_int(batch_size, argument="batch_size")
+    check_n_obs(adata)
+    check_genes_given(genes, argument="genes")
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"`layer={layer!r}` is not in `adata.layers` (available: {list(adata.layers)}).")
     x = adata.X if layer is None else adata.layers[layer]
-    check_counts(x, where="the counts")
+    where = f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`"
+    check_counts(x, where=where, allow_non_integer=allow_non_integer)
     var_names = pd.Index(adata.var_names)
     genes = list(var_names) if genes is None else [str(g) for g in genes]
     absent = [g for g in genes if g not in var_names]
