@@ -9,7 +9,9 @@ from typing import Any
 def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
     """Warn that ``old`` is deprecated in favour of ``new``."""
     warnings.warn(
-        f"`{old}` is deprecated and will be removed in the next release; use `{new}`.", FutureWarning, stacklevel=stacklevel
+        f"`{old}` is deprecated and will be removed in the next release; use `{new}`.",
+        FutureWarning,
+        stacklevel=stacklevel,
     )
 
 

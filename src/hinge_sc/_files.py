@@ -48,7 +48,9 @@ def refuse_existing(paths: Sequence[Path], *, overwrite: bool) -> None:
     found = existing(paths)
     if found and not overwrite:
         names = ", ".join(str(p) for p in found)
-        raise FileExistsError(f"{len(found)} file(s) would be replaced: {names}. Pass `overwrite=True` to replace them.")
+        raise FileExistsError(
+            f"{len(found)} file(s) would be replaced: {names}. Pass `overwrite=True` to replace them."
+        )
 
 
 @contextlib.contextmanager
@@ -89,7 +91,9 @@ def read_json(path: str | Path) -> Any:
     try:
         return from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FileIntegrityError(f"{path} could not be read as JSON ({err}); the file is truncated or corrupt.") from err
+        raise FileIntegrityError(
+            f"{path} could not be read as JSON ({err}); the file is truncated or corrupt."
+        ) from err
 
 
 # ---------------------------------------------------------------------------------------------------- JSON codec

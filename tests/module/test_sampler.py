@@ -6,8 +6,7 @@ import torch
 
 import hinge_sc as hs
 from hinge_sc._random import Noise
-from hinge_sc.module import HINGEModule, reverse_step_grid, sample_masked
-from hinge_sc.module import hidden_schedule
+from hinge_sc.module import HINGEModule, hidden_schedule, reverse_step_grid, sample_masked
 
 GENES = [f"G{i}" for i in range(40)]
 

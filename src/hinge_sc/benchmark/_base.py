@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._scales import check_scale, to_model_scale
 from .._validators import check_counts, check_genes, check_genes_given, check_n_obs, check_obsm
 from ..model._prediction import Prediction
 from ..tl._write import prepare_target, write_prediction
-from ..tl._metrics import SCALES, transform_counts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -104,8 +104,7 @@ class Baseline:
             If ``adata`` has no spots, ``genes`` is empty, ``target_scale`` is unknown, the counts are not raw
             integer counts (unless ``allow_non_integer``), or no spot has panel counts.
         """
-        if target_scale not in SCALES:
-            raise ValueError(f"`target_scale` must be one of {SCALES}, found {target_scale!r}.")
+        check_scale(target_scale)
         check_n_obs(adata)
         check_genes_given(genes, argument="genes")
         if layer is not None and layer not in adata.layers:
@@ -135,7 +134,7 @@ class Baseline:
                 stacklevel=2,
             )
         library = np.asarray(x.sum(1)).ravel()[keep]
-        y = transform_counts(counts[keep], target_scale, library_size=library)
+        y = to_model_scale(counts[keep], target_scale, library_size=library)
         if views is not None:
             n_views = views.shape[1]
             xs = views[keep].reshape(-1, views.shape[2])

@@ -30,9 +30,9 @@ from hinge_sc.module import HINGEModule
 from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._trainingplan import HINGETrainingPlan
 
+from ._feature_provenance import check_generate_inputs, feature_provenance
 from ._persistence import load_model, save_model
 from ._prediction import Prediction
-from ._feature_provenance import check_generate_inputs, feature_provenance
 from ._spatialdata import resolve_table, setup_spatialdata
 
 if TYPE_CHECKING:
@@ -545,7 +545,9 @@ class HINGE(BaseModelClass):
             # fine-tuned: the model's backbone is now its own (a copy of the one passed in)
             self.backbone_info_ = {"name": self.backbone_info_["name"], "checksum": self.module.backbone.checksum()}
         if restored:
-            logger.info("Restored the weights of epoch %d (validation loss %.4f)", plan.best_epoch, plan.best_validation_loss)
+            logger.info(
+                "Restored the weights of epoch %d (validation loss %.4f)", plan.best_epoch, plan.best_validation_loss
+            )
         self.module.eval()
 
     def trainable_parameters(self) -> pd.Series:

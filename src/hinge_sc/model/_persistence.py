@@ -227,7 +227,11 @@ def _load_weights(model: HINGE, state: dict[str, torch.Tensor], path: Path) -> N
     """Load the adaptation weights; name what does not fit."""
     state = {_RENAMED_BUFFERS.get(k, k): v for k, v in state.items()}
     expected = {k: v.shape for k, v in model.module.state_dict().items() if not k.startswith(_BACKBONE_PREFIX)}
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k])}" for k, v in state.items() if k in expected and v.shape != expected[k]]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k])}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k]
+    ]
     if wrong:
         raise ValueError(f"Saved weights in {path} do not fit the model: mis-shaped {wrong[:10]}.")
     missing, unexpected = model.module.load_state_dict(state, strict=False)

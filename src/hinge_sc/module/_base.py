@@ -60,11 +60,17 @@ class DiffusionModule(nn.Module):
         """``(inference_outputs, generative_outputs[, loss_output])`` for a minibatch of ``tensors``."""
         inference_inputs = self._get_inference_input(tensors, **(get_inference_input_kwargs or {}))
         inference_outputs = self.inference(**inference_inputs, **(inference_kwargs or {}))
-        generative_inputs = self._get_generative_input(tensors, inference_outputs, **(get_generative_input_kwargs or {}))
+        generative_inputs = self._get_generative_input(
+            tensors, inference_outputs, **(get_generative_input_kwargs or {})
+        )
         generative_outputs = self.generative(**generative_inputs, **(generative_kwargs or {}))
         if not compute_loss:
             return inference_outputs, generative_outputs
-        return inference_outputs, generative_outputs, self.loss(tensors, inference_outputs, generative_outputs, **(loss_kwargs or {}))
+        return (
+            inference_outputs,
+            generative_outputs,
+            self.loss(tensors, inference_outputs, generative_outputs, **(loss_kwargs or {})),
+        )
 
     def on_load(self, model: Any, **kwargs) -> None:
         """Hook scvi-tools calls after loading (nothing to do)."""

@@ -8,11 +8,12 @@ import torch
 
 from hinge_sc._constants import MODULE_KEYS
 from hinge_sc._random import Noise
+from hinge_sc._scales import check_scale, to_model_scale
 from hinge_sc.nn import AdaptedBackbone
-from ._schedule import hidden_schedule, ranks_of, visibility
 
 from ._base import DiffusionModule, LossOutput
 from ._sampler import reverse_step_grid, sample_masked
+from ._schedule import hidden_schedule, ranks_of, visibility
 
 if TYPE_CHECKING:
     from hinge_sc.nn import Backbone
@@ -23,11 +24,13 @@ LossOn = Literal["revealed", "hidden"]
 
 
 def expression_target(counts: torch.Tensor, library: torch.Tensor, scale: TargetScale) -> torch.Tensor:
-    r"""Model-scale target from raw counts (HINGE_METHOD §1).
+    r"""Model-scale target from raw counts (docs/method.md §1).
 
     .. math::
 
         x_0 = \log_2(\text{count} + 1) \quad\text{or}\quad \log(1 + 10^4\,\text{count}/\text{library})
+
+    The one definition of both scales is :func:`hinge_sc._scales.to_model_scale` (spots with library 0 give 0).
 
     Parameters
     ----------
@@ -36,11 +39,8 @@ def expression_target(counts: torch.Tensor, library: torch.Tensor, scale: Target
     library
         ``(B,)`` total counts of each spot over all genes (only used for ``log1p_cp10k``).
     """
-    if scale == "log2p1":
-        return torch.log2(counts + 1.0)
-    if scale == "log1p_cp10k":
-        return torch.log1p(1e4 * counts / library.clamp_min(1.0).unsqueeze(-1))
-    raise ValueError(f"`target_scale` must be 'log2p1' or 'log1p_cp10k', got {scale!r}.")
+    check_scale(scale)
+    return to_model_scale(counts, scale, library)
 
 
 class HINGEModule(DiffusionModule):
@@ -166,7 +166,7 @@ class HINGEModule(DiffusionModule):
         return self.denoiser.condition(t, self.standardize(features), visible)
 
     def fill(self, x: torch.Tensor, visible: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        r""":math:`m \odot x + (1 - m) \odot \epsilon` with :math:`\epsilon` = ``noise`` (N(0, 1)), or 0 for ``"zero"``."""
+        r""":math:`m \odot x + (1 - m) \odot \epsilon`, :math:`\epsilon` = ``noise`` (N(0, 1)) or 0 (``"zero"``)."""
         if self.mask_fill == "zero":
             return x * visible
         return x * visible + noise.to(x.device) * (1.0 - visible)

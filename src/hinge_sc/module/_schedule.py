@@ -126,7 +126,9 @@ def curriculum_max_step(epoch: int, n_steps: int, t_cap: int, warmup_epochs: int
     return t_cap if epoch < warmup_epochs else n_steps
 
 
-def permutation_ranks(n_samples: int, n_genes: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def permutation_ranks(
+    n_samples: int, n_genes: int, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
     """Rank of every gene in one random permutation per sample.
 
     Gene ``g`` of sample ``i`` is hidden at step ``t`` iff ``ranks[i, g] < k(t)``, which makes the masks
@@ -136,7 +138,8 @@ def permutation_ranks(n_samples: int, n_genes: int, generator: torch.Generator |
     -------
     Long tensor of shape ``(n_samples, n_genes)``; each row is a permutation of ``0 … G-1``.
     """
-    noise = torch.rand(n_samples, n_genes, generator=generator, device=device if generator is None else generator.device)
+    gen_device = device if generator is None else generator.device
+    noise = torch.rand(n_samples, n_genes, generator=generator, device=gen_device)
     return ranks_of(noise).to(device)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ._adapted import AdaptedBackbone
 from ._backbone import Backbone, SoftBinningValueEncoder, ValueDecoder
-from ._config import CELLFM_SHAPES, BackboneConfig
 from ._cellfm import CELLFM_CHECKPOINTS, download_cellfm
+from ._config import CELLFM_SHAPES, BackboneConfig
 from ._gene_aliases import GENE_ALIASES
 from ._genes import GeneVocabulary, match_genes, read_hgnc_aliases
 from ._mindspore import MindSporeCheckpoint, read_mindspore_checkpoint

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -23,6 +22,7 @@ from ._retention import RetentionLayer
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from pathlib import Path
 
     import pandas as pd
 

@@ -137,7 +137,9 @@ class GeneVocabulary:
     def __len__(self) -> int:
         return len(self.genes)
 
-    def match(self, genes: Sequence[str], *, aliases: bool | Mapping[str, str] = True) -> tuple[list[int], pd.DataFrame]:
+    def match(
+        self, genes: Sequence[str], *, aliases: bool | Mapping[str, str] = True
+    ) -> tuple[list[int], pd.DataFrame]:
         """Token ids of ``genes`` and the report of :func:`match_genes` (exact, case, renamed symbol, none)."""
         return match_genes(genes, self.index, aliases=aliases, index_upper=self.index_upper)
 

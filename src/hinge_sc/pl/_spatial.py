@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import sparse
 
+from .._scales import to_model_scale
 from .._validators import check_genes, check_prediction_frame
 
 if TYPE_CHECKING:
@@ -180,7 +181,6 @@ def spatial_genes(
     """
     import matplotlib.pyplot as plt
 
-    from ..tl._evaluate import transform_counts  # lazy: importing `hinge_sc.tl` may load the model code
 
     pred = check_prediction_frame(adata, key, argument="key")
     genes = [genes] if isinstance(genes, str) else list(genes)
@@ -208,7 +208,7 @@ def spatial_genes(
             col = x[:, adata.var_names.get_loc(gene)]
             col = col.toarray() if sparse.issparse(col) else np.asarray(col).reshape(-1, 1)
             library = np.asarray(x.sum(1)).ravel() if target == "log1p_cp10k" else None
-            p["measured"] = transform_counts(col, target, library_size=library).ravel()[mask]
+            p["measured"] = to_model_scale(col, target, library_size=library).ravel()[mask]
         p["generated"] = pred[gene].to_numpy(dtype=float)[mask]
         if std is not None and hasattr(std, "columns") and gene in std.columns:
             p["uncertainty"] = std[gene].to_numpy(dtype=float)[mask]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ._encoder_hub import load_encoder
 from ._encoders import ENCODERS, Encoder
+from ._extract import extract_patches
 from ._features import histology_features
 from ._genes import select_genes
-from ._patches import extract_patches
 from ._tiling import detect_tissue, tile_slide
 
 __all__ = [

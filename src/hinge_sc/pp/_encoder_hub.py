@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._encoders import Encoder, EncoderSpec, get_spec
+from ._encoders import ConcatEncoder, Encoder, EncoderSpec, HandcraftedEncoder, get_spec
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -197,3 +197,24 @@ def load_encoder(
     encoder = Encoder(model, name=spec.name, input_size=spec.input_size, mean=spec.mean, std=spec.std,
                       output=spec.output, n_prefix_tokens=spec.n_prefix_tokens, weights=source)  # fmt: skip
     return encoder.to(device)
+
+
+def as_encoder(encoder: Any, *, out_size: int | None = None) -> Encoder:
+    """Turn the ``encoder`` argument of :func:`histology_features` into an :class:`Encoder`."""
+    if isinstance(encoder, Encoder):
+        return encoder
+    if isinstance(encoder, str):
+        if encoder == "handcrafted":
+            return HandcraftedEncoder()
+        return load_encoder(encoder)
+    if isinstance(encoder, (list, tuple)):
+        if not encoder:
+            raise ValueError("`encoder` is an empty list; give at least one encoder.")
+        return ConcatEncoder([as_encoder(e) for e in encoder])
+    if callable(encoder):
+        name = getattr(encoder, "__name__", type(encoder).__name__)
+        return Encoder(encoder, name=name, input_size=out_size or 224)
+    raise TypeError(
+        f"`encoder` must be 'handcrafted', an encoder name, an Encoder, a torch module / callable or a list of "
+        f"these, found {type(encoder).__name__}."
+    )

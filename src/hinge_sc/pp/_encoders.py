@@ -279,26 +279,3 @@ class ConcatEncoder(Encoder):
     def describe(self) -> dict[str, Any]:
         # a dict, not a list of dicts, so that h5ad and zarr can store it
         return {**super().describe(), "parts": {f"{i}_{e.name}": e.describe() for i, e in enumerate(self.encoders)}}
-
-
-def as_encoder(encoder: Any, *, out_size: int | None = None) -> Encoder:
-    """Turn the ``encoder`` argument of :func:`histology_features` into an :class:`Encoder`."""
-    if isinstance(encoder, Encoder):
-        return encoder
-    if isinstance(encoder, str):
-        if encoder == "handcrafted":
-            return HandcraftedEncoder()
-        from ._encoder_hub import load_encoder
-
-        return load_encoder(encoder)
-    if isinstance(encoder, (list, tuple)):
-        if not encoder:
-            raise ValueError("`encoder` is an empty list; give at least one encoder.")
-        return ConcatEncoder([as_encoder(e) for e in encoder])
-    if callable(encoder):
-        name = getattr(encoder, "__name__", type(encoder).__name__)
-        return Encoder(encoder, name=name, input_size=out_size or 224)
-    raise TypeError(
-        f"`encoder` must be 'handcrafted', an encoder name, an Encoder, a torch module / callable or a list of "
-        f"these, found {type(encoder).__name__}."
-    )

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._validators import check_key_free, check_positive_finite
-from ._encoders import HandcraftedEncoder, as_encoder
+from ._encoder_hub import as_encoder
+from ._encoders import HandcraftedEncoder
+from ._extract import patch_groups
 from ._handcrafted import FEATURE_NAMES, handcrafted_features
-from ._patches import iter_patches, patch_groups
+from ._patches import iter_patches
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from hinge_sc._scales import check_scale, to_model_scale
+
 from .._validators import (
     check_counts,
     check_genes,
@@ -35,7 +37,6 @@ from ._metrics import (
     spearman_per_gene,
     std_error_spearman,
     top_genes,
-    transform_counts,
 )
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ __all__ = [
     "pearson_per_gene",
     "section_metrics",
     "spearman_per_gene",
-    "transform_counts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,8 +140,7 @@ def _resolve_scale(adata: AnnData, key: str, scale: str | None) -> tuple[str, st
     stored = meta.get("params", {}).get("target_scale") if isinstance(meta, Mapping) else None
     native = stored or "log2p1"
     scale = native if scale is None else scale
-    if scale not in SCALES:
-        raise ValueError(f"`scale` must be one of {SCALES}, found {scale!r}.")
+    check_scale(scale, argument="scale")
     if native not in SCALES:
         raise ValueError(f"`adata.uns[{key!r}]['params']['target_scale']` is {native!r}, not one of {SCALES}.")
     if scale == "log2p1" and native == "log1p_cp10k":
@@ -196,7 +195,7 @@ def paired_values(
         cols = pred_df.columns.get_indexer(norm_genes)
         samples = samples[:, :, cols] if samples.ndim == 3 and samples.shape[0] == adata.n_obs else None
     if scale == "log1p_cp10k":
-        measured = transform_counts(counts, "log1p_cp10k")  # library = panel total
+        measured = to_model_scale(counts, "log1p_cp10k")  # library = panel total
         predicted = panel_cp10k(predicted, native)
         samples = None if samples is None else panel_cp10k(samples, native)
         std = None if samples is None else samples.std(axis=1)  # the s.d. does not survive the change of scale
@@ -204,7 +203,7 @@ def paired_values(
         measured, predicted = measured[:, idx], predicted[:, idx]
         std, samples = (None if std is None else std[:, idx]), (None if samples is None else samples[:, :, idx])
     else:
-        measured = transform_counts(counts, "log2p1")
+        measured = to_model_scale(counts, "log2p1")
     return measured, predicted, std, samples
 
 

@@ -15,25 +15,9 @@ from scipy.stats import norm, rankdata
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-Scale = Literal["log2p1", "log1p_cp10k"]
-SCALES = ("log2p1", "log1p_cp10k")
+from hinge_sc._scales import SCALES, Scale, to_counts, to_model_scale
 
-
-def transform_counts(counts: np.ndarray, scale: Scale, library_size: np.ndarray | None = None) -> np.ndarray:
-    r"""Raw counts (n_spots, n_genes) to the model scale.
-
-    ``"log2p1"``: :math:`\log_2(x + 1)`. ``"log1p_cp10k"``: :math:`\ln(1 + 10^4 x / L)` with ``L`` the
-    library size of each spot, shape (n_spots,) (defaults to the row sums of ``counts``; pass the total over
-    all genes when ``counts`` is a gene subset). Spots with ``L = 0`` give 0.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    if scale == "log2p1":
-        return np.log2(counts + 1.0)
-    if scale == "log1p_cp10k":
-        lib = counts.sum(1) if library_size is None else np.asarray(library_size, dtype=np.float64).ravel()
-        factor = np.divide(1e4, lib, out=np.zeros_like(lib), where=lib > 0)
-        return np.log1p(counts * factor[:, None])
-    raise ValueError(f"`scale` must be one of {SCALES}, found {scale!r}.")
+__all__ = ["SCALES", "Scale"]
 
 
 def panel_cp10k(values: np.ndarray, scale: Scale) -> np.ndarray:
@@ -45,16 +29,7 @@ def panel_cp10k(values: np.ndarray, scale: Scale) -> np.ndarray:
     so a method's scale (and the library size a generator cannot see) does not enter the comparison.
     Rows with total 0 give 0.
     """
-    values = np.asarray(values, dtype=np.float64)
-    if scale == "log2p1":
-        counts = np.exp2(values) - 1.0
-    elif scale == "log1p_cp10k":
-        counts = np.expm1(values)
-    else:
-        raise ValueError(f"`scale` must be one of {SCALES}, found {scale!r}.")
-    counts = np.clip(counts, 0.0, None)
-    total = counts.sum(-1, keepdims=True)
-    return np.log1p(np.divide(1e4 * counts, total, out=np.zeros_like(counts), where=total > 0))
+    return to_model_scale(to_counts(values, scale), "log1p_cp10k")
 
 
 def _varying(y: np.ndarray) -> np.ndarray:

@@ -26,7 +26,13 @@ def prediction_keys(key_added: str) -> list[str]:
 
 
 def prepare_target(
-    data: Any, key_added: str, *, table_key: str | None = None, model_cls: type | None = None, overwrite: bool, copy: bool
+    data: Any,
+    key_added: str,
+    *,
+    table_key: str | None = None,
+    model_cls: type | None = None,
+    overwrite: bool,
+    copy: bool,
 ) -> AnnData:
     """Resolve the AnnData to write into and check, before any work, that its keys are free.
 

@@ -22,7 +22,6 @@ def __getattr__(name: str):
     # the schedule is part of the method and moved to `hinge_sc.module` (0.2)
     if name in _MOVED_TO_MODULE:
         import hinge_sc.module
-
         from hinge_sc._deprecation import warn_renamed
 
         new = _MOVED_TO_MODULE[name]
