@@ -45,7 +45,8 @@ import torch
 
 import hinge_sc as hs
 from hinge_sc.module import HINGEModule
-from hinge_sc.train._pretrain import masked_reconstruction_error, split_spots
+from hinge_sc.train import split_spots
+from hinge_sc.train._pretrain import masked_reconstruction_error
 
 PRETRAIN_SECTIONS = [f"{p}{i}" for p, n in [("A", 6), ("D", 6), ("E", 3), ("F", 3), ("G", 3), ("H", 3)] for i in range(1, n + 1)]
 C_SECTIONS = ["C2", "C3", "C4", "C5", "C6"]

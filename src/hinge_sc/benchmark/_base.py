@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
+from .._counts import panel_counts
 from .._scales import check_scale, to_model_scale
 from .._validators import check_counts, check_genes, check_genes_given, check_n_obs, check_obsm
 from ..model._prediction import Prediction
@@ -121,20 +120,9 @@ class Baseline:
         x = adata.X if layer is None else adata.layers[layer]
         where = f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`"
         check_counts(x, where=where, allow_non_integer=allow_non_integer)
-        sub = x[:, adata.var_names.get_indexer(genes)]
-        counts = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
-        keep = np.flatnonzero(counts.sum(1) > 0)
-        if not len(keep):
-            raise ValueError("No spot of `adata` has counts in the panel `genes`; nothing to fit.")
-        if len(keep) < adata.n_obs:
-            warnings.warn(
-                f"{adata.n_obs - len(keep)} of {adata.n_obs} spots have no counts in the {len(genes)} panel genes "
-                "and are left out of fitting.",
-                UserWarning,
-                stacklevel=2,
-            )
-        library = np.asarray(x.sum(1)).ravel()[keep]
-        y = to_model_scale(counts[keep], target_scale, library_size=library)
+        panel = panel_counts(x, adata.var_names, genes, purpose="fitting", stacklevel=4)
+        keep, library = panel.keep, panel.library
+        y = to_model_scale(panel.counts, target_scale, library_size=library)
         if views is not None:
             n_views = views.shape[1]
             xs = views[keep].reshape(-1, views.shape[2])

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
@@ -17,6 +16,7 @@ from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
 from hinge_sc._constants import FEATURE_PROVENANCE_KEY, REGISTRY_KEYS
+from hinge_sc._counts import panel_counts
 from hinge_sc._random import Noise, seeded, spot_seeds
 from hinge_sc._validators import (
     check_counts,
@@ -394,25 +394,12 @@ class HINGE(BaseModelClass):
         """Panel counts, library sizes, features and views of the registered spots with some panel counts."""
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         var_names = pd.Index(self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names)
-        cols = var_names.get_indexer(self.panel_genes_)
-        library = np.asarray(x.sum(axis=1)).ravel().astype(np.float32)
-        counts = x[:, cols]
-        counts = (counts.toarray() if sp.issparse(counts) else np.asarray(counts)).astype(np.float32)
-        keep = np.flatnonzero(counts.sum(axis=1) > 0)
-        n_drop = counts.shape[0] - len(keep)
-        if n_drop:
-            warnings.warn(
-                f"{n_drop} of {counts.shape[0]} spots have no counts in the {len(cols)} panel genes and are "
-                "left out of training.",
-                UserWarning,
-                stacklevel=3,
-            )
-        if not len(keep):
-            raise ValueError("No spot has counts in the panel genes; nothing to train on.")
+        panel = panel_counts(x, var_names, self.panel_genes_, purpose="training", stacklevel=5)
+        keep = panel.keep
         arrays = {
             "obs_indices": keep,
-            "counts": counts[keep],
-            "library": library[keep],
+            "counts": panel.counts,
+            "library": panel.library,
             "features": np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.FEATURES_KEY))[keep],
         }
         if REGISTRY_KEYS.VIEWS_KEY in self.adata_manager.data_registry:

@@ -14,6 +14,24 @@ from hinge_sc._constants import MODULE_KEYS
 logger = logging.getLogger(__name__)
 
 
+def split_spots(n: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation split of ``n`` spots (all views of a spot stay on one side).
+
+    ``round(validation_size · n)`` spots are held out, at least one when ``validation_size > 0`` and ``n > 1``.
+
+    Returns
+    -------
+    Sorted train and validation indices.
+    """
+    if not 0 <= validation_size < 1:
+        raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size}.")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(validation_size * n))
+    if validation_size > 0 and n_val == 0 and n > 1:
+        n_val = 1
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
 class SpotViewDataset(Dataset):
     """One item per (spot, view): the spot's panel counts and library size with one view's features.
 
@@ -82,20 +100,13 @@ class HINGEDataModule(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if not 0 <= validation_size < 1:
-            raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size}.")
         n = counts.shape[0]
         self.counts = torch.as_tensor(counts, dtype=torch.float32)
         self.library = torch.as_tensor(library, dtype=torch.float32)
         self.features = torch.as_tensor(features, dtype=torch.float32)
         self.views = None if views is None else torch.as_tensor(views, dtype=torch.float32)
         self.batch_size = batch_size
-        perm = np.random.default_rng(seed).permutation(n)
-        n_val = int(round(validation_size * n))
-        if validation_size > 0 and n_val == 0 and n > 1:
-            n_val = 1
-        self.val_idx = np.sort(perm[:n_val])
-        self.train_idx = np.sort(perm[n_val:])
+        self.train_idx, self.val_idx = split_spots(n, validation_size, seed)
         self.test_idx = np.array([], dtype=np.int64)
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
 

@@ -11,9 +11,12 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hinge_sc._random import seeded
-from hinge_sc.module._hinge import expression_target
+from hinge_sc._counts import panel_counts
+from hinge_sc._random import Noise, seeded
+from hinge_sc.module import expression_target, ranks_of, visibility
 from hinge_sc.nn._provenance import PretrainingRecord
+
+from ._datamodule import split_spots
 
 if TYPE_CHECKING:
     from hinge_sc.nn import Backbone
@@ -52,6 +55,28 @@ def sample_tokens(cols: np.ndarray, n_genes: int, n_tokens: int, rng: np.random.
     return chosen.astype(np.int64)
 
 
+def hide_random_genes(
+    shape: tuple[int, int], mask_ratio: float, generator: torch.Generator | None, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide ``round(mask_ratio · G)`` (at least 1) random genes per row, with the method's masks.
+
+    Uses :func:`hinge_sc.module.ranks_of` and :func:`hinge_sc.module.visibility`, the masks of masked diffusion at
+    a fixed ratio.
+
+    Returns
+    -------
+    visible
+        ``(n, G)`` float, 1 = visible.
+    hidden
+        ``(n, G)`` bool, the complement.
+    """
+    n, n_genes = shape
+    k = max(1, round(mask_ratio * n_genes))
+    ranks = ranks_of(Noise.shared(generator, n, device).rand(n_genes))
+    visible = visibility(ranks, torch.full((n,), k, device=device))
+    return visible, visible == 0
+
+
 class SpotTokenDataset(Dataset):
     """Each item: ``n_tokens`` genes of one spot (random subset, redrawn every epoch), their counts and library.
 
@@ -65,11 +90,21 @@ class SpotTokenDataset(Dataset):
         Genes per sample.
     seed
         Seed of the token draws.
+    library
+        ``(n_spots,)`` total counts over all genes of the data (default: the row sums of ``counts``).
     """
 
-    def __init__(self, counts: sp.csr_matrix, token_ids: np.ndarray, n_tokens: int, seed: int = 0):
+    def __init__(
+        self,
+        counts: sp.csr_matrix,
+        token_ids: np.ndarray,
+        n_tokens: int,
+        seed: int = 0,
+        library: np.ndarray | None = None,
+    ):
         self.counts, self.token_ids, self.n_tokens = counts, token_ids, n_tokens
-        self.library = np.asarray(counts.sum(axis=1)).ravel().astype(np.float32)
+        row_sums = np.asarray(counts.sum(axis=1)).ravel()
+        self.library = (row_sums if library is None else np.asarray(library)).astype(np.float32)
         self.seed = seed
         self.epoch = 0
 
@@ -120,10 +155,7 @@ class BackbonePretrainingPlan(pl.LightningModule):
 
     def masked_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
         x = expression_target(batch["counts"], batch["library"], self.target_scale)
-        noise = torch.rand(x.shape, generator=generator, device=x.device if generator is None else generator.device)
-        n_hidden = max(1, round(self.mask_ratio * x.shape[1]))
-        hidden = noise.to(x.device).argsort(dim=1).argsort(dim=1) < n_hidden
-        visible = (~hidden).float()
+        visible, hidden = hide_random_genes(x.shape, self.mask_ratio, generator, x.device)
         pred = self.backbone(x * visible, batch["token_ids"], visible)
         return ((pred - x) ** 2)[hidden].mean()
 
@@ -166,18 +198,12 @@ RESERVED_TRAINER_KWARGS = ("enable_checkpointing", "enable_progress_bar", "enabl
                            "max_epochs", "accelerator", "devices", "strategy")  # fmt: skip
 
 
-def split_spots(n: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random train/validation split of ``n`` spots."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(validation_size * n))
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
 def run_pretraining(
     backbone: Backbone,
     counts: sp.csr_matrix,
     token_ids: np.ndarray,
     *,
+    library: np.ndarray | None = None,
     n_tokens: int,
     mask_ratio: float,
     target_scale: str,
@@ -195,10 +221,11 @@ def run_pretraining(
 ) -> list[dict[str, float]]:
     """Fit ``backbone`` in place; returns the per-epoch history (see :meth:`hinge_sc.Backbone.pretrain`)."""
     train_idx, val_idx = split_spots(counts.shape[0], validation_size, seed)
-    train_ds = SpotTokenDataset(counts[train_idx], token_ids, n_tokens, seed)
+    lib = np.asarray(counts.sum(axis=1)).ravel() if library is None else np.asarray(library)
+    train_ds = SpotTokenDataset(counts[train_idx], token_ids, n_tokens, seed, library=lib[train_idx])
     loaders = {"train_dataloaders": DataLoader(train_ds, batch_size=batch_size, shuffle=True)}
     if len(val_idx):
-        val_ds = SpotTokenDataset(counts[val_idx], token_ids, n_tokens, seed + 1)
+        val_ds = SpotTokenDataset(counts[val_idx], token_ids, n_tokens, seed + 1, library=lib[val_idx])
         loaders["val_dataloaders"] = DataLoader(val_ds, batch_size=batch_size)
     plan = BackbonePretrainingPlan(backbone, mask_ratio=mask_ratio, target_scale=target_scale, lr=lr)
     history = _History()
@@ -241,6 +268,7 @@ def masked_reconstruction_error(
     target_scale: str = "log2p1",
     batch_size: int = 64,
     seed: int = 0,
+    library: np.ndarray | None = None,
 ) -> dict[str, float]:
     """MSE of masked values: the backbone's reconstruction vs imputing each gene's training mean.
 
@@ -254,6 +282,8 @@ def masked_reconstruction_error(
         Token id per column.
     gene_means
         ``(n_genes,)`` mean of each gene on the training spots, on the target scale.
+    library
+        ``(n_spots,)`` total counts over all genes (default: the row sums of ``counts``).
 
     Returns
     -------
@@ -261,15 +291,13 @@ def masked_reconstruction_error(
     """
     backbone.eval()
     device = next(backbone.parameters()).device
-    ds = SpotTokenDataset(counts, token_ids, n_tokens, seed)
+    ds = SpotTokenDataset(counts, token_ids, n_tokens, seed, library=library)
     gen = torch.Generator().manual_seed(seed)
     col_of_token = {int(t): c for c, t in enumerate(token_ids)}
     sq_model = sq_mean = n = 0.0
     for batch in DataLoader(ds, batch_size=batch_size):
         x = expression_target(batch["counts"], batch["library"], target_scale)
-        n_hidden = max(1, round(mask_ratio * x.shape[1]))
-        hidden = torch.rand(x.shape, generator=gen).argsort(1).argsort(1) < n_hidden
-        visible = (~hidden).float()
+        visible, hidden = hide_random_genes(x.shape, mask_ratio, gen, x.device)
         pred = backbone((x * visible).to(device), batch["token_ids"].to(device), visible.to(device)).cpu()
         cols = np.vectorize(col_of_token.get)(batch["token_ids"].numpy())
         mean_pred = torch.as_tensor(gene_means[cols], dtype=torch.float32)
@@ -354,15 +382,12 @@ def pretrain_backbone(
     keep_genes = [g for g, i in zip(genes, ids.tolist(), strict=True) if i > 0]
     if not keep_genes:
         raise ValueError("None of the genes is in the backbone vocabulary; nothing to pre-train on.")
-    counts = sp.csr_matrix(x[:, var_names.get_indexer(keep_genes)], dtype=np.float32)
-    expressed = np.asarray(counts.sum(axis=1)).ravel() > 0
-    if not expressed.all():
-        warnings.warn(f"{int((~expressed).sum())} spots without counts are left out.", UserWarning, stacklevel=3)
-    counts = counts[expressed]
+    panel = panel_counts(x, var_names, keep_genes, purpose="pre-training", sparse=True, stacklevel=5)
+    counts = panel.counts
     token_ids = ids[ids > 0].numpy()
     history = run_pretraining(
-        backbone, counts, token_ids, n_tokens=n_tokens, mask_ratio=mask_ratio, target_scale=target_scale,
-        max_epochs=max_epochs, batch_size=batch_size, lr=lr, validation_size=validation_size, seed=seed,
+        backbone, counts, token_ids, library=panel.library, n_tokens=n_tokens, mask_ratio=mask_ratio,
+        target_scale=target_scale, max_epochs=max_epochs, batch_size=batch_size, lr=lr, validation_size=validation_size, seed=seed,
         accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
         show_progress_bar=show_progress_bar, **trainer_kwargs,
     )
