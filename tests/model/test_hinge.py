@@ -233,3 +233,13 @@ def test_bf16_training_and_generation_on_cpu(backbone):
         model.generate(precision="fp8", show_progress_bar=False)
     hs.tl.generate(model, adata, n_samples=1, seed=0, precision="bf16", key_added="h16", show_progress_bar=False)
     assert adata.uns["h16"]["params"]["precision"] == "bf16"
+
+
+def test_condition_is_a_deprecated_alias_of_conditioning(adata, backbone):
+    _setup(adata)
+    with pytest.warns(FutureWarning, match=r"`condition` is deprecated.*`conditioning`"):
+        model = hs.HINGE(adata, backbone, condition="concat")
+    assert model.module.denoiser.condition_embedding.mode == "concat"
+    assert model.init_params_["non_kwargs"]["conditioning"] == "concat"
+    with pytest.raises(TypeError, match="Pass `conditioning` only"):
+        hs.HINGE(adata, backbone, condition="sum", conditioning="concat")

@@ -37,15 +37,21 @@ def _legacy_folder(trained, folder, *, drop_feature_stats=False):
     if drop_feature_stats:
         state = {k: v for k, v in state.items() if k not in ("feature_mean", "feature_scale")}
     state["mask_counts"] = state.pop("n_hidden")  # the 0.1.0 name of the k(t) buffer
+    for key in [k for k in state if k.startswith("denoiser.condition_embedding.")]:  # 0.1.0 sub-module name
+        state[key.replace("condition_embedding", "condition")] = state.pop(key)
     attrs = ("init_params_", "panel_genes_", "backbone_info_", "train_params_", "history_", "is_trained_",
              "train_indices_", "validation_indices_")  # fmt: skip
     payload = {
         "format": "hinge_sc.HINGE/1",
         "hinge_sc_version": "0.1.0",
         "registry": trained.registry_,
-        "attributes": {a: getattr(trained, a) for a in attrs},
+        "attributes": {a: getattr(trained, a) for a in attrs},  # init params renamed below
         "adapter_state_dict": state,
     }
+    init = payload["attributes"]["init_params_"]
+    init = {**init, "non_kwargs": dict(init["non_kwargs"])}
+    init["non_kwargs"]["condition"] = init["non_kwargs"].pop("conditioning")  # the 0.1.0 argument name
+    payload["attributes"]["init_params_"] = init
     torch.save(payload, folder / "model.pt")
     trained.module.backbone.save(folder / "backbone.pt")
 

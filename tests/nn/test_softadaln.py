@@ -11,9 +11,9 @@ from hinge_sc.nn import AdaptedBackbone, ConditionEmbedding, ModulationHead, Sof
 GENES = [f"G{i}" for i in range(30)]
 
 
-def _adapted(head_rank=None, condition="sum"):
+def _adapted(head_rank=None, conditioning="sum"):
     bb = hs.Backbone.random(GENES, d_model=32, n_layers=4, n_heads=4, seed=0)
-    return AdaptedBackbone(bb, n_features=12, n_genes=20, condition=condition, head_rank=head_rank).eval()
+    return AdaptedBackbone(bb, n_features=12, n_genes=20, conditioning=conditioning, head_rank=head_rank).eval()
 
 
 def _inputs(seed=0):
@@ -98,7 +98,7 @@ def test_condition_shapes(mode):
 
 
 def test_condition_mode_checked():
-    with pytest.raises(ValueError, match="condition"):
+    with pytest.raises(ValueError, match="conditioning"):
         ConditionEmbedding(4, 4, 8, mode="product")
 
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from hinge_sc._constants import FEATURE_PROVENANCE_KEY, REGISTRY_KEYS
 from hinge_sc._counts import panel_counts
+from hinge_sc._deprecation import renamed_argument
 from hinge_sc._random import Noise, seeded, spot_seeds
 from hinge_sc._validators import (
     check_counts,
@@ -70,7 +71,7 @@ class HINGE(BaseModelClass):
         ``"revealed"`` (genes revealed at the sampled step) or ``"hidden"`` (all hidden genes).
     target_scale
         ``"log2p1"`` = log2(count + 1) or ``"log1p_cp10k"``.
-    condition
+    conditioning
         ``"sum"`` (released code) or ``"concat"`` (paper text) conditioning network.
     head_rank
         Low-rank SoftAdaLN heads (``None``: full heads as in the paper).
@@ -92,6 +93,8 @@ class HINGE(BaseModelClass):
         the conditioning network; the statistics are saved with the model and applied to new spots.
     drop_missing_genes
         Drop explicit ``genes`` that are not in the backbone vocabulary (with a warning) instead of raising.
+    condition
+        Deprecated alias of ``conditioning``.
     registry
         Used by :meth:`load` to build a model without data.
 
@@ -120,7 +123,7 @@ class HINGE(BaseModelClass):
         mask_fill: Literal["gauss", "zero"] = "gauss",
         loss_on: Literal["revealed", "hidden"] = "revealed",
         target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
-        condition: Literal["sum", "concat"] = "sum",
+        conditioning: Literal["sum", "concat"] = "sum",
         head_rank: int | None = None,
         backbone_dropout: bool = True,
         mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
@@ -129,8 +132,10 @@ class HINGE(BaseModelClass):
         standardize_features: bool = True,
         drop_missing_genes: bool = False,
         seed: int = 0,
+        condition: Literal["sum", "concat"] | None = None,
         registry: dict | None = None,
     ):
+        conditioning = renamed_argument("condition", condition, "conditioning", conditioning, default="sum")
         adata = resolve_table(type(self), adata)  # a SpatialData object: its registered table
         super().__init__(adata, registry=registry)
         if backbone is None:
@@ -150,7 +155,7 @@ class HINGE(BaseModelClass):
                 mask_fill=mask_fill,
                 loss_on=loss_on,
                 target_scale=target_scale,
-                condition=condition,
+                conditioning=conditioning,
                 head_rank=head_rank,
                 backbone_dropout=backbone_dropout,
                 mask_mechanism=mask_mechanism,
@@ -169,6 +174,7 @@ class HINGE(BaseModelClass):
             )
         init_params = self._get_init_params(locals())
         init_params["non_kwargs"].pop("backbone")
+        init_params["non_kwargs"].pop("condition", None)  # deprecated spelling, resolved into `conditioning`
         init_params["non_kwargs"]["genes"] = list(self.panel_genes_)
         self.init_params_ = init_params
         self.backbone_info_ = {"name": backbone.config.name, "checksum": backbone.checksum()}

@@ -49,8 +49,10 @@ LEGACY_FILE = "model.pt"
 _FORMAT = "hinge_sc.HINGE/2"
 _LEGACY_FORMAT = "hinge_sc.HINGE/1"
 _BACKBONE_PREFIX = "denoiser.backbone."
-#: Buffers renamed since 0.1.0 (old → new).
-_RENAMED_BUFFERS = {"mask_counts": "n_hidden"}
+#: Buffers and sub-modules renamed since 0.1.0 (old → new name or prefix of the state-dict key).
+_RENAMED_STATE = {"mask_counts": "n_hidden", "denoiser.condition.": "denoiser.condition_embedding."}
+#: Arguments of :class:`HINGE` renamed since 0.1.0 (old → new).
+_RENAMED_PARAMS = {"condition": "conditioning"}
 _ATTRIBUTES = (
     "init_params_",
     "panel_genes_",
@@ -206,6 +208,10 @@ def load_model(
             f"(name {info['name']!r}, checksum {info['checksum']})."
         )
     params = dict(attrs["init_params_"]["non_kwargs"])
+    for old, new in _RENAMED_PARAMS.items():  # arguments renamed since the model was saved
+        if old in params:
+            value = params.pop(old)
+            params.setdefault(new, value)
     if adata is not None:
         _check_features(adata, registry, path)
         setup_args = {k: v for k, v in registry["setup_args"].items() if k != "kwargs"}
@@ -223,9 +229,17 @@ def load_model(
     return model
 
 
+def _renamed_key(key: str) -> str:
+    """State-dict key under the current names (see ``_RENAMED_STATE``)."""
+    for old, new in _RENAMED_STATE.items():
+        if key == old or (old.endswith(".") and key.startswith(old)):
+            return new + key[len(old) :]
+    return key
+
+
 def _load_weights(model: HINGE, state: dict[str, torch.Tensor], path: Path) -> None:
     """Load the adaptation weights; name what does not fit."""
-    state = {_RENAMED_BUFFERS.get(k, k): v for k, v in state.items()}
+    state = {_renamed_key(k): v for k, v in state.items()}
     expected = {k: v.shape for k, v in model.module.state_dict().items() if not k.startswith(_BACKBONE_PREFIX)}
     wrong = [
         f"{k} {tuple(v.shape)} vs {tuple(expected[k])}"

@@ -76,10 +76,6 @@ class GaussianHINGEModule(HINGEModule):
         self.gene_mean.copy_(mean)
         self.gene_std.copy_(std.clamp_min(1e-3))
 
-    def _noise(self, shape, generator: torch.Generator | None, device) -> torch.Tensor:
-        gen_device = device if generator is None else generator.device
-        return torch.randn(shape, generator=generator, device=gen_device).to(device)
-
     def inference(
         self,
         counts: torch.Tensor,
@@ -96,7 +92,7 @@ class GaussianHINGEModule(HINGEModule):
         t = torch.randint(1, t_max + 1, (b,), generator=generator, device=gen_device).to(device)
         abar = self.alpha_bar[t].unsqueeze(-1)
         z0 = (x0 - self.gene_mean) / self.gene_std
-        z_t = abar.sqrt() * z0 + (1 - abar).sqrt() * self._noise(x0.shape, generator, device)
+        z_t = abar.sqrt() * z0 + (1 - abar).sqrt() * Noise.shared(generator, b, device).randn(self.n_genes)
         visible = torch.ones_like(x0)
         return {
             MODULE_KEYS.TARGET: x0,
@@ -104,7 +100,7 @@ class GaussianHINGEModule(HINGEModule):
             MODULE_KEYS.STEP: t,
             MODULE_KEYS.VISIBLE: visible,
             MODULE_KEYS.VISIBLE_PREV: visible,
-            MODULE_KEYS.CONDITION: self.condition(t, features, visible),
+            MODULE_KEYS.CONDITION: self.condition_vector(t, features, visible),
         }
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
@@ -162,7 +158,7 @@ class GaussianHINGEModule(HINGEModule):
         x0_hat = self.gene_mean + self.gene_std * z
         for t, s in itertools.pairwise(grid):
             steps = torch.full((n,), int(t), device=device, dtype=torch.long)
-            c = self.condition(steps, feats, visible)
+            c = self.condition_vector(steps, feats, visible)
             x0_hat = self.denoiser(self.gene_mean + self.gene_std * z, visible, c, self.token_ids)
             if s == 0:
                 break

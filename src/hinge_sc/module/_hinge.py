@@ -73,7 +73,7 @@ class HINGEModule(DiffusionModule):
         Entries in the loss.
     target_scale
         Expression scale of the targets.
-    condition, head_rank
+    conditioning, head_rank
         See :class:`~hinge_sc.nn.AdaptedBackbone`.
     backbone_dropout
         Keep the frozen backbone's dropout active while training (as the released code does).
@@ -99,7 +99,7 @@ class HINGEModule(DiffusionModule):
         mask_fill: MaskFill = "gauss",
         loss_on: LossOn = "revealed",
         target_scale: TargetScale = "log2p1",
-        condition: Literal["sum", "concat"] = "sum",
+        conditioning: Literal["sum", "concat"] = "sum",
         head_rank: int | None = None,
         backbone_dropout: bool = True,
         mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
@@ -126,7 +126,7 @@ class HINGEModule(DiffusionModule):
             backbone,
             n_features,
             self.n_genes,
-            condition,
+            conditioning,
             head_rank,
             mask_mechanism,
             freeze_backbone=freeze_backbone,
@@ -161,9 +161,9 @@ class HINGEModule(DiffusionModule):
         r"""``(B, D)`` image features → :math:`(f - \mu) / \sigma` with the stored statistics."""
         return (features - self.feature_mean) / self.feature_scale
 
-    def condition(self, t: torch.Tensor, features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    def condition_vector(self, t: torch.Tensor, features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Conditioning vector from step ``t (B,)``, raw image features ``(B, D)`` (standardised here) and mask."""
-        return self.denoiser.condition(t, self.standardize(features), visible)
+        return self.denoiser.condition_embedding(t, self.standardize(features), visible)
 
     def fill(self, x: torch.Tensor, visible: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         r""":math:`m \odot x + (1 - m) \odot \epsilon`, :math:`\epsilon` = ``noise`` (N(0, 1)) or 0 (``"zero"``)."""
@@ -208,7 +208,7 @@ class HINGEModule(DiffusionModule):
         visible = visibility(ranks, self.n_hidden[t])
         visible_prev = visibility(ranks, self.n_hidden[t - 1])
         x_t = self.fill(x0, visible, noise.randn(self.n_genes))
-        c = self.condition(t, features, visible_prev)
+        c = self.condition_vector(t, features, visible_prev)
         return {
             MODULE_KEYS.TARGET: x0,
             MODULE_KEYS.X_T: x_t,
@@ -280,7 +280,7 @@ class HINGEModule(DiffusionModule):
         feats = features.repeat_interleave(n_samples, dim=0)
 
         def denoise(x_t, visible, t, visible_prev):
-            c = self.condition(t, feats, visible_prev)
+            c = self.condition_vector(t, feats, visible_prev)
             return self.denoiser(x_t, visible, c, self.token_ids)
 
         x = sample_masked(

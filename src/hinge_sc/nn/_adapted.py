@@ -55,7 +55,7 @@ class AdaptedBackbone(nn.Module):
         Image-feature width ``D``.
     n_genes
         Panel size ``G``.
-    condition
+    conditioning
         ``"sum"`` (code) or ``"concat"`` (paper text), see :class:`~hinge_sc.nn.ConditionEmbedding`.
     head_rank
         Low rank of the SoftAdaLN heads (``None``: full).
@@ -76,7 +76,7 @@ class AdaptedBackbone(nn.Module):
         backbone: Backbone,
         n_features: int,
         n_genes: int,
-        condition: Literal["sum", "concat"] = "sum",
+        conditioning: Literal["sum", "concat"] = "sum",
         head_rank: int | None = None,
         mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
         freeze_backbone: bool = True,
@@ -100,7 +100,7 @@ class AdaptedBackbone(nn.Module):
                         self.lora[f"{i}_{part}_{name}"] = adapter
                         lin.register_forward_hook(_add_update(adapter))
         d = backbone.config.d_model
-        self.condition = ConditionEmbedding(n_features, n_genes, d, mode=condition)
+        self.condition_embedding = ConditionEmbedding(n_features, n_genes, d, mode=conditioning)
         self.layers = nn.ModuleList(SoftAdaLNLayer(d, head_rank) for _ in backbone.encoder)
         self.final = FinalModulation(d)
 
@@ -133,7 +133,7 @@ class AdaptedBackbone(nn.Module):
 
     def trainable_parameters(self) -> dict[str, int]:
         """Number of trainable parameters per part."""
-        parts = {"condition": self.condition, "softadaln_layers": self.layers, "final": self.final}
+        parts = {"condition_embedding": self.condition_embedding, "softadaln_layers": self.layers, "final": self.final}
         if len(self.lora):
             parts["lora"] = self.lora
         if any(p.requires_grad for p in self.backbone.parameters()):

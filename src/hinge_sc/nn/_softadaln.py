@@ -75,7 +75,7 @@ class ConditionEmbedding(nn.Module):
     ):
         super().__init__()
         if mode not in ("sum", "concat"):
-            raise ValueError(f"`condition` must be 'sum' or 'concat', got {mode!r}.")
+            raise ValueError(f"`conditioning` must be 'sum' or 'concat', got {mode!r}.")
         self.mode, self.t_dim = mode, t_dim
         if mode == "sum":
             self.mlp_t = _mlp(t_dim, d_model)
