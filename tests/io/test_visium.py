@@ -101,7 +101,7 @@ def test_squidpy_reader_output_infers_visium_mpp(visium_dir, her2st_crop):
     import squidpy as sq
 
     adata = sq.read.visium(visium_dir)
-    hs.pp.histology_features(adata, views=1, library_key=None, show_progress_bar=False)
+    hs.pp.histology_features(adata, views=1, section_key=None, show_progress_bar=False)
     params = adata.uns["X_histology"]["params"]
     assert params["microns_per_pixel_source"]["crop"] == "visium_spot_diameter"
     expected = her2st_crop.uns["spatial"]["C2"]["scalefactors"]["microns_per_pixel"]

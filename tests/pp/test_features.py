@@ -70,7 +70,7 @@ def test_missing_source_image_warns(c2):
 def test_border_is_padded_white():
     img = np.zeros((50, 50, 3), dtype=np.uint8)
     adata = _toy(img, [[2.0, 2.0], [25.0, 25.0]])
-    patches = hs.pp.extract_patches(adata, patch_size_um=10, library_key=None, out_size=None, show_progress_bar=False)
+    patches = hs.pp.extract_patches(adata, patch_size_um=10, section_key=None, out_size=None, show_progress_bar=False)
     assert patches.shape == (2, 10, 10, 3)
     assert (patches[0, :3, :3] == PAD_VALUE).all() and (patches[0, 3:, 3:] == 0).all()
     assert (patches[1] == 0).all()
@@ -79,15 +79,15 @@ def test_border_is_padded_white():
 def test_spots_outside_image_raise():
     adata = _toy(np.zeros((50, 50, 3), dtype=np.uint8), [[10.0, 10.0], [60.0, 10.0]])
     with pytest.raises(ValueError, match="1 spots of section 'lib' lie outside"):
-        hs.pp.extract_patches(adata, library_key=None, show_progress_bar=False)
+        hs.pp.extract_patches(adata, section_key=None, show_progress_bar=False)
 
 
 def test_unknown_mpp_raises():
     adata = _toy(np.zeros((50, 50, 3), dtype=np.uint8), [[10.0, 10.0]])
     del adata.uns["spatial"]["lib"]["scalefactors"]["microns_per_pixel"]
     with pytest.raises(ValueError, match="microns_per_pixel="):
-        hs.pp.extract_patches(adata, library_key=None, show_progress_bar=False)
-    patches = hs.pp.extract_patches(adata, microns_per_pixel=2.0, patch_size_um=8, library_key=None, out_size=None)
+        hs.pp.extract_patches(adata, section_key=None, show_progress_bar=False)
+    patches = hs.pp.extract_patches(adata, microns_per_pixel=2.0, patch_size_um=8, section_key=None, out_size=None)
     assert patches.shape == (1, 4, 4, 3)
 
 
@@ -186,3 +186,34 @@ def test_dihedral_views_are_distinct():
     views = [dihedral_view(p, k)[0, ..., 0].tolist() for k in range(8)]
     assert len({str(v) for v in views}) == 8
     np.testing.assert_array_equal(dihedral_view(p, 6)[0, ..., 0], p[0, ..., 0].T)
+
+
+
+# --- deprecated `library_key` (issue 10: one name per concept, `section_key`) -------------------------------------
+
+
+def test_extract_patches_library_key_is_deprecated():
+    adata = _toy(np.zeros((50, 50, 3), dtype=np.uint8), [[25.0, 25.0]])
+    adata.obs["slice"] = "lib"
+    with pytest.warns(FutureWarning, match="library_key"):
+        old = hs.pp.extract_patches(adata, patch_size_um=10, library_key="slice", out_size=None)
+    new = hs.pp.extract_patches(adata, patch_size_um=10, section_key="slice", out_size=None)
+    np.testing.assert_array_equal(old, new)
+
+
+def test_histology_features_library_key_is_deprecated(c2):
+    small = c2[:4].copy()
+    with pytest.warns(FutureWarning, match="library_key"):
+        out = hs.pp.histology_features(small, views=1, library_key="section", copy=True, show_progress_bar=False)
+    assert out.obsm["X_histology"].shape == (4, len(FEATURE_NAMES))
+
+
+def test_library_key_and_another_section_key_raise(c2):
+    with pytest.raises(TypeError, match="Pass `section_key` only"):
+        hs.pp.histology_features(c2, library_key="section", section_key="other", show_progress_bar=False)
+
+
+def test_default_section_is_the_only_library():
+    adata = _toy(np.zeros((50, 50, 3), dtype=np.uint8), [[25.0, 25.0]])  # no obs["section"], one library
+    patches = hs.pp.extract_patches(adata, patch_size_um=10, out_size=None, show_progress_bar=False)
+    assert patches.shape == (1, 10, 10, 3)

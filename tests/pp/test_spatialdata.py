@@ -119,7 +119,7 @@ def test_lazy_image_is_read_crop_by_crop():
     arr = da.map_blocks(block, chunks=((1024,) * 40, (1024,) * 40, (3,)), dtype=np.uint8)
     sdata = hs.io._spatialdata.spots_to_spatialdata(
         _spots(np.array([[500.0, 500.0], [20_000.0, 30_000.0], [40_900.0, 100.0]]), "big"),
-        image=arr, library_id="big", scalefactors={"spot_diameter_fullres": 110.0, "microns_per_pixel": 0.5},
+        image=arr, section="big", scalefactors={"spot_diameter_fullres": 110.0, "microns_per_pixel": 0.5},
     )  # fmt: skip
     patches = hs.pp.extract_patches(sdata, out_size=None, show_progress_bar=False)
     assert patches.shape == (3, 224, 224, 3)
@@ -150,3 +150,9 @@ def test_from_spatialdata_restores_the_visium_convention(crop, sdata):
     )
     assert lib["images"]["hires"].shape == (1400, 1400, 3)
     assert list(adata.obs["section"].unique()) == ["C2_spots"]
+
+
+def test_to_spatialdata_library_key_is_deprecated(crop):
+    with pytest.warns(FutureWarning, match="library_key"):
+        sdata = hs.io.to_spatialdata(crop, library_key="section")
+    assert list(sdata.shapes) == ["C2_spots"]

@@ -100,3 +100,11 @@ def test_lazy_input_gives_spatialdata(slide):
     hs.pp.histology_features(sdata, views=1, show_progress_bar=False)
     assert table.obsm["X_histology"].shape[0] == table.n_obs
     assert table.uns["X_histology"]["params"]["patch_px"]["slide_spots"] == 112
+
+
+def test_library_id_is_deprecated(slide):
+    with pytest.warns(FutureWarning, match="library_id"):
+        adata = hs.pp.tile_slide(slide, microns_per_pixel=1.0, spacing_um=100, library_id="s1")
+    assert set(adata.obs["section"]) == {"s1"} and list(adata.uns["spatial"]) == ["s1"]
+    new = hs.pp.tile_slide(slide, microns_per_pixel=1.0, spacing_um=100, section="s1")
+    assert list(new.obs_names) == list(adata.obs_names)

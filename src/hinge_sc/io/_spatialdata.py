@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from hinge_sc._deprecation import renamed_argument
+from hinge_sc.pp._patches import DEFAULT_SECTION_KEY
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -57,19 +60,22 @@ def spots_to_spatialdata(
     adata: AnnData,
     *,
     image: Any,
-    library_id: str,
+    section: str,
     scalefactors: Mapping[str, float],
     sdata: Any | None = None,
     table_key: str = "table",
 ) -> Any:
-    """SpatialData with ``image`` (its own transformations, or identity to ``"global"``), spot circles and table."""
+    """SpatialData with ``image`` (its own transformations, or identity to ``"global"``), spot circles and table.
+
+    ``section`` names the shapes ``f"{section}_spots"`` and the image ``f"{section}_image"``.
+    """
     from spatialdata import SpatialData
     from spatialdata.transformations import Identity, get_transformation
 
     kind = type(image).__name__
     transformations = get_transformation(image, get_all=True) if kind in ("DataArray", "DataTree") else None
     transformations = transformations or {"global": Identity()}
-    shapes_key = f"{library_id}_spots"
+    shapes_key = f"{section}_spots"
     shapes = _circles(adata.obsm["spatial"], float(scalefactors["spot_diameter_fullres"]), transformations)
     meta = {shapes_key: {"scalefactors": dict(scalefactors)}}
     table = _table(adata, np.full(adata.n_obs, shapes_key), np.arange(adata.n_obs), meta)
@@ -77,22 +83,23 @@ def spots_to_spatialdata(
         for kind_, key, store in (("table", table_key, sdata.tables), ("shapes", shapes_key, sdata.shapes)):
             if key in store:
                 raise ValueError(f"The SpatialData object already has a {kind_} {key!r}; pass another `table_key` / "
-                                 "`library_id`.")  # fmt: skip
+                                 "`section`.")  # fmt: skip
         sdata.shapes[shapes_key] = shapes
         sdata.tables[table_key] = table
         return sdata
     element = _image_element(image, transformations, None)
-    return SpatialData(images={f"{library_id}_image": element}, shapes={shapes_key: shapes}, tables={table_key: table})
+    return SpatialData(images={f"{section}_image": element}, shapes={shapes_key: shapes}, tables={table_key: table})
 
 
 def to_spatialdata(
     adata: AnnData,
     *,
-    library_key: str | None = "section",
+    section_key: str | None = DEFAULT_SECTION_KEY,
     spatial_key: str = "spatial",
     image: Literal["auto", "fullres", "hires", "lowres"] = "auto",
     scale_factors: Sequence[int] | None = None,
     table_key: str = "table",
+    library_key: str | None = None,
 ) -> Any:
     """Convert an AnnData in the scanpy/squidpy Visium convention to a SpatialData object.
 
@@ -107,8 +114,10 @@ def to_spatialdata(
     ----------
     adata
         Spots with centres in ``obsm[spatial_key]`` (full-resolution px) and ``uns["spatial"]``.
-    library_key
-        Column of ``obs`` naming each spot's library (``None``: a single library).
+    section_key
+        Column of ``obs`` naming each spot's section (a key of ``uns["spatial"]``). The default column
+        ``"section"`` is used when present; when it is absent and ``uns["spatial"]`` has exactly one library, all
+        spots are that one section. ``None``: a single library (``uns["spatial"]`` must have exactly one).
     spatial_key
         Key of the spot centres in ``obsm``, shape (n_spots, 2), full-resolution px.
     image
@@ -118,6 +127,8 @@ def to_spatialdata(
         Downscaling factors of a multiscale image pyramid (e.g. ``[2, 4]``); ``None``: a single scale.
     table_key
         Name of the table.
+    library_key
+        Deprecated alias of ``section_key``.
 
     Returns
     -------
@@ -139,9 +150,10 @@ def to_spatialdata(
     from hinge_sc.pp._image import open_image_file
     from hinge_sc.pp._patches import _library, _sections
 
+    section_key = renamed_argument("library_key", library_key, "section_key", section_key, default=DEFAULT_SECTION_KEY)
     if spatial_key not in adata.obsm:
         raise KeyError(f"`spatial_key={spatial_key!r}` is not in `adata.obsm`.")
-    sections = _sections(adata, library_key)
+    sections = _sections(adata, section_key)
     coords = np.asarray(adata.obsm[spatial_key], dtype=float)[:, :2]
     images, shapes, meta = {}, {}, {}
     regions = np.empty(adata.n_obs, dtype=object)

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._deprecation import renamed_argument
 from .._validators import check_positive_finite
 from ._image import PAD_VALUE
-from ._patches import PatchGroup, anndata_groups, iter_patches
+from ._patches import DEFAULT_SECTION_KEY, PatchGroup, anndata_groups, iter_patches
 from ._spatialdata import is_spatialdata, spatialdata_groups
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 def patch_groups(
     data: Any,
     *,
-    library_key: str | None = "section",
+    section_key: str | None = DEFAULT_SECTION_KEY,
     spatial_key: str = "spatial",
     table_key: str | None = None,
     image_key: str | Mapping[str, str] | None = None,
@@ -36,7 +37,7 @@ def patch_groups(
         return spatialdata_groups(
             data, table_key=table_key, image_key=image_key, shapes_key=shapes_key, microns_per_pixel=microns_per_pixel
         )
-    return anndata_groups(data, library_key=library_key, spatial_key=spatial_key, microns_per_pixel=microns_per_pixel)
+    return anndata_groups(data, section_key=section_key, spatial_key=spatial_key, microns_per_pixel=microns_per_pixel)
 
 
 def extract_patches(
@@ -44,13 +45,14 @@ def extract_patches(
     *,
     patch_size_um: float = 112.0,
     microns_per_pixel: float | Mapping[str, float] | None = None,
-    library_key: str | None = "section",
+    section_key: str | None = DEFAULT_SECTION_KEY,
     spatial_key: str = "spatial",
     table_key: str | None = None,
     image_key: str | Mapping[str, str] | None = None,
     shapes_key: str | Sequence[str] | None = None,
     out_size: int | None = 64,
     show_progress_bar: bool = True,
+    library_key: str | None = None,
 ) -> np.ndarray:
     """Cut the H&E patch centred on each spot.
 
@@ -78,9 +80,10 @@ def extract_patches(
         µm per full-resolution pixel (per image pixel for SpatialData), one float or a dict per section/region.
         Defaults to ``scalefactors["microns_per_pixel"]`` of the library, else, for 10x Visium,
         55 µm / ``scalefactors["spot_diameter_fullres"]``.
-    library_key
-        AnnData: column of ``obs`` naming each spot's section (a key of ``uns["spatial"]``). ``None`` (or a
-        missing ``"section"`` column with a single library) puts every spot in the one library.
+    section_key
+        AnnData: column of ``obs`` naming each spot's section (a key of ``uns["spatial"]``). The default column
+        ``"section"`` is used when present; when it is absent and ``uns["spatial"]`` has exactly one library, all
+        spots are that one section. ``None``: a single library (``uns["spatial"]`` must have exactly one).
     spatial_key
         AnnData: key of ``obsm`` with the (x, y) spot centres in full-resolution pixels, shape (n_spots, 2).
     table_key
@@ -94,6 +97,8 @@ def extract_patches(
         Side of the returned patches in px; ``None`` keeps the native size (of the image level read).
     show_progress_bar
         Show a progress bar over spots.
+    library_key
+        Deprecated alias of ``section_key``.
 
     Returns
     -------
@@ -105,15 +110,16 @@ def extract_patches(
         If ``patch_size_um`` is not a finite number > 0, a section has no image or no µm/px, an image looks
         channel-first (C, H, W), spots lie outside their image, or image and shapes share no coordinate system.
     KeyError
-        If ``library_key``, ``spatial_key``, ``table_key``, ``image_key`` or ``shapes_key`` is missing.
+        If ``section_key``, ``spatial_key``, ``table_key``, ``image_key`` or ``shapes_key`` is missing.
 
     Examples
     --------
     >>> patches = hs.pp.extract_patches(adata, patch_size_um=112, out_size=224)
     """
+    section_key = renamed_argument("library_key", library_key, "section_key", section_key, default=DEFAULT_SECTION_KEY)
     check_positive_finite(patch_size_um, argument="patch_size_um", unit=" (µm)", example=112)
     groups = patch_groups(
-        data, library_key=library_key, spatial_key=spatial_key, table_key=table_key, image_key=image_key,
+        data, section_key=section_key, spatial_key=spatial_key, table_key=table_key, image_key=image_key,
         shapes_key=shapes_key, microns_per_pixel=microns_per_pixel,
     )  # fmt: skip
     n_obs = sum(len(g.obs_idx) for g in groups)

@@ -1,20 +1,28 @@
+"""Histology features (``hs.pp.histology_features``): patches → encoder → views/context → cache → write.
+
+:func:`histology_features` is a short dispatcher: it resolves the data once (an AnnData, or the table of a
+SpatialData object), then each step below is one small function, in the order it runs.
+"""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._deprecation import renamed_argument
 from .._validators import check_key_free, check_positive_finite
+from ._cache import cached_features
 from ._encoder_hub import as_encoder
 from ._encoders import HandcraftedEncoder
 from ._extract import patch_groups
 from ._handcrafted import FEATURE_NAMES, handcrafted_features
-from ._patches import iter_patches
+from ._patches import DEFAULT_SECTION_KEY, iter_patches
+from ._spatialdata import get_table, is_spatialdata
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -22,6 +30,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
     from ._encoders import Encoder
+    from ._patches import PatchGroup
 
 logger = logging.getLogger(__name__)
 
@@ -48,95 +57,10 @@ def dihedral_view(patches: np.ndarray, view: int) -> np.ndarray:
     raise ValueError(f"`view` must be in 0..7, found {view}.")
 
 
-def _embed(groups, enc: Encoder, n_obs: int, *, views: int, patch_size_um: float, out_size: int, zoom_out: float,
-           batch_size: int, desc: str, show_progress_bar: bool) -> np.ndarray:  # fmt: skip
-    """(n_obs, views, D) features of every spot's patch, batch by batch."""
-    feats: np.ndarray | None = None
-    for group, pos, patches in iter_patches(
-        groups, patch_size_um=patch_size_um, out_size=out_size, zoom_out=zoom_out, batch_size=batch_size,
-        desc=desc, show_progress_bar=show_progress_bar,
-    ):  # fmt: skip
-        out = np.stack([enc(np.ascontiguousarray(dihedral_view(patches, v))) for v in range(views)], axis=1)
-        if feats is None:
-            feats = np.empty((n_obs, views, out.shape[-1]), dtype=np.float32)
-        feats[group.obs_idx[pos]] = out
-    assert feats is not None
-    if not np.isfinite(feats).all():
-        n_bad = int((~np.isfinite(feats)).reshape(n_obs, -1).any(1).sum())
-        raise ValueError(f"`encoder` {enc.name!r} returned NaN or infinite features for {n_bad} spots.")
-    return feats
-
-
-def _fingerprint(params: Mapping[str, Any], groups) -> str:
-    """Hash of the settings, the spot centres and the images' identities: equal hashes give equal features."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
-    for g in groups:
-        digest.update(f"{g.section}|{g.identity()}|".encode())
-        digest.update(np.ascontiguousarray(g.obs_idx, dtype=np.int64).tobytes())
-        digest.update(np.ascontiguousarray(g.xy, dtype=np.float64).tobytes())
-    return digest.hexdigest()
-
-
-def _spots_hash(obs_names: Sequence[str]) -> str:
-    """SHA-256 of the spot names in order."""
-    return hashlib.sha256("\n".join(map(str, obs_names)).encode()).hexdigest()
-
-
-def _write_cache(cache_file: Path, feats: np.ndarray, obs_names: Sequence[str]) -> None:
-    """Write the features and, beside them, a record of their shape and of the spots' names and order."""
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache_file, feats)
-    record = {"shape": list(feats.shape), "n_spots": len(obs_names), "spots_sha256": _spots_hash(obs_names)}
-    cache_file.with_suffix(".json").write_text(json.dumps(record))
-    logger.info("Cached the features in %s.", cache_file)
-
-
-def _read_cache(cache_file: Path, obs_names: Sequence[str], views: int) -> np.ndarray | None:
-    """Cached features if the file exists and fits these spots, else ``None``.
-
-    A cache that does not fit (no record of its spots, another spot order, shape, or non-finite values) is ignored
-    with a warning, and the features are recomputed and the cache rewritten.
-    """
-    if not cache_file.is_file():
-        return None
-    meta_file = cache_file.with_suffix(".json")
-    problem = None
-    try:
-        feats = np.load(cache_file)
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
-    except (OSError, ValueError) as err:
-        feats, meta, problem = None, None, f"it cannot be read ({err})"
-    if problem is None and meta is None:
-        problem = "it has no record of its spots"
-    elif problem is None and meta.get("spots_sha256") != _spots_hash(obs_names):
-        problem = "it was written for other spots or another spot order"
-    elif problem is None and (feats.ndim != 3 or feats.shape[:2] != (len(obs_names), views)):
-        problem = f"its shape {feats.shape} does not fit {len(obs_names)} spots × {views} views"
-    elif problem is None and not np.isfinite(feats).all():
-        problem = "it has NaN or infinite values"
-    if problem is not None:
-        warnings.warn(
-            f"The cached features {cache_file} are not used: {problem}. They are recomputed and the cache is "
-            "rewritten.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return None
-    logger.info("Read the features from the cache %s.", cache_file)
-    return feats
-
-
-def _writable(value: Any) -> Any:
-    """Drop ``None`` values (h5ad and zarr cannot store them) from nested dicts."""
-    if isinstance(value, dict):
-        return {str(k): _writable(v) for k, v in value.items() if v is not None}
-    return value
-
-
 def histology_features(
     data: AnnData | Any,
     *,
-    library_key: str | None = "section",
+    section_key: str | None = DEFAULT_SECTION_KEY,
     spatial_key: str = "spatial",
     table_key: str | None = None,
     image_key: str | Mapping[str, str] | None = None,
@@ -156,6 +80,7 @@ def histology_features(
     batch_size: int = 64,
     device: str | Any | None = None,
     show_progress_bar: bool = True,
+    library_key: str | None = None,
 ) -> AnnData | None:
     """Embed the H&E patch under each spot, in up to 8 dihedral views, for AnnData and SpatialData alike.
 
@@ -172,8 +97,10 @@ def histology_features(
         AnnData with spot centres in ``obsm[spatial_key]`` (full-resolution px) and images in ``uns["spatial"]``
         (scanpy/squidpy Visium convention), or a SpatialData object (image element, shapes, a table annotating
         the shapes); the features are written into that table.
-    library_key
-        AnnData: column of ``obs`` naming each spot's section; ``None`` for a single library.
+    section_key
+        AnnData: column of ``obs`` naming each spot's section (a key of ``uns["spatial"]``). The default column
+        ``"section"`` is used when present; when it is absent and ``uns["spatial"]`` has exactly one library, all
+        spots are that one section. ``None``: a single library (``uns["spatial"]`` must have exactly one).
     spatial_key
         AnnData: key of ``obsm`` with the spot centres in full-resolution px, shape (n_spots, 2).
     table_key, image_key, shapes_key
@@ -221,6 +148,8 @@ def histology_features(
         Torch device of the encoder, e.g. ``"cuda"`` (default: where its parameters are).
     show_progress_bar
         Show a progress bar over spots.
+    library_key
+        Deprecated alias of ``section_key``.
 
     Returns
     -------
@@ -255,8 +184,46 @@ def histology_features(
     (367, 8, 80)
     >>> hs.pp.histology_features(sdata, encoder=["uni", "conch"], device="cuda")  # 1536 features, as in the paper
     """
-    from ._spatialdata import get_table, is_spatialdata
+    section_key = renamed_argument("library_key", library_key, "section_key", section_key, default=DEFAULT_SECTION_KEY)
+    _check_options(views=views, context=context, context_scale=context_scale, batch_size=batch_size,
+                   patch_size_um=patch_size_um)  # fmt: skip
+    target = _target_table(data, table_key)
+    groups = patch_groups(
+        data, section_key=section_key, spatial_key=spatial_key, table_key=table_key, image_key=image_key,
+        shapes_key=shapes_key, microns_per_pixel=microns_per_pixel,
+    )  # fmt: skip
+    enc = as_encoder(encoder, out_size=out_size).to(device)
+    out_size = int(out_size or enc.input_size or 224)
+    # the record keeps its key "library_key": it enters the fingerprint, so renaming it would void existing caches
+    input_keys = (
+        {"library_key": section_key, "spatial_key": spatial_key}
+        if target is data
+        else {"table_key": table_key, "image_key": image_key, "shapes_key": shapes_key}
+    )
+    params = _params(enc, groups, input_keys, patch_size_um=patch_size_um, out_size=out_size, views=views,
+                     context=context, context_k=context_k, context_scale=context_scale)  # fmt: skip
+    fingerprint = _fingerprint(params, groups)
+    if _is_up_to_date(target, key_added, views, fingerprint):
+        logger.info("`obsm[%r]` was computed with the same settings, spots and images; skipped.", key_added)
+        return target.copy() if copy else None
+    _check_keys_free(target, key_added, views, overwrite=overwrite)
 
+    def compute() -> np.ndarray:
+        return _compute(groups, enc, target.n_obs, views=views, context=context, context_k=context_k,
+                        context_scale=context_scale, patch_size_um=patch_size_um, out_size=out_size,
+                        batch_size=batch_size, show_progress_bar=show_progress_bar)  # fmt: skip
+
+    cache_file = Path(cache_dir) / f"{fingerprint}.npy" if cache_dir is not None else None
+    feats = cached_features(cache_file, target.obs_names, views, compute)
+    target = target.copy() if copy else target
+    _write(target, feats, params, fingerprint, key_added=key_added, views=views, overwrite=overwrite)
+    return target if copy else None
+
+
+# ----------------------------------------------------------------------------------------------- 0. inputs
+def _check_options(*, views: int, context: str | None, context_scale: float, batch_size: int,
+                   patch_size_um: float) -> None:  # fmt: skip
+    """Check the method and execution options, before any data is read."""
     if views not in (1, 8):
         raise ValueError(f"`views` must be 1 (identity only) or 8 (all dihedral views), found {views}.")
     if context not in (None, "knn", "field"):
@@ -266,13 +233,19 @@ def histology_features(
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, found {batch_size}.")
     check_positive_finite(patch_size_um, argument="patch_size_um", unit=" (µm)", example=112)
-    target = get_table(data, table_key)[1] if is_spatialdata(data) else data
-    groups = patch_groups(
-        data, library_key=library_key, spatial_key=spatial_key, table_key=table_key, image_key=image_key,
-        shapes_key=shapes_key, microns_per_pixel=microns_per_pixel,
-    )  # fmt: skip
-    enc = as_encoder(encoder, out_size=out_size).to(device)
-    out_size = int(out_size or enc.input_size or 224)
+
+
+def _target_table(data: AnnData | Any, table_key: str | None) -> AnnData:
+    """Return the AnnData the features are written into: ``data``, or the table ``table_key`` of a SpatialData."""
+    return get_table(data, table_key)[1] if is_spatialdata(data) else data
+
+
+# ----------------------------------------------------------------------------------------------- 1. settings
+def _params(
+    enc: Encoder, groups: Sequence[PatchGroup], input_keys: Mapping[str, Any], *, patch_size_um: float,
+    out_size: int, views: int, context: str | None, context_k: int, context_scale: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Record the settings (``uns[key_added]["params"]`` without ``n_features`` and ``fingerprint``)."""
     sides = {g.section: g.side(patch_size_um) for g in groups}
     params: dict[str, Any] = {
         "encoder": enc.name,
@@ -284,11 +257,7 @@ def histology_features(
         "context": context or "none",
         **({"context_k": int(context_k)} if context == "knn" else {}),
         **({"context_scale": float(context_scale)} if context == "field" else {}),
-        **(
-            {"library_key": library_key, "spatial_key": spatial_key}
-            if target is data
-            else {"table_key": table_key, "image_key": image_key, "shapes_key": shapes_key}
-        ),
+        **input_keys,
         "microns_per_pixel": {g.section: g.microns_per_pixel for g in groups},
         "microns_per_pixel_source": {g.section: g.mpp_source for g in groups},
         "patch_um": {s: v[0] for s, v in sides.items()},
@@ -296,16 +265,31 @@ def histology_features(
     }
     if isinstance(enc, HandcraftedEncoder):
         params["feature_names"] = list(FEATURE_NAMES)
-    fingerprint = _fingerprint(params, groups)
-    views_key = f"{key_added}_views"
+    return params
+
+
+def _fingerprint(params: Mapping[str, Any], groups: Sequence[PatchGroup]) -> str:
+    """Hash of the settings, the spot centres and the images' identities: equal hashes give equal features."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for g in groups:
+        digest.update(f"{g.section}|{g.identity()}|".encode())
+        digest.update(np.ascontiguousarray(g.obs_idx, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(g.xy, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _is_up_to_date(target: AnnData, key_added: str, views: int, fingerprint: str) -> bool:
+    """Whether ``target`` already holds features with this fingerprint (then the call is skipped)."""
     stored = target.uns.get(key_added, {}).get("params", {}) if isinstance(target.uns.get(key_added), dict) else {}
-    if (
+    return (
         stored.get("fingerprint") == fingerprint
         and key_added in target.obsm
-        and (views == 1 or views_key in target.obsm)
-    ):
-        logger.info("`obsm[%r]` was computed with the same settings, spots and images; skipped.", key_added)
-        return target.copy() if copy else None
+        and (views == 1 or f"{key_added}_views" in target.obsm)
+    )
+
+
+def _check_keys_free(target: AnnData, key_added: str, views: int, *, overwrite: bool) -> None:
+    """Raise if an output key holds features computed with other settings and ``overwrite`` is false."""
     for where, mapping in (("obsm", target.obsm), ("uns", target.uns)):
         if key_added in mapping and not overwrite:
             raise KeyError(
@@ -313,25 +297,56 @@ def histology_features(
                 "Pass another `key_added` or `overwrite=True` to replace it."
             )
     if views > 1:
-        check_key_free(target.obsm, views_key, where="obsm", overwrite=overwrite)
+        check_key_free(target.obsm, f"{key_added}_views", where="obsm", overwrite=overwrite)
 
-    cache_file = Path(cache_dir) / f"{fingerprint}.npy" if cache_dir is not None else None
-    feats = _read_cache(cache_file, target.obs_names, views) if cache_file is not None else None
-    if feats is None:
-        common = {"views": views, "patch_size_um": patch_size_um, "out_size": out_size, "batch_size": batch_size,
-                  "show_progress_bar": show_progress_bar}  # fmt: skip
-        feats = _embed(groups, enc, target.n_obs, zoom_out=1.0, desc="histology features", **common)
-        if context == "knn":
-            from ._context import knn_mean
 
-            feats = np.concatenate([feats, knn_mean(groups, feats, context_k)], axis=-1)
-        elif context == "field":
-            field = _embed(groups, enc, target.n_obs, zoom_out=context_scale, desc="context field", **common)
-            feats = np.concatenate([feats, field], axis=-1)
-        if cache_file is not None:
-            _write_cache(cache_file, feats, target.obs_names)
+# ----------------------------------------------------------------------------------------------- 2. patches → encoder
+def _compute(
+    groups: Sequence[PatchGroup], enc: Encoder, n_obs: int, *, views: int, context: str | None, context_k: int,
+    context_scale: float, patch_size_um: float, out_size: int, batch_size: int, show_progress_bar: bool,
+) -> np.ndarray:  # fmt: skip
+    """(n_obs, views, D) features of every spot, with the spatial context appended (D doubles) if asked for."""
+    common = {"views": views, "patch_size_um": patch_size_um, "out_size": out_size, "batch_size": batch_size,
+              "show_progress_bar": show_progress_bar}  # fmt: skip
+    feats = _embed(groups, enc, n_obs, zoom_out=1.0, desc="histology features", **common)
+    if context == "knn":
+        from ._context import knn_mean
 
-    target = target.copy() if copy else target
+        feats = np.concatenate([feats, knn_mean(groups, feats, context_k)], axis=-1)
+    elif context == "field":
+        field = _embed(groups, enc, n_obs, zoom_out=context_scale, desc="context field", **common)
+        feats = np.concatenate([feats, field], axis=-1)
+    return feats
+
+
+def _embed(
+    groups: Sequence[PatchGroup], enc: Encoder, n_obs: int, *, views: int, patch_size_um: float, out_size: int,
+    zoom_out: float, batch_size: int, desc: str, show_progress_bar: bool,
+) -> np.ndarray:  # fmt: skip
+    """(n_obs, views, D) features of every spot's patch, batch by batch."""
+    feats: np.ndarray | None = None
+    for group, pos, patches in iter_patches(
+        groups, patch_size_um=patch_size_um, out_size=out_size, zoom_out=zoom_out, batch_size=batch_size,
+        desc=desc, show_progress_bar=show_progress_bar,
+    ):  # fmt: skip
+        out = np.stack([enc(np.ascontiguousarray(dihedral_view(patches, v))) for v in range(views)], axis=1)
+        if feats is None:
+            feats = np.empty((n_obs, views, out.shape[-1]), dtype=np.float32)
+        feats[group.obs_idx[pos]] = out
+    assert feats is not None
+    if not np.isfinite(feats).all():
+        n_bad = int((~np.isfinite(feats)).reshape(n_obs, -1).any(1).sum())
+        raise ValueError(f"`encoder` {enc.name!r} returned NaN or infinite features for {n_bad} spots.")
+    return feats
+
+
+# ----------------------------------------------------------------------------------------------- 3. write
+def _write(
+    target: AnnData, feats: np.ndarray, params: dict[str, Any], fingerprint: str, *, key_added: str, views: int,
+    overwrite: bool,
+) -> None:  # fmt: skip
+    """Write ``obsm[key_added]`` (identity view), ``obsm[key_added + "_views"]`` and ``uns[key_added]["params"]``."""
+    views_key = f"{key_added}_views"
     target.obsm[key_added] = np.ascontiguousarray(feats[:, 0])
     logger.info("Wrote `obsm[%r]`: %d spots × %d features.", key_added, *feats[:, 0].shape)
     if views > 1:
@@ -344,4 +359,10 @@ def histology_features(
     params["fingerprint"] = fingerprint
     target.uns[key_added] = {"params": _writable(params)}
     logger.info("Wrote `uns[%r]`.", key_added)
-    return target if copy else None
+
+
+def _writable(value: Any) -> Any:
+    """Drop ``None`` values (h5ad and zarr cannot store them) from nested dicts."""
+    if isinstance(value, dict):
+        return {str(k): _writable(v) for k, v in value.items() if v is not None}
+    return value

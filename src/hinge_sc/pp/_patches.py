@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PAD_VALUE", "PatchGroup", "anndata_groups", "iter_patches"]
+__all__ = ["DEFAULT_SECTION_KEY", "PAD_VALUE", "PatchGroup", "anndata_groups", "iter_patches", "single_section"]
 
 #: Diameter of a 10x Visium spot, µm.
 VISIUM_SPOT_DIAMETER_UM = 55.0
@@ -53,25 +53,48 @@ class PatchGroup:
 
 
 # ----------------------------------------------------------------------------------------------- AnnData input
-def _sections(adata: AnnData, library_key: str | None) -> list[tuple[str, np.ndarray]]:
-    """(library id, integer obs indices) per section, in category order."""
+#: Default obs column naming each spot's tissue section (its ``uns["spatial"]`` library).
+DEFAULT_SECTION_KEY = "section"
+
+
+def single_section(adata: AnnData, section_key: str | None) -> str | None:
+    """Return the one library all spots belong to when the rule below applies, else ``None`` (read ``section_key``).
+
+    The rule of the default: the column ``"section"`` is used when it is present; when it is absent and
+    ``adata.uns["spatial"]`` has exactly one library, all spots are that one section. ``section_key=None`` always
+    means a single section, and then ``uns["spatial"]`` must have exactly one library.
+
+    Raises
+    ------
+    ValueError
+        If ``section_key`` is ``None`` and ``uns["spatial"]`` does not have exactly one library.
+    """
     spatial = adata.uns.get("spatial", {})
-    if library_key is None or (library_key == "section" and library_key not in adata.obs and len(spatial) == 1):
-        if len(spatial) != 1:
-            raise ValueError(
-                f"`library_key=None` needs exactly one library in `adata.uns['spatial']`, found {len(spatial)}. "
-                "Pass the obs column that names each spot's section through `library_key`."
-            )
-        return [(next(iter(spatial)), np.arange(adata.n_obs))]
-    if library_key not in adata.obs:
-        raise KeyError(
-            f"`library_key={library_key!r}` is not a column of `adata.obs`. Pass the column that names each "
-            "spot's section (a key of `adata.uns['spatial']`), or `library_key=None` for a single library."
+    default_absent = section_key == DEFAULT_SECTION_KEY and section_key not in adata.obs and len(spatial) == 1
+    if section_key is not None and not default_absent:
+        return None
+    if len(spatial) != 1:
+        raise ValueError(
+            f"`section_key=None` needs exactly one library in `adata.uns['spatial']`, found {len(spatial)}. "
+            "Pass the obs column that names each spot's section through `section_key`."
         )
-    col = adata.obs[library_key]
+    return next(iter(spatial))
+
+
+def _sections(adata: AnnData, section_key: str | None) -> list[tuple[str, np.ndarray]]:
+    """(library id, integer obs indices) per section, in category order."""
+    single = single_section(adata, section_key)
+    if single is not None:
+        return [(single, np.arange(adata.n_obs))]
+    if section_key not in adata.obs:
+        raise KeyError(
+            f"`section_key={section_key!r}` is not a column of `adata.obs`. Pass the column that names each "
+            "spot's section (a key of `adata.uns['spatial']`), or `section_key=None` for a single library."
+        )
+    col = adata.obs[section_key]
     if col.isna().any():
         raise ValueError(
-            f"{int(col.isna().sum())} spots have no section in `adata.obs[{library_key!r}]`; fill it or drop them."
+            f"{int(col.isna().sum())} spots have no section in `adata.obs[{section_key!r}]`; fill it or drop them."
         )
     ids = col.cat.categories if hasattr(col, "cat") else list(dict.fromkeys(col.tolist()))
     out = []
@@ -167,13 +190,14 @@ def _identity(lib: Mapping, section: str) -> str:
 
 
 def anndata_groups(
-    adata: AnnData, *, library_key: str | None, spatial_key: str, microns_per_pixel: float | Mapping[str, float] | None
+    adata: AnnData, *, section_key: str | None, spatial_key: str, microns_per_pixel: float | Mapping[str, float] | None
 ) -> list[PatchGroup]:
+    """Spots of an AnnData (Visium convention) grouped by section; see :func:`single_section` for the default."""
     if spatial_key not in adata.obsm:
         raise KeyError(f"`spatial_key={spatial_key!r}` is not in `adata.obsm`; pass the key of the spot coordinates.")
     coords = np.asarray(adata.obsm[spatial_key], dtype=float)[:, :2]
     groups = []
-    for section, idx in _sections(adata, library_key):
+    for section, idx in _sections(adata, section_key):
         lib = _library(adata, section)
         scalefactors = lib.get("scalefactors", {})
         mpp, source = resolve_mpp(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._deprecation import renamed_argument
 from .._validators import check_positive_finite
 from ._image import SlideImage, from_array, open_image_file, tiff_microns_per_pixel
 
@@ -101,9 +102,10 @@ def tile_slide(
     microns_per_pixel: float | None = None,
     grid: Literal["hex", "square"] = "hex",
     tissue_mask: np.ndarray | bool | None = None,
-    library_id: str = "slide",
+    section: str = "slide",
     table_key: str = "table",
     as_spatialdata: bool = False,
+    library_id: str | None = None,
 ) -> AnnData | Any:
     """Lay a virtual spot grid over the tissue of an H&E-only slide (no sequencing).
 
@@ -131,20 +133,23 @@ def tile_slide(
     tissue_mask
         ``None``: detect tissue (:func:`detect_tissue`); ``False``: tile the whole image; or a boolean array of any
         resolution covering the whole image.
-    library_id
-        Name of the slide (the ``uns["spatial"]`` library, the ``obs["section"]`` value and the shapes element).
+    section
+        Name of the slide's section (the ``uns["spatial"]`` library, the ``obs["section"]`` value and the shapes
+        element).
     table_key
         Table written into a SpatialData result.
     as_spatialdata
         Return a SpatialData object (forced for lazy arrays and SpatialData input, which an AnnData cannot hold).
+    library_id
+        Deprecated alias of ``section``.
 
     Returns
     -------
     An AnnData with no genes (spots × 0) in the Visium convention: ``obs["section"]``, ``obs["array_row"]``,
-    ``obs["array_col"]``, ``obsm["spatial"]`` (centres, full-resolution px) and ``uns["spatial"][library_id]``
+    ``obs["array_col"]``, ``obsm["spatial"]`` (centres, full-resolution px) and ``uns["spatial"][section]``
     (``images["hires"]``, ``scalefactors`` with ``tissue_hires_scalef``, ``spot_diameter_fullres`` and
     ``microns_per_pixel``, ``metadata["source_image_path"]`` for a file), plus ``uns["tissue_mask"]``; or a
-    SpatialData object with the image, the shapes ``f"{library_id}_spots"`` (circles) and the table ``table_key``
+    SpatialData object with the image, the shapes ``f"{section}_spots"`` (circles) and the table ``table_key``
     annotating them (a SpatialData input is modified in place and returned).
 
     Raises
@@ -164,6 +169,7 @@ def tile_slide(
 
     from ._spatialdata import is_spatialdata
 
+    section = renamed_argument("library_id", library_id, "section", section, default="slide")
     check_positive_finite(spot_diameter_um, argument="spot_diameter_um", unit=" (µm)")
     check_positive_finite(spacing_um, argument="spacing_um", unit=" (µm)")
     if microns_per_pixel is not None:
@@ -206,10 +212,10 @@ def tile_slide(
             f"No spot of the {spacing_um} µm grid falls on tissue; use a smaller `spacing_um` or check `tissue_mask`."
         )
     xy, rowcol = xy[keep], rowcol[keep]
-    logger.info("%s: %d virtual spots on tissue (%.0f µm grid, %s).", library_id, len(xy), spacing_um, grid)
-    names = pd.Index([f"{library_id}_{r}x{c}" for r, c in rowcol])
+    logger.info("%s: %d virtual spots on tissue (%.0f µm grid, %s).", section, len(xy), spacing_um, grid)
+    names = pd.Index([f"{section}_{r}x{c}" for r, c in rowcol])
     obs = pd.DataFrame(
-        {"section": pd.Categorical([library_id] * len(xy)), "array_row": rowcol[:, 0], "array_col": rowcol[:, 1]},
+        {"section": pd.Categorical([section] * len(xy)), "array_row": rowcol[:, 0], "array_col": rowcol[:, 1]},
         index=names,
     )
     adata = ad.AnnData(sparse.csr_matrix((len(xy), 0), dtype=np.float32), obs=obs)
@@ -219,7 +225,7 @@ def tile_slide(
         from hinge_sc.io._spatialdata import spots_to_spatialdata
 
         return spots_to_spatialdata(
-            adata, image=element if element is not None else slide.levels[0], library_id=library_id,
+            adata, image=element if element is not None else slide.levels[0], section=section,
             scalefactors=scalefactors, sdata=image if is_spatialdata(image) else None, table_key=table_key,
         )  # fmt: skip
     if path is not None:
@@ -227,6 +233,6 @@ def tile_slide(
                "metadata": {"source_image_path": path}}  # fmt: skip
     else:
         lib = {"images": {"hires": slide.levels[0]}, "scalefactors": {**scalefactors, "tissue_hires_scalef": 1.0}}
-    adata.uns["spatial"] = {library_id: lib}
+    adata.uns["spatial"] = {section: lib}
     adata.uns["tissue_mask"] = mask
     return adata
