@@ -191,7 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--test", nargs="+", default=["C6"], help="Held-out sections to generate.")
     demo.add_argument("--n-genes", type=int, default=200, help="Panel size (HMHVG).")
     demo.add_argument("--vocabulary", default=None, help="Backbone vocabulary CSV (first column = symbols).")
-    demo.add_argument("--backbone", default=None, help="A saved hinge_sc Backbone (.pt) to use instead of a random one.")
+    demo.add_argument(
+        "--backbone", default=None, help="A saved hinge_sc Backbone (.pt) to use instead of a random one."
+    )
     demo.add_argument("--d-model", type=int, default=64)
     demo.add_argument("--n-layers", type=int, default=4)
     demo.add_argument("--n-heads", type=int, default=4)

@@ -434,7 +434,7 @@ class HINGE(BaseModelClass):
         show_progress_bar: bool = True,
         **trainer_kwargs,
     ) -> None:
-        """Train the SoftAdaLN adaptation with the masked-diffusion objective (HINGE_METHOD §5–6).
+        """Train the SoftAdaLN adaptation with the masked-diffusion objective (docs/method.md §5–6).
 
         Parameters
         ----------

@@ -1,4 +1,4 @@
-"""Ablation of HINGE: Gaussian (DDPM) diffusion over all genes instead of masked diffusion (HINGE_METHOD §7)."""
+"""Ablation of HINGE: Gaussian (DDPM) diffusion over all genes instead of masked diffusion (docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reverse masked-diffusion sampler (HINGE_METHOD §5, "Sampling")."""
+"""Reverse masked-diffusion sampler (docs/method.md §5, "Sampling")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Masked-diffusion schedule and warm-start curriculum (HINGE_METHOD §5).
+"""Masked-diffusion schedule and warm-start curriculum (docs/method.md §5).
 
 Everything here is a pure function: the training plan and the sampler only call them.
 Notation: ``m_t`` in {0, 1}^G with 1 = visible; ``t = 0`` all visible, ``t = T`` all hidden.

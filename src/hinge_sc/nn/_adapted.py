@@ -1,4 +1,4 @@
-"""A frozen backbone adapted to histology with SoftAdaLN (HINGE_METHOD §4)."""
+"""A frozen backbone adapted to histology with SoftAdaLN (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CellFM-style ERetNet backbone (HINGE_METHOD §3)."""
+"""The CellFM-style ERetNet backbone (docs/method.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CellFM's MindSpore checkpoints → :class:`~hinge_sc.nn.Backbone` (HINGE_METHOD §8)."""
+"""CellFM's MindSpore checkpoints → :class:`~hinge_sc.nn.Backbone` (docs/method.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One ERetNet layer of the CellFM-style backbone (HINGE_METHOD §3): retention + gated unit, DeepNorm."""
+"""One ERetNet layer of the CellFM-style backbone (docs/method.md §3): retention + gated unit, DeepNorm."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SoftAdaLN: identity-initialised modulation of a frozen backbone (HINGE_METHOD §4)."""
+"""SoftAdaLN: identity-initialised modulation of a frozen backbone (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def extract_patches(
     """Cut the H&E patch centred on each spot.
 
     The side of a patch is ``max(patch_size_um, spot diameter)`` µm, converted to pixels with the slide's µm/px
-    (HINGE §2), then resized to ``out_size`` px (bicubic). Each image is opened once; dask-backed images
+    (docs/method.md §2), then resized to ``out_size`` px (bicubic). Each image is opened once; dask-backed images
     (SpatialData elements, tiled TIFFs) are read lazily, crop by crop, from the coarsest pyramid level that still
     gives ``out_size`` px. Patches that extend past the image border are padded with white (255), never dropped;
     patches that are more than half padding are counted and warned about.

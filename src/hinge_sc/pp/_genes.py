@@ -1,4 +1,4 @@
-"""Gene panels (HINGE_METHOD §1)."""
+"""Gene panels (docs/method.md §1)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,10 @@ def _mean_std(x) -> tuple[np.ndarray, np.ndarray]:
 def _hvg_union(adata: AnnData, layer: str | None, section_key: str | None, n_top: int) -> pd.Index:
     import scanpy as sc
 
-    groups = [adata] if section_key is None else [adata[adata.obs[section_key] == s] for s in adata.obs[section_key].unique()]
+    if section_key is None:
+        groups = [adata]
+    else:
+        groups = [adata[adata.obs[section_key] == s] for s in adata.obs[section_key].unique()]
     union: set[str] = set()
     for sub in groups:
         tmp = sc.AnnData(_counts(sub, layer).astype(np.float32), var=pd.DataFrame(index=sub.var_names))
@@ -68,7 +71,7 @@ def select_genes(
 ) -> list[str]:
     """Choose the gene panel HINGE generates.
 
-    ``"hmhvg"`` (default, HINGE_METHOD §1): the union over sections of each section's top ``n_top_hvg``
+    ``"hmhvg"`` (default, docs/method.md §1): the union over sections of each section's top ``n_top_hvg``
     highly variable genes (normalise total, log1p), without ``MT-``/``RPS``/``RPL`` genes, restricted to
     the genes that are at the same time among the top-k by mean and the top-k by standard deviation of
     raw counts, with k raised until ``n_genes`` genes remain. ``"hvg"``: top genes by HVG dispersion on
@@ -146,7 +149,8 @@ def select_genes(
     else:
         raise ValueError(f"`method` must be 'hmhvg', 'hvg' or 'highly_expressed', got {method!r}.")
     if len(panel) < n_genes:
-        warnings.warn(f"Only {len(panel)} genes qualify for the panel (asked for {n_genes}).", UserWarning, stacklevel=2)
+        message = f"Only {len(panel)} genes qualify for the panel (asked for {n_genes})."
+        warnings.warn(message, UserWarning, stacklevel=2)
     panel = list(stats.loc[panel].sort_values("mean", ascending=False).index)
     adata.var[key_added] = adata.var_names.isin(panel)
     logger.info("Selected %d panel genes (%s); wrote adata.var[%r]", len(panel), method, key_added)

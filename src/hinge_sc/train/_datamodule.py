@@ -1,4 +1,4 @@
-"""Train/validation split that keeps all augmented views of a spot on one side (HINGE_METHOD §2, §6)."""
+"""Train/validation split that keeps all augmented views of a spot on one side (docs/method.md §2, §6)."""
 
 from __future__ import annotations
 

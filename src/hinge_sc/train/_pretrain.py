@@ -387,7 +387,8 @@ def pretrain_backbone(
     token_ids = ids[ids > 0].numpy()
     history = run_pretraining(
         backbone, counts, token_ids, library=panel.library, n_tokens=n_tokens, mask_ratio=mask_ratio,
-        target_scale=target_scale, max_epochs=max_epochs, batch_size=batch_size, lr=lr, validation_size=validation_size, seed=seed,
+        target_scale=target_scale, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
+        validation_size=validation_size, seed=seed,
         accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
         show_progress_bar=show_progress_bar, **trainer_kwargs,
     )

@@ -1,4 +1,4 @@
-"""Lightning training plan: warm-start curriculum, step-wise LR decay, best-checkpoint restore (HINGE_METHOD §6)."""
+"""Lightning training plan: warm-start curriculum, step-wise LR decay, best-checkpoint restore (docs/method.md §6)."""
 
 from __future__ import annotations
 
