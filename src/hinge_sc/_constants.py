@@ -9,7 +9,6 @@ class _RegistryKeys(NamedTuple):
     X_KEY: str = "X"
     FEATURES_KEY: str = "features"
     VIEWS_KEY: str = "views"
-    SECTION_KEY: str = "section"
 
 
 class _ModuleKeys(NamedTuple):

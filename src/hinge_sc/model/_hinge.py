@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
+from scvi.data.fields import LayerField, ObsmField
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 from tqdm.auto import tqdm
@@ -283,7 +283,8 @@ class HINGE(BaseModelClass):
             Optional ``adata.obsm`` key of augmented views, ``(n_spots, V, D)``; each view is a training
             sample with the spot's expression as target.
         section_key
-            Optional ``adata.obs`` column with the tissue section of each spot.
+            Optional ``adata.obs`` column with the tissue section of each spot (recorded in the setup arguments;
+            nothing is written into ``adata.obs``).
         allow_non_integer
             Accept non-negative non-integer counts: for corrected non-integer counts, e.g. ambient-RNA corrected.
 
@@ -320,7 +321,6 @@ class HINGE(BaseModelClass):
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=not allow_non_integer),
             ObsmField(REGISTRY_KEYS.FEATURES_KEY, features_key),
-            CategoricalObsField(REGISTRY_KEYS.SECTION_KEY, section_key),
         ]
         if views_key is not None:
             fields.append(ObsmField(REGISTRY_KEYS.VIEWS_KEY, views_key))
@@ -341,6 +341,7 @@ class HINGE(BaseModelClass):
         views_key: str | None = None,
         section_key: str | None = None,
         histology_kwargs: Mapping | None = None,
+        allow_non_integer: bool = False,
         **kwargs,
     ) -> None:
         """Register the table of a SpatialData object (spots = shapes annotated by the table).
@@ -371,6 +372,8 @@ class HINGE(BaseModelClass):
         histology_kwargs
             Arguments of :func:`hinge_sc.pp.histology_features` (``encoder``, ``patch_size_um``, ``views`` …), used
             only when the features are computed here.
+        allow_non_integer
+            Accept non-negative non-integer counts (corrected counts, e.g. ambient-RNA corrected).
 
         Raises
         ------
@@ -387,7 +390,7 @@ class HINGE(BaseModelClass):
         setup_spatialdata(
             cls, sdata, table_key=table_key, image_key=image_key, shapes_key=shapes_key, layer=layer,
             features_key=features_key, views_key=views_key, section_key=section_key,
-            histology_kwargs=histology_kwargs, **kwargs,
+            histology_kwargs=histology_kwargs, allow_non_integer=allow_non_integer, **kwargs,
         )  # fmt: skip
 
     @property

@@ -176,6 +176,7 @@ class Backbone(nn.Module):
         strategy: str | None = None,
         checkpoint_dir: str | None = None,
         show_progress_bar: bool = True,
+        allow_non_integer: bool = False,
         **trainer_kwargs,
     ) -> Backbone:
         """Pre-train a backbone on expression-only data (single cells, or spots without images).
@@ -213,13 +214,22 @@ class Backbone(nn.Module):
             Write Lightning checkpoints (best and last) here.
         show_progress_bar
             Show the progress bar.
+        allow_non_integer
+            Accept non-negative non-integer counts (corrected counts, e.g. ambient-RNA corrected); by default
+            non-integer values (log-normalised or scaled data) raise.
         **trainer_kwargs
-            Other :class:`lightning.pytorch.Trainer` arguments.
+            Other :class:`lightning.pytorch.Trainer` arguments (not those set here: ``logger``,
+            ``enable_checkpointing``, ``enable_progress_bar``, ``enable_model_summary``).
 
         Returns
         -------
-        The trained backbone (in eval mode); ``backbone.meta["pretraining"]`` holds the settings and the
+        The trained backbone (in eval mode); ``backbone.provenance.pretraining`` holds the settings and the
         per-epoch ``history`` (train and validation loss).
+
+        Notes
+        -----
+        The implementation is :func:`hinge_sc.train.pretrain_backbone` (the Lightning layer), imported when this
+        method is called.
         """
         from hinge_sc.train._pretrain import pretrain_backbone
 
@@ -228,7 +238,7 @@ class Backbone(nn.Module):
             n_layers=n_layers, n_heads=n_heads, n_tokens=n_tokens, mask_ratio=mask_ratio, target_scale=target_scale,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, validation_size=validation_size, seed=seed,
             accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
-            show_progress_bar=show_progress_bar, **trainer_kwargs,
+            show_progress_bar=show_progress_bar, allow_non_integer=allow_non_integer, **trainer_kwargs,
         )
 
     @classmethod
