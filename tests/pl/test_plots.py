@@ -31,7 +31,7 @@ def evaluated(her2st_c):
 
 
 def test_coexpression_writes_file(evaluated, tmp_path):
-    fig = hs.pl.coexpression(evaluated, key="good", library_id="C3", save=tmp_path / "co.png")
+    fig = hs.pl.coexpression(evaluated, key="good", section="C3", save=tmp_path / "co.png")
     assert isinstance(fig, Figure) and (tmp_path / "co.png").stat().st_size > 0
     heatmaps = [a for a in fig.axes if a.get_title() in ("measured", "generated")]
     assert len(heatmaps) == 2 and heatmaps[0].images[0].get_array().shape == (30, 30)
@@ -47,6 +47,14 @@ def test_coexpression_gene_subset_into_axes(evaluated):
     assert [t.get_text() for t in axes[0].get_xticklabels()] == genes
     with pytest.raises(ValueError, match="`ax` must be two Axes"):
         hs.pl.coexpression(evaluated, key="good", ax=axes[0])
+    plt.close(fig)
+
+
+def test_coexpression_library_id_is_a_deprecated_alias_of_section(evaluated):
+    # issue 10: one name per concept; `library_id` still works for one release
+    with pytest.warns(FutureWarning, match="library_id"):
+        fig = hs.pl.coexpression(evaluated, key="good", library_id="C3")
+    assert fig._suptitle.get_text().startswith("C3 · ")
     plt.close(fig)
 
 

@@ -27,7 +27,7 @@ def generated(her2st_c):
 
 
 def test_plot_writes_png(generated, tmp_path):
-    fig = hs.pl.spatial_genes(generated, ["GNAS", "ERBB2"], library_id="C3", save=tmp_path / "genes.png")
+    fig = hs.pl.spatial_genes(generated, ["GNAS", "ERBB2"], section="C3", save=tmp_path / "genes.png")
     assert isinstance(fig, Figure)
     assert (tmp_path / "genes.png").stat().st_size > 0
     panels = [a for a in fig.axes if a.get_title()]
@@ -61,5 +61,19 @@ def test_errors(generated):
         hs.pl.spatial_genes(generated, "GNAS", key="nope")
     with pytest.raises(KeyError, match="'FOO'"):
         hs.pl.spatial_genes(generated, ["GNAS", "FOO"])
-    with pytest.raises(ValueError, match="`library_id='Z1'`"):
-        hs.pl.spatial_genes(generated, "GNAS", library_id="Z1")
+    with pytest.raises(ValueError, match="`section='Z1'`"):
+        hs.pl.spatial_genes(generated, "GNAS", section="Z1")
+
+
+def test_library_id_is_a_deprecated_alias_of_section(generated):
+    # issue 10: one name per concept; `library_id` still works for one release
+    with pytest.warns(FutureWarning, match="library_id"):
+        fig = hs.pl.spatial_genes(generated, "GNAS", library_id="C3", show_std=False, img=False)
+    assert fig._suptitle.get_text() == "C3"
+    assert len(fig.axes[0].collections[0].get_offsets()) == int((generated.obs["section"] == "C3").sum())
+    plt.close(fig)
+
+
+def test_library_id_and_section_disagreeing_raises(generated):
+    with pytest.raises(TypeError, match="Pass `section` only"):
+        hs.pl.spatial_genes(generated, "GNAS", section="C2", library_id="C3")

@@ -1,4 +1,4 @@
-"""Aggregate evaluation results over sections and seeds, and compare methods with paired tests (HINGE_METHOD §7)."""
+"""Aggregate evaluation results over sections and seeds, and compare methods with paired tests (docs/method.md §7)."""
 
 from __future__ import annotations
 

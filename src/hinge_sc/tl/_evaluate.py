@@ -1,4 +1,4 @@
-"""Score generated expression against measured counts: :func:`evaluate` (HINGE_METHOD §7)."""
+"""Score generated expression against measured counts: :func:`evaluate` (docs/method.md §7)."""
 
 from __future__ import annotations
 
@@ -24,19 +24,12 @@ from .._validators import (
 from ._metrics import (
     SCALES,
     Scale,
-    central_interval,
     coexpression_consistency,
-    gene_set_mean,
-    interval_coverage,
-    morans_i,
-    nanmean,
     panel_cp10k,
     pcc_top_k,
     pearson_per_gene,
-    relative_variance_distance,
+    section_metrics,
     spearman_per_gene,
-    std_error_spearman,
-    top_genes,
 )
 
 if TYPE_CHECKING:
@@ -54,157 +47,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_INTERVALS = (0.5, 0.9)
-
-
-def section_metrics(
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    top_k: Sequence[int] = (10, 50, 200),
-    *,
-    n_top_genes: int = 50,
-    coordinates: np.ndarray | None = None,
-    n_neighs: int = 6,
-    std: np.ndarray | None = None,
-    samples: np.ndarray | None = None,
-) -> tuple[dict, pd.DataFrame]:
-    """Summary metrics of one section and its per-gene table.
-
-    Parameters
-    ----------
-    y_true, y_pred
-        Measured and predicted values on one scale, (n_spots, n_genes).
-    top_k
-        The K of PCC-K.
-    n_top_genes
-        Size of the highly variable / highly expressed gene sets (chosen on ``y_true``).
-    coordinates
-        Spot centres (n_spots, 2) for Moran's I; ``None`` leaves the spatial metrics NaN.
-    n_neighs
-        Neighbours of the spot graph of Moran's I.
-    std, samples
-        Predicted s.d. (n_spots, n_genes) and/or samples (n_spots, S, n_genes) for the uncertainty metrics;
-        intervals come from the samples when given, else from a Gaussian with ``std``.
-
-    Returns
-    -------
-    ``(row, per_gene)``: a dict of summary metrics (see :func:`evaluate`) and a DataFrame with one row per
-    gene (``pearson``, ``spearman``, ``mse``, ``moran_measured``, ``moran_generated``, ``hvg``, ``heg``).
-    """
-    pcc, scc = pearson_per_gene(y_true, y_pred), spearman_per_gene(y_true, y_pred)
-    n_genes = y_true.shape[1]
-    hvg, heg = top_genes(y_true, n_top_genes, "variance"), top_genes(y_true, n_top_genes, "mean")
-    coexpr_r, coexpr_f = coexpression_consistency(y_true, y_pred)
-    moran = np.full((2, n_genes), np.nan)
-    if coordinates is not None:
-        moran = morans_i(np.hstack([y_true, y_pred]), coordinates, n_neighs).reshape(2, n_genes)
-    both = np.isfinite(moran).all(0)
-    row = {
-        "n_spots": int(y_true.shape[0]),
-        "n_genes": int(n_genes),
-        "n_valid_genes": int(np.isfinite(pcc).sum()),
-        "pcc_mean": nanmean(pcc),
-        "spearman_mean": nanmean(scc),
-        **{f"pcc_{k}": pcc_top_k(pcc, k) for k in top_k},
-        f"pcc_hvg{n_top_genes}": gene_set_mean(pcc, hvg),
-        f"pcc_heg{n_top_genes}": gene_set_mean(pcc, heg),
-        "mse": float(np.mean((y_pred - y_true) ** 2)),
-        "mae": float(np.mean(np.abs(y_pred - y_true))),
-        "rvd": relative_variance_distance(y_true, y_pred),
-        "coexpr_pcc": coexpr_r,
-        "coexpr_frobenius": coexpr_f,
-        "moran_measured": nanmean(moran[0]),
-        "moran_generated": nanmean(moran[1]),
-        "moran_pcc": pearson_per_gene(moran[0, both, None], moran[1, both, None])[0] if both.sum() > 1 else np.nan,
-    }
-    for level in _INTERVALS:
-        if samples is None and std is None:
-            row[f"coverage_{round(level * 100)}"] = np.nan
-            continue
-        lo, hi = central_interval(level, samples=samples, mean=y_pred, std=std)
-        row[f"coverage_{round(level * 100)}"] = interval_coverage(y_true, lo, hi)
-    spread = std if std is not None else (samples.std(axis=1) if samples is not None else None)
-    row["std_error_spearman"] = np.nan if spread is None else std_error_spearman(y_true, y_pred, spread)
-    flags = np.zeros((2, n_genes), dtype=bool)
-    flags[0, hvg], flags[1, heg] = True, True
-    per_gene = pd.DataFrame({
-        "pearson": pcc, "spearman": scc, "mse": np.mean((y_pred - y_true) ** 2, axis=0),
-        "moran_measured": moran[0], "moran_generated": moran[1], "hvg": flags[0], "heg": flags[1],
-    })  # fmt: skip
-    return row, per_gene
-
-
-def _resolve_scale(adata: AnnData, key: str, scale: str | None) -> tuple[str, str]:
-    meta = adata.uns.get(key)
-    stored = meta.get("params", {}).get("target_scale") if isinstance(meta, Mapping) else None
-    native = stored or "log2p1"
-    scale = native if scale is None else scale
-    check_scale(scale, argument="scale")
-    if native not in SCALES:
-        raise ValueError(f"`adata.uns[{key!r}]['params']['target_scale']` is {native!r}, not one of {SCALES}.")
-    if scale == "log2p1" and native == "log1p_cp10k":
-        raise ValueError(
-            f"`scale={scale!r}` but the predictions in `adata.obsm[{key!r}]` are on the {native!r} scale "
-            f"(`adata.uns[{key!r}]['params']['target_scale']`), which cannot be turned back into counts without "
-            "each spot's library size. Leave `scale=None` (or pass 'log1p_cp10k')."
-        )
-    return scale, native
-
-
-def _optional_frame(adata: AnnData, key: str, genes: list[str], shape: tuple[int, int]) -> np.ndarray | None:
-    frame = adata.obsm.get(key)
-    if frame is None:
-        return None
-    if not isinstance(frame, pd.DataFrame) or not set(genes) <= set(frame.columns):
-        raise ValueError(f"`adata.obsm[{key!r}]` must be a DataFrame with the predicted genes as columns.")
-    out = frame[genes].to_numpy(dtype=np.float64)
-    return out if out.shape == shape else None
-
-
-def paired_values(
-    adata: AnnData,
-    key: str,
-    genes: Sequence[str],
-    *,
-    layer: str | None = None,
-    scale: str,
-    native: str,
-    allow_non_integer: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Measured and predicted values of ``genes`` on the evaluation ``scale`` (see :func:`evaluate`).
-
-    Returns
-    -------
-    ``(measured, predicted, std, samples)``: (n_spots, n_genes) arrays, the predicted s.d. or ``None`` and the
-    samples (n_spots, S, n_genes) or ``None``, all on ``scale``. Rows of predicted may hold NaN.
-    """
-    pred_df = adata.obsm[key]
-    genes = list(genes)
-    x = adata.layers[layer] if layer is not None else adata.X
-    check_counts(x, where=f"`adata.layers[{layer!r}]`" if layer else "`adata.X`", allow_non_integer=allow_non_integer)
-    # genes over which "log1p_cp10k" normalises: every measured prediction column (the panel), not only `genes`
-    norm_genes = [g for g in pred_df.columns if g in set(adata.var_names)] if scale == "log1p_cp10k" else genes
-    sub = x[:, adata.var_names.get_indexer(norm_genes)]
-    counts = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
-    predicted = pred_df[norm_genes].to_numpy(dtype=np.float64)
-    std = _optional_frame(adata, f"{key}_std", norm_genes, predicted.shape)
-    samples = adata.obsm.get(f"{key}_samples")
-    if samples is not None:
-        samples = np.asarray(samples, dtype=np.float64)
-        cols = pred_df.columns.get_indexer(norm_genes)
-        samples = samples[:, :, cols] if samples.ndim == 3 and samples.shape[0] == adata.n_obs else None
-    if scale == "log1p_cp10k":
-        measured = to_model_scale(counts, "log1p_cp10k")  # library = panel total
-        predicted = panel_cp10k(predicted, native)
-        samples = None if samples is None else panel_cp10k(samples, native)
-        std = None if samples is None else samples.std(axis=1)  # the s.d. does not survive the change of scale
-        idx = pd.Index(norm_genes).get_indexer(genes)
-        measured, predicted = measured[:, idx], predicted[:, idx]
-        std, samples = (None if std is None else std[:, idx]), (None if samples is None else samples[:, :, idx])
-    else:
-        measured = to_model_scale(counts, "log2p1")
-    return measured, predicted, std, samples
 
 
 def evaluate(
@@ -310,49 +152,202 @@ def evaluate(
     pred_df = check_prediction_frame(adata, key, argument="key")
     key_added = f"{key}_evaluation" if key_added is None else key_added
     check_key_free(adata.uns, key_added, where="adata.uns", overwrite=overwrite)
-    scale, native = _resolve_scale(adata, key, scale)
+    scale, native = resolve_scale(adata, key, scale)
     top_k = [int(k) for k in top_k]
     if n_top_genes < 1:
         raise ValueError(f"`n_top_genes` must be a positive integer, found {n_top_genes}.")
+    genes = _evaluated_genes(adata, pred_df, key, genes)
+    groups = _spot_sections(adata, section_key)
+    coords = _coordinates(adata, spatial_key)
+
+    values = paired_values(
+        adata, key, genes, layer=layer, scale=scale, native=native, allow_non_integer=allow_non_integer
+    )
+    ok = _scored_spots(values[1], key)
+    sections = _section_names(groups, ok, section_key)
+    rows, tables = _score_sections(
+        values, groups, ok, sections, coords, top_k=top_k, n_top_genes=n_top_genes, n_neighs=n_neighs, genes=genes
+    )
+    per_gene, per_section = _summarise(rows, tables, sections)
+
+    _, _, std, samples = values
+    uncertainty = "samples" if samples is not None else ("gaussian_std" if std is not None else None)
+    adata.uns[key_added] = {
+        "per_gene": per_gene,
+        "per_section": per_section,
+        "params": {
+            "key": key,
+            "layer": layer,
+            "section_key": section_key,
+            "scale": scale,
+            "prediction_scale": native,
+            "top_k": top_k,
+            "n_top_genes": n_top_genes,
+            "n_genes": len(genes),
+            "spatial_key": spatial_key if coords is not None else None,
+            "n_neighs": n_neighs,
+            "uncertainty": uncertainty or "none",
+        },
+    }
+    logger.info("Wrote `adata.uns[%r]` (%d sections × %d genes).", key_added, len(sections), len(genes))
+    return per_gene, per_section
+
+
+def resolve_scale(adata: AnnData, key: str, scale: str | None) -> tuple[str, str]:
+    """The evaluation scale and the predictions' own scale (``uns[key]["params"]["target_scale"]``, else log2p1).
+
+    Raises
+    ------
+    ValueError
+        If ``scale`` is unknown, the stored scale is unknown, or ``scale`` cannot be reached from it.
+    """
+    meta = adata.uns.get(key)
+    stored = meta.get("params", {}).get("target_scale") if isinstance(meta, Mapping) else None
+    native = stored or "log2p1"
+    scale = native if scale is None else scale
+    check_scale(scale, argument="scale")
+    if native not in SCALES:
+        raise ValueError(f"`adata.uns[{key!r}]['params']['target_scale']` is {native!r}, not one of {SCALES}.")
+    if scale == "log2p1" and native == "log1p_cp10k":
+        raise ValueError(
+            f"`scale={scale!r}` but the predictions in `adata.obsm[{key!r}]` are on the {native!r} scale "
+            f"(`adata.uns[{key!r}]['params']['target_scale']`), which cannot be turned back into counts without "
+            "each spot's library size. Leave `scale=None` (or pass 'log1p_cp10k')."
+        )
+    return scale, native
+
+
+def paired_values(
+    adata: AnnData,
+    key: str,
+    genes: Sequence[str],
+    *,
+    layer: str | None = None,
+    scale: str,
+    native: str,
+    allow_non_integer: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Measured and predicted values of ``genes`` on the evaluation ``scale`` (see :func:`evaluate`).
+
+    Returns
+    -------
+    ``(measured, predicted, std, samples)``: (n_spots, n_genes) arrays, the predicted s.d. or ``None`` and the
+    samples (n_spots, S, n_genes) or ``None``, all on ``scale``. Rows of predicted may hold NaN.
+    """
+    pred_df = adata.obsm[key]
+    genes = list(genes)
+    x = adata.layers[layer] if layer is not None else adata.X
+    check_counts(x, where=f"`adata.layers[{layer!r}]`" if layer else "`adata.X`", allow_non_integer=allow_non_integer)
+    # genes over which "log1p_cp10k" normalises: every measured prediction column (the panel), not only `genes`
+    norm_genes = [g for g in pred_df.columns if g in set(adata.var_names)] if scale == "log1p_cp10k" else genes
+    sub = x[:, adata.var_names.get_indexer(norm_genes)]
+    counts = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
+    predicted = pred_df[norm_genes].to_numpy(dtype=np.float64)
+    std = _optional_frame(adata, f"{key}_std", norm_genes, predicted.shape)
+    samples = adata.obsm.get(f"{key}_samples")
+    if samples is not None:
+        samples = np.asarray(samples, dtype=np.float64)
+        cols = pred_df.columns.get_indexer(norm_genes)
+        samples = samples[:, :, cols] if samples.ndim == 3 and samples.shape[0] == adata.n_obs else None
+    if scale == "log1p_cp10k":
+        measured = to_model_scale(counts, "log1p_cp10k")  # library = panel total
+        predicted = panel_cp10k(predicted, native)
+        samples = None if samples is None else panel_cp10k(samples, native)
+        std = None if samples is None else samples.std(axis=1)  # the s.d. does not survive the change of scale
+        idx = pd.Index(norm_genes).get_indexer(genes)
+        measured, predicted = measured[:, idx], predicted[:, idx]
+        std, samples = (None if std is None else std[:, idx]), (None if samples is None else samples[:, :, idx])
+    else:
+        measured = to_model_scale(counts, "log2p1")
+    return measured, predicted, std, samples
+
+
+def _optional_frame(adata: AnnData, key: str, genes: list[str], shape: tuple[int, int]) -> np.ndarray | None:
+    """``obsm[key][genes]`` as floats, or ``None`` when absent or of another shape than ``shape``."""
+    frame = adata.obsm.get(key)
+    if frame is None:
+        return None
+    if not isinstance(frame, pd.DataFrame) or not set(genes) <= set(frame.columns):
+        raise ValueError(f"`adata.obsm[{key!r}]` must be a DataFrame with the predicted genes as columns.")
+    out = frame[genes].to_numpy(dtype=np.float64)
+    return out if out.shape == shape else None
+
+
+def _evaluated_genes(adata: AnnData, pred_df: pd.DataFrame, key: str, genes: Sequence[str] | None) -> list[str]:
+    """The genes to score: ``genes``, or every prediction column; each must be predicted and measured."""
     genes = list(pred_df.columns) if genes is None else list(genes)
     check_genes(genes, pred_df.columns, argument="genes", where=f"the predictions `adata.obsm[{key!r}]`")
     check_genes(genes, adata.var_names, argument="genes", where="`adata.var_names` (no measured counts)")
-    if section_key is not None and section_key not in adata.obs:
+    return genes
+
+
+def _spot_sections(adata: AnnData, section_key: str | None) -> pd.Series:
+    """The section of each spot, as strings; one group ``"all"`` when ``section_key`` is ``None``."""
+    if section_key is None:
+        return pd.Series("all", index=adata.obs_names)
+    if section_key not in adata.obs:
         raise KeyError(f"`section_key={section_key!r}` is not a column of `adata.obs`; pass one, or None.")
-    coords = None
-    if spatial_key is not None:
-        if spatial_key in adata.obsm:
-            coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
-        else:
-            warnings.warn(
-                f"`spatial_key={spatial_key!r}` is not in `adata.obsm`: Moran's I is not computed. "
-                "Pass the key of the spot coordinates, or `spatial_key=None`.",
-                UserWarning,
-                stacklevel=2,
-            )
+    return adata.obs[section_key].astype(str)
 
-    measured, predicted, std, samples = paired_values(
-        adata, key, genes, layer=layer, scale=scale, native=native, allow_non_integer=allow_non_integer
-    )
 
+def _coordinates(adata: AnnData, spatial_key: str | None) -> np.ndarray | None:
+    """Spot centres (n_spots, 2) for Moran's I; ``None`` (with a warning when the key is missing) skips it."""
+    if spatial_key is None:
+        return None
+    if spatial_key not in adata.obsm:
+        warnings.warn(
+            f"`spatial_key={spatial_key!r}` is not in `adata.obsm`: Moran's I is not computed. "
+            "Pass the key of the spot coordinates, or `spatial_key=None`.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    return np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
+
+
+def _scored_spots(predicted: np.ndarray, key: str) -> np.ndarray:
+    """Mask of the spots with a finite prediction of every gene; warns about the others, which are left out."""
     ok = np.isfinite(predicted).all(1)
     if not ok.all():
         warnings.warn(
             f"{int((~ok).sum())} spots have NaN predictions in `adata.obsm[{key!r}]`; they are left out.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    if section_key is None:
-        groups = pd.Series("all", index=adata.obs_names)
-    else:
-        groups = adata.obs[section_key].astype(str)
+    return ok
+
+
+def _section_names(groups: pd.Series, ok: np.ndarray, section_key: str | None) -> list[str]:
+    """The sections that have scored spots, in order of appearance (``"mean"`` is reserved for the summary)."""
     sections = list(dict.fromkeys(groups[ok]))
     if "mean" in sections:
         raise ValueError(
             f"A section is named 'mean', which is reserved for the summary row; rename it in `obs[{section_key!r}]`."
         )
+    return sections
 
-    rows, per_gene = {}, []
+
+def _score_sections(
+    values: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None],
+    groups: pd.Series,
+    ok: np.ndarray,
+    sections: Sequence[str],
+    coords: np.ndarray | None,
+    *,
+    top_k: Sequence[int],
+    n_top_genes: int,
+    n_neighs: int,
+    genes: Sequence[str],
+) -> tuple[dict[str, dict], list[pd.DataFrame]]:
+    """Run :func:`section_metrics` on the scored spots of each section.
+
+    Returns
+    -------
+    ``(rows, tables)``: the summary row of each section (by name) and its per-gene table, with ``section`` and
+    ``gene`` columns added.
+    """
+    measured, predicted, std, samples = values
+    rows, tables = {}, []
     for section in sections:
         m = ok & (groups == section).to_numpy()
         rows[section], table = section_metrics(
@@ -360,27 +355,23 @@ def evaluate(
             coordinates=None if coords is None else coords[m],
             std=None if std is None else std[m], samples=None if samples is None else samples[m],
         )  # fmt: skip
-        per_gene.append(table.assign(section=section, gene=genes))
+        tables.append(table.assign(section=section, gene=list(genes)))
         for k in top_k:
             if k > rows[section]["n_valid_genes"]:
                 logger.info("%s: PCC-%d averages all %d valid genes.", section, k, rows[section]["n_valid_genes"])
+    return rows, tables
+
+
+def _summarise(
+    rows: dict[str, dict], tables: Sequence[pd.DataFrame], sections: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tidy per-gene table (``section``, ``gene`` first) and the per-section table with its ``"mean"`` row."""
     per_section = pd.DataFrame.from_dict(rows, orient="index")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. no uncertainty) stay NaN
         per_section.loc["mean"] = per_section.mean(numeric_only=True)
     per_section.index.name = "section"
-    per_gene_df = pd.concat(per_gene, ignore_index=True)
-    per_gene_df = per_gene_df[["section", "gene", *[c for c in per_gene_df.columns if c not in ("section", "gene")]]]
-    per_gene_df["section"] = pd.Categorical(per_gene_df["section"], categories=sections)
-
-    uncertainty = "samples" if samples is not None else ("gaussian_std" if std is not None else None)
-    adata.uns[key_added] = {
-        "per_gene": per_gene_df,
-        "per_section": per_section,
-        "params": {"key": key, "layer": layer, "section_key": section_key, "scale": scale,
-                   "prediction_scale": native, "top_k": top_k, "n_top_genes": n_top_genes, "n_genes": len(genes),
-                   "spatial_key": spatial_key if coords is not None else None, "n_neighs": n_neighs,
-                   "uncertainty": uncertainty or "none"},  # fmt: skip
-    }
-    logger.info("Wrote `adata.uns[%r]` (%d sections × %d genes).", key_added, len(sections), len(genes))
-    return per_gene_df, per_section
+    per_gene = pd.concat(tables, ignore_index=True)
+    per_gene = per_gene[["section", "gene", *[c for c in per_gene.columns if c not in ("section", "gene")]]]
+    per_gene["section"] = pd.Categorical(per_gene["section"], categories=list(sections))
+    return per_gene, per_section

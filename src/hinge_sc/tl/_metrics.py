@@ -1,4 +1,4 @@
-"""Metric functions of :func:`hinge_sc.tl.evaluate`: plain arrays in, numbers out (HINGE_METHOD §7).
+"""Metric functions of :func:`hinge_sc.tl.evaluate`: plain arrays in, numbers out (docs/method.md §7).
 
 Every function takes ``(n_spots, n_genes)`` arrays on one expression scale. Genes that are constant in the
 measured or the predicted values have no correlation: they get NaN and are left out of every mean, so a
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 from scipy.stats import norm, rankdata
 
 if TYPE_CHECKING:
@@ -250,3 +251,83 @@ def std_error_spearman(y_true: np.ndarray, y_pred: np.ndarray, std: np.ndarray) 
 def gene_set_mean(values: np.ndarray, index: Sequence[int] | np.ndarray) -> float:
     """Mean of the finite ``values`` at ``index`` (NaN if none)."""
     return nanmean(np.asarray(values, dtype=np.float64)[np.asarray(index, dtype=int)])
+
+
+_INTERVALS = (0.5, 0.9)
+
+
+def section_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    top_k: Sequence[int] = (10, 50, 200),
+    *,
+    n_top_genes: int = 50,
+    coordinates: np.ndarray | None = None,
+    n_neighs: int = 6,
+    std: np.ndarray | None = None,
+    samples: np.ndarray | None = None,
+) -> tuple[dict, pd.DataFrame]:
+    """Summary metrics of one section and its per-gene table.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        Measured and predicted values on one scale, (n_spots, n_genes).
+    top_k
+        The K of PCC-K.
+    n_top_genes
+        Size of the highly variable / highly expressed gene sets (chosen on ``y_true``).
+    coordinates
+        Spot centres (n_spots, 2) for Moran's I; ``None`` leaves the spatial metrics NaN.
+    n_neighs
+        Neighbours of the spot graph of Moran's I.
+    std, samples
+        Predicted s.d. (n_spots, n_genes) and/or samples (n_spots, S, n_genes) for the uncertainty metrics;
+        intervals come from the samples when given, else from a Gaussian with ``std``.
+
+    Returns
+    -------
+    ``(row, per_gene)``: a dict of summary metrics (see :func:`hinge_sc.tl.evaluate`) and a DataFrame with one row per
+    gene (``pearson``, ``spearman``, ``mse``, ``moran_measured``, ``moran_generated``, ``hvg``, ``heg``).
+    """
+    pcc, scc = pearson_per_gene(y_true, y_pred), spearman_per_gene(y_true, y_pred)
+    n_genes = y_true.shape[1]
+    hvg, heg = top_genes(y_true, n_top_genes, "variance"), top_genes(y_true, n_top_genes, "mean")
+    coexpr_r, coexpr_f = coexpression_consistency(y_true, y_pred)
+    moran = np.full((2, n_genes), np.nan)
+    if coordinates is not None:
+        moran = morans_i(np.hstack([y_true, y_pred]), coordinates, n_neighs).reshape(2, n_genes)
+    both = np.isfinite(moran).all(0)
+    row = {
+        "n_spots": int(y_true.shape[0]),
+        "n_genes": int(n_genes),
+        "n_valid_genes": int(np.isfinite(pcc).sum()),
+        "pcc_mean": nanmean(pcc),
+        "spearman_mean": nanmean(scc),
+        **{f"pcc_{k}": pcc_top_k(pcc, k) for k in top_k},
+        f"pcc_hvg{n_top_genes}": gene_set_mean(pcc, hvg),
+        f"pcc_heg{n_top_genes}": gene_set_mean(pcc, heg),
+        "mse": float(np.mean((y_pred - y_true) ** 2)),
+        "mae": float(np.mean(np.abs(y_pred - y_true))),
+        "rvd": relative_variance_distance(y_true, y_pred),
+        "coexpr_pcc": coexpr_r,
+        "coexpr_frobenius": coexpr_f,
+        "moran_measured": nanmean(moran[0]),
+        "moran_generated": nanmean(moran[1]),
+        "moran_pcc": pearson_per_gene(moran[0, both, None], moran[1, both, None])[0] if both.sum() > 1 else np.nan,
+    }
+    for level in _INTERVALS:
+        if samples is None and std is None:
+            row[f"coverage_{round(level * 100)}"] = np.nan
+            continue
+        lo, hi = central_interval(level, samples=samples, mean=y_pred, std=std)
+        row[f"coverage_{round(level * 100)}"] = interval_coverage(y_true, lo, hi)
+    spread = std if std is not None else (samples.std(axis=1) if samples is not None else None)
+    row["std_error_spearman"] = np.nan if spread is None else std_error_spearman(y_true, y_pred, spread)
+    flags = np.zeros((2, n_genes), dtype=bool)
+    flags[0, hvg], flags[1, heg] = True, True
+    per_gene = pd.DataFrame({
+        "pearson": pcc, "spearman": scc, "mse": np.mean((y_pred - y_true) ** 2, axis=0),
+        "moran_measured": moran[0], "moran_generated": moran[1], "hvg": flags[0], "heg": flags[1],
+    })  # fmt: skip
+    return row, per_gene
