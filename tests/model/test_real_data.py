@@ -55,7 +55,8 @@ def test_demo_command_tiny(tmp_path, her2st_path):
     args += ["--epochs", "1", "--n-genes", "30", "--d-model", "16", "--n-layers", "2", "--n-heads", "2"]
     args += ["--views", "1", "--n-samples", "2", "--sampling-steps", "4", "--diffusion-steps", "10"]
     assert main(args) == 0
-    for name in ("spatial_genes.png", "section_metrics.csv", "per_gene_metrics.csv", "report.json", "model/model.safetensors", "model/manifest.json"):
+    outputs = ("spatial_genes.png", "section_metrics.csv", "per_gene_metrics.csv", "report.json")
+    for name in (*outputs, "model/model.safetensors", "model/manifest.json"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert report["n_genes"] == 30 and report["test_sections"] == ["C3"]
