@@ -101,12 +101,10 @@ def run_demo(args: argparse.Namespace) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    import torch
 
     import hinge_sc as hs
     from hinge_sc.nn._cellfm import read_vocabulary
 
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     timings: dict[str, float] = {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

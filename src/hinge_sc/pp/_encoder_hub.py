@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import FileIntegrityError, load_tensors
 from ._encoders import ConcatEncoder, Encoder, EncoderSpec, HandcraftedEncoder, get_spec
 
 if TYPE_CHECKING:
@@ -73,13 +74,16 @@ def build_architecture(spec: EncoderSpec) -> Any:
 
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
-    import torch
-
+    """Encoder weights from a ``.safetensors`` file or a tensors-only torch file (never unpickled)."""
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise FileIntegrityError(f"{path} could not be read as safetensors ({err}).") from None
+    state = load_tensors(path, what="encoder weights file")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
