@@ -33,8 +33,10 @@ from performance import markdown, performance_table, to_markdown
 logger = logging.getLogger("her2st_benchmark")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCALES = ("log2p1", "log1p_cp10k")
-METHODS = ("hinge", "hinge_pretrained", "hinge_gaussian", "ridge", "mlp", "knn", "mean")
-STOCHASTIC = {"hinge", "hinge_pretrained", "hinge_gaussian", "mlp"}
+METHODS = ("hinge", "hinge_nll", "hinge_pretrained", "hinge_gaussian", "ridge", "mlp", "knn", "mean")
+STOCHASTIC = {"hinge", "hinge_nll", "hinge_pretrained", "hinge_gaussian", "mlp"}
+#: HINGE variants: the likelihood of the reveal (``hinge_nll`` draws revealed genes from a predicted Gaussian).
+LIKELIHOOD = {"hinge_nll": "gaussian"}
 MARKERS = ("ERBB2", "GNAS", "KRT19", "FASN")
 #: Columns of the two result tables (metric → header).
 CORRELATION = {"pcc_10": "PCC-10", "pcc_50": "PCC-50", "pcc_200": "PCC-200", "pcc_mean": "mean PCC",
@@ -77,8 +79,9 @@ def run_hinge(method, train, test, panel, vocabulary, seed, args, key) -> dict:
                                       seed=seed)  # fmt: skip
     tr = train.copy()
     cls.setup_anndata(tr, features_key=fk, views_key=vk, section_key="section")
+    likelihood = {"likelihood": LIKELIHOOD[method]} if method in LIKELIHOOD else {}
     model = cls(tr, backbone, genes=panel, n_steps=args.diffusion_steps,
-                standardize_features=args.hinge_features == "standardized")
+                standardize_features=args.hinge_features == "standardized", seed=seed, **likelihood)
     t0 = time.perf_counter()
     model.train(
         max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,

@@ -22,6 +22,7 @@ class _ModuleKeys(NamedTuple):
     VISIBLE_PREV: str = "visible_prev"
     CONDITION: str = "condition"
     PREDICTION: str = "x0_hat"
+    LOG_VARIANCE: str = "log_variance"
 
 
 REGISTRY_KEYS = _RegistryKeys()

@@ -68,3 +68,63 @@ def test_fewer_steps_still_sets_every_gene(module):
     out = module.sample(torch.randn(2, 6), 2, n_steps=3, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 2, 25) and torch.isfinite(out).all()
     assert np.all(out.numpy() != 0)
+
+
+# ----------------------------------------------------------------- distributional reveal (issue 13)
+def test_sample_reveal_reproduces_a_known_conditional_distribution():
+    """Each revealed gene is drawn from N(mu, sigma^2) of the denoiser; samples reproduce mean and variance."""
+    n_genes, n_steps, n_rows = 6, 6, 4000
+    mu = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    sigma = torch.tensor([0.1, 0.3, 0.5, 0.2, 0.4, 0.6])
+
+    def denoise(x_t, visible, t, visible_prev):
+        return mu.expand_as(x_t).clone(), (2 * sigma.log()).expand_as(x_t).clone()
+
+    noise = Noise.shared(torch.Generator().manual_seed(0), n_rows)
+    counts = torch.as_tensor(hidden_schedule(n_genes, n_steps))
+    grid = reverse_step_grid(n_steps)
+    x = sample_masked(denoise, lambda x, v, e: x * v, counts, n_genes, grid=grid, noise=noise, reveal="sample")
+    torch.testing.assert_close(x.mean(0), mu, atol=0.03, rtol=0)
+    torch.testing.assert_close(x.std(0), sigma, atol=0.02, rtol=0.05)
+    mean_only = sample_masked(denoise, lambda x, v, e: x * v, counts, n_genes, grid=grid, noise=noise, reveal="mean")
+    assert torch.equal(mean_only, mu.expand_as(mean_only))
+
+
+def test_sample_reveal_conditions_later_genes_on_drawn_values():
+    """A denoiser whose mean for gene 1 copies the value drawn for gene 0: samples keep that dependence."""
+    n_genes, n_rows = 2, 3000
+
+    def denoise(x_t, visible, t, visible_prev):
+        mean = torch.zeros_like(x_t)
+        mean[:, 0] = 5.0
+        mean[:, 1] = torch.where(visible[:, 0] > 0, x_t[:, 0], torch.full_like(x_t[:, 0], 5.0))
+        return mean, torch.zeros_like(x_t)  # sigma = 1
+
+    noise = Noise.shared(torch.Generator().manual_seed(1), n_rows)
+    counts = torch.as_tensor([0, 1, 2])  # one gene revealed per step
+    x = sample_masked(denoise, lambda x, v, e: x * v, counts, n_genes, grid=np.array([2, 1, 0]), noise=noise,
+                      reveal="sample")  # fmt: skip
+    r = np.corrcoef(x[:, 0].numpy(), x[:, 1].numpy())[0, 1]
+    # gene 0 is revealed first in half of the orders (then x1 = x0 + e: cov 1, var 2), else both are independent:
+    # r = 0.5 / sqrt(1 · 1.5) ≈ 0.41 — a dependence a mean-writing sampler could not produce (it gives constants)
+    assert abs(r - 0.5 / np.sqrt(1.5)) < 0.06
+
+
+def test_revealed_genes_never_change_with_sampling(module):
+    feats = torch.randn(3, 6)
+    gaussian = HINGEModule(module.backbone, module.token_ids, 6, n_steps=10, likelihood="gaussian").eval()
+    out = gaussian.sample(feats, 4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 4, 25) and torch.isfinite(out).all() and (out >= 0).all()
+    with pytest.raises(ValueError, match="variance"):
+        module.sample(feats, 2, generator=torch.Generator().manual_seed(0), reveal="sample")
+
+
+def test_gaussian_likelihood_loss_trains_the_variance_only_through_nll(module):
+    gaussian = HINGEModule(module.backbone, module.token_ids, 6, n_steps=10, likelihood="gaussian").train()
+    tensors = {"counts": torch.poisson(torch.full((8, 25), 3.0)), "library": torch.full((8,), 100.0),
+               "features": torch.randn(8, 6)}  # fmt: skip
+    _, gen_out, loss = gaussian(tensors, inference_kwargs={"generator": torch.Generator().manual_seed(0)})
+    assert set(loss.extra_metrics) >= {"mse", "nll"}
+    torch.testing.assert_close(loss.loss, loss.extra_metrics["mse"] + loss.extra_metrics["nll"])
+    loss.loss.backward()
+    assert gaussian.denoiser.variance_head.out.weight.grad.abs().sum() > 0

@@ -85,6 +85,10 @@ class HINGE(BaseModelClass):
         Keep the backbone frozen (HINGE). ``False`` fine-tunes it fully (an ablation; the backbone is copied).
     lora_rank
         Optional LoRA adapters of this rank on the frozen backbone's projections (off by default).
+    likelihood
+        ``"mse"`` (the paper: one value per revealed gene, squared error) or ``"gaussian"`` (beyond the paper: also
+        a variance per gene, trained by Gaussian negative log-likelihood; generation then draws each revealed gene
+        from it, so the samples' spread is a calibrated uncertainty). See docs/method.md §5.
     seed
         Seed of the initialisation of every trainable part (drawn from a generator derived from it, never from
         the global RNG, which is left as it was): two models built with the same arguments are identical.
@@ -130,6 +134,7 @@ class HINGE(BaseModelClass):
         freeze_backbone: bool = True,
         lora_rank: int | None = None,
         standardize_features: bool = True,
+        likelihood: Literal["mse", "gaussian"] = "mse",
         drop_missing_genes: bool = False,
         seed: int = 0,
         condition: Literal["sum", "concat"] | None = None,
@@ -161,6 +166,7 @@ class HINGE(BaseModelClass):
                 mask_mechanism=mask_mechanism,
                 freeze_backbone=freeze_backbone,
                 lora_rank=lora_rank,
+                likelihood=likelihood,
             )
         if standardize_features and self.adata is not None:
             self._set_feature_stats()
@@ -569,6 +575,7 @@ class HINGE(BaseModelClass):
         seed: int | None = None,
         return_samples: bool = False,
         precision: Literal["32", "bf16"] = "32",
+        reveal: Literal["mean", "sample"] | None = None,
         show_progress_bar: bool = True,
     ) -> Prediction:
         """Generate panel expression from image features with the reverse masked-diffusion process.
@@ -596,6 +603,10 @@ class HINGE(BaseModelClass):
         precision
             ``"32"`` (float32) or ``"bf16"``: the denoiser runs under bfloat16 autocast (faster on recent GPUs;
             results are returned as float32). Train with ``model.train(precision="bf16-mixed")`` to match.
+        reveal
+            What each reverse step writes into the genes it reveals: ``"mean"`` (the paper) or ``"sample"`` (a draw
+            from the predicted distribution; needs ``likelihood="gaussian"``). ``None``: ``"sample"`` for a model
+            with ``likelihood="gaussian"``, else ``"mean"``.
         show_progress_bar
             Progress bar over batches of spots.
 
@@ -632,7 +643,8 @@ class HINGE(BaseModelClass):
             batch = torch.as_tensor(feats[start : start + batch_size], device=device)
             noise = Noise.per_spot(seeds[start : start + batch_size], n_samples, device)
             with autocast:
-                chunks.append(self.module.sample(batch, n_samples, n_steps, noise=noise).float().cpu().numpy())
+                out = self.module.sample(batch, n_samples, n_steps, noise=noise, reveal=reveal)
+            chunks.append(out.float().cpu().numpy())
         samples = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, len(self.panel_genes_)), np.float32)
         index, columns = pd.Index(adata.obs_names), pd.Index(self.panel_genes_)
         return Prediction(

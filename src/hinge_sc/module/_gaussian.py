@@ -110,6 +110,10 @@ class GaussianHINGEModule(HINGEModule):
         n_entries = torch.tensor(float(x0.numel()), device=x0.device)
         return LossOutput(loss=loss, n_obs_minibatch=x0.shape[0], extra_metrics={"n_loss_entries": n_entries})
 
+    def resolve_reveal(self, reveal: str | None) -> None:
+        """Gaussian diffusion reveals no genes: always ``None``."""
+        return None
+
     @torch.inference_mode()
     def sample(
         self,
@@ -120,6 +124,7 @@ class GaussianHINGEModule(HINGEModule):
         eta: float = 1.0,
         *,
         noise: Noise | None = None,
+        reveal: str | None = None,
     ) -> torch.Tensor:
         r"""Generate expression by DDIM sampling from pure noise.
 
@@ -143,12 +148,16 @@ class GaussianHINGEModule(HINGEModule):
             0: deterministic DDIM; 1: ancestral sampling.
         noise
             Per-spot random streams (see :meth:`hinge_sc.module.HINGEModule.sample`).
+        reveal
+            Not used (Gaussian diffusion reveals no genes); must be ``None``.
 
         Returns
         -------
         ``(B, S, G)`` samples on the model scale.
         """
         b, device = features.shape[0], features.device
+        if reveal is not None:
+            raise ValueError("`reveal` applies to masked diffusion only; the Gaussian ablation takes no `reveal`.")
         n = b * n_samples
         noise = noise if noise is not None else Noise.shared(generator, n, device)
         feats = features.repeat_interleave(n_samples, dim=0)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 TargetScale = Literal["log2p1", "log1p_cp10k"]
 MaskFill = Literal["gauss", "zero"]
 LossOn = Literal["revealed", "hidden"]
+Likelihood = Literal["mse", "gaussian"]
 
 
 def expression_target(counts: torch.Tensor, library: torch.Tensor, scale: TargetScale) -> torch.Tensor:
@@ -79,6 +80,12 @@ class HINGEModule(DiffusionModule):
         Keep the frozen backbone's dropout active while training (as the released code does).
     mask_mechanism, freeze_backbone, lora_rank
         See :class:`~hinge_sc.nn.AdaptedBackbone`.
+    likelihood
+        ``"mse"``: the denoiser predicts a point value per gene, trained by squared error (the paper).
+        ``"gaussian"`` (beyond the paper): it also predicts a log-variance :math:`\log\sigma^2` per gene (a
+        :class:`~hinge_sc.nn.VarianceHead`), trained by the Gaussian negative log-likelihood of the residual of the
+        (detached) mean, so the mean is trained exactly as with ``"mse"``; the sampler can then draw each revealed
+        gene (``sample(..., reveal="sample")``).
 
     Notes
     -----
@@ -105,8 +112,12 @@ class HINGEModule(DiffusionModule):
         mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
         freeze_backbone: bool = True,
         lora_rank: int | None = None,
+        likelihood: Likelihood = "mse",
     ):
         super().__init__()
+        if likelihood not in ("mse", "gaussian"):
+            raise ValueError(f"`likelihood` must be 'mse' or 'gaussian', got {likelihood!r}.")
+        self.likelihood = likelihood
         if mask_fill not in ("gauss", "zero"):
             raise ValueError(f"`mask_fill` must be 'gauss' or 'zero', got {mask_fill!r}.")
         if loss_on not in ("revealed", "hidden"):
@@ -131,6 +142,7 @@ class HINGEModule(DiffusionModule):
             mask_mechanism,
             freeze_backbone=freeze_backbone,
             lora_rank=lora_rank,
+            variance_head=likelihood == "gaussian",
         )
 
     @property
@@ -222,11 +234,22 @@ class HINGEModule(DiffusionModule):
         return {k: inference_outputs[k] for k in (MODULE_KEYS.X_T, MODULE_KEYS.VISIBLE, MODULE_KEYS.CONDITION)}
 
     def generative(self, x_t: torch.Tensor, visible: torch.Tensor, condition: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the adapted backbone: ``x0_hat (B, G)``."""
-        return {MODULE_KEYS.PREDICTION: self.denoiser(x_t, visible, condition, self.token_ids)}
+        """Run the adapted backbone: ``x0_hat (B, G)`` (and its ``log_variance`` with ``likelihood="gaussian"``)."""
+        if self.likelihood == "mse":
+            return {MODULE_KEYS.PREDICTION: self.denoiser(x_t, visible, condition, self.token_ids)}
+        mean, log_var = self.denoiser(x_t, visible, condition, self.token_ids, return_log_variance=True)
+        return {MODULE_KEYS.PREDICTION: mean, MODULE_KEYS.LOG_VARIANCE: log_var}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Masked MSE over the revealed (or all hidden) entries, averaged over the entries of the batch."""
+        r"""Masked MSE over the revealed (or all hidden) entries, averaged over the entries of the batch.
+
+        With ``likelihood="gaussian"`` the Gaussian negative log-likelihood of the detached residual is added:
+
+        .. math::
+
+            \mathcal L = \frac{\sum d\,(\hat x_0 - x_0)^2}{\sum d}
+            + \frac{\sum d\,\tfrac12\big(\log\sigma^2 + \mathrm{sg}(\hat x_0 - x_0)^2 / \sigma^2\big)}{\sum d}
+        """
         x0 = inference_outputs[MODULE_KEYS.TARGET]
         visible = inference_outputs[MODULE_KEYS.VISIBLE]
         if self.loss_on == "revealed":
@@ -235,14 +258,23 @@ class HINGEModule(DiffusionModule):
             weight = 1.0 - visible
         sq_err = (generative_outputs[MODULE_KEYS.PREDICTION] - x0) ** 2
         n_entries = weight.sum()
-        loss = (sq_err * weight).sum() / n_entries.clamp_min(1.0)  # steps revealing no gene give 0, not NaN
-        return LossOutput(
-            loss=loss,
-            n_obs_minibatch=x0.shape[0],
-            extra_metrics={"n_loss_entries": n_entries.detach()},
-        )
+        denominator = n_entries.clamp_min(1.0)  # steps revealing no gene give 0, not NaN
+        mse = (sq_err * weight).sum() / denominator
+        metrics = {"n_loss_entries": n_entries.detach()}
+        loss = mse
+        if self.likelihood == "gaussian":
+            log_var = generative_outputs[MODULE_KEYS.LOG_VARIANCE]
+            nll = 0.5 * (log_var + sq_err.detach() * torch.exp(-log_var))
+            nll = (nll * weight).sum() / denominator
+            loss = mse + nll
+            metrics.update({"mse": mse.detach(), "nll": nll.detach()})
+        return LossOutput(loss=loss, n_obs_minibatch=x0.shape[0], extra_metrics=metrics)
 
     # ------------------------------------------------------------------ reverse process
+    def resolve_reveal(self, reveal: Literal["mean", "sample"] | None) -> str | None:
+        """The reveal rule :meth:`sample` uses: ``reveal``, or by default ``"sample"`` with a variance head."""
+        return reveal or ("sample" if self.likelihood == "gaussian" else "mean")
+
     @torch.inference_mode()
     def sample(
         self,
@@ -252,6 +284,7 @@ class HINGEModule(DiffusionModule):
         generator: torch.Generator | None = None,
         *,
         noise: Noise | None = None,
+        reveal: Literal["mean", "sample"] | None = None,
     ) -> torch.Tensor:
         """Generate expression for a batch of spots.
 
@@ -268,6 +301,9 @@ class HINGEModule(DiffusionModule):
         noise
             Per-spot random streams, ``Noise.per_spot(seeds, n_samples)``: each spot's samples then depend only on
             its seed, not on the other spots of the batch.
+        reveal
+            ``"mean"`` (the paper: revealed genes get the predicted mean) or ``"sample"`` (a draw from the predicted
+            Gaussian, needs ``likelihood="gaussian"``); ``None``: ``"sample"`` when the module predicts a variance.
 
         Returns
         -------
@@ -279,11 +315,13 @@ class HINGEModule(DiffusionModule):
             raise ValueError(f"`noise` has {noise.n_rows} rows, expected spots × samples = {b * n_samples}.")
         feats = features.repeat_interleave(n_samples, dim=0)
 
+        reveal = self.resolve_reveal(reveal)
+        with_variance = reveal == "sample"
+
         def denoise(x_t, visible, t, visible_prev):
             c = self.condition_vector(t, feats, visible_prev)
-            return self.denoiser(x_t, visible, c, self.token_ids)
+            return self.denoiser(x_t, visible, c, self.token_ids, return_log_variance=with_variance)
 
-        x = sample_masked(
-            denoise, self.fill, self.n_hidden, self.n_genes, grid=reverse_step_grid(self.n_steps, n_steps), noise=noise
-        )
+        grid = reverse_step_grid(self.n_steps, n_steps)
+        x = sample_masked(denoise, self.fill, self.n_hidden, self.n_genes, grid=grid, noise=noise, reveal=reveal)
         return x.view(b, n_samples, self.n_genes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,30 @@ def reverse_step_grid(n_steps_train: int, n_steps: int | None = None) -> np.ndar
     return grid[::-1].copy()
 
 
+def reveal_values(
+    out: torch.Tensor | tuple[torch.Tensor, torch.Tensor], reveal: Literal["mean", "sample"], noise: Noise
+) -> torch.Tensor:
+    r"""Values written into newly revealed genes: the mean, or :math:`\max(0, \mu + e^{\frac12 \log\sigma^2}\epsilon)`.
+
+    Parameters
+    ----------
+    out
+        The denoiser's ``(n, G)`` mean, or a pair (mean, log-variance).
+    reveal
+        ``"mean"`` or ``"sample"``.
+    noise
+        Source of :math:`\epsilon` (one ``(n, G)`` standard normal draw per call with ``"sample"``).
+    """
+    mean, log_var = out if isinstance(out, tuple) else (out, None)
+    if reveal == "mean":
+        return mean
+    if reveal != "sample":
+        raise ValueError(f"`reveal` must be 'mean' or 'sample', got {reveal!r}.")
+    if log_var is None:
+        raise ValueError("`reveal='sample'` needs a denoiser that predicts a variance (`likelihood='gaussian'`).")
+    return (mean + torch.exp(0.5 * log_var) * noise.randn(mean.shape[1])).clamp_min(0.0)
+
+
 def sample_masked(
     denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     fill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
@@ -39,6 +63,7 @@ def sample_masked(
     *,
     grid: np.ndarray,
     noise: Noise,
+    reveal: Literal["mean", "sample"] = "mean",
 ) -> torch.Tensor:
     r"""Run the reverse process for ``noise.n_rows`` independent samples.
 
@@ -50,7 +75,8 @@ def sample_masked(
     Parameters
     ----------
     denoise
-        ``(x_t, visible, t, visible_prev) → x0_hat``, all ``(n, G)`` except ``t (n,)``.
+        ``(x_t, visible, t, visible_prev) → x0_hat``, all ``(n, G)`` except ``t (n,)``; or ``→ (mean,
+        log_variance)`` for ``reveal="sample"``.
     fill
         ``(x, visible, noise) → x`` with hidden entries replaced by the fill (``noise`` is ``(n, G)`` N(0, 1)).
     n_hidden
@@ -62,6 +88,11 @@ def sample_masked(
     noise
         Source of the permutations and fills (:class:`hinge_sc._random.Noise`): one stream per spot makes a
         spot's samples independent of the other spots in the batch.
+    reveal
+        What a step writes into the genes it reveals: ``"mean"``, the predicted :math:`\hat x_0` (the paper), or
+        ``"sample"``, a draw :math:`\hat x_0 + \sigma\,\epsilon` from the predicted Gaussian (beyond the paper),
+        clipped at 0, the floor of both expression scales. Later steps condition on the drawn values, so the
+        samples carry gene–gene and spot-level variability.
 
     Returns
     -------
@@ -77,7 +108,8 @@ def sample_masked(
         m_t = visibility(ranks, torch.full((n,), k_t, device=device))
         m_s = visibility(ranks, torch.full((n,), k_s, device=device))
         x_t = fill(x, m_t, noise.randn(n_genes))
-        x0_hat = denoise(x_t, m_t, torch.full((n,), int(t), device=device, dtype=torch.long), m_s)
+        out = denoise(x_t, m_t, torch.full((n,), int(t), device=device, dtype=torch.long), m_s)
+        value = reveal_values(out, reveal, noise)
         revealed = m_s - m_t
-        x = x * m_t + x0_hat * revealed  # earlier genes unchanged, newly revealed set, rest 0
+        x = x * m_t + value * revealed  # earlier genes unchanged, newly revealed set, rest 0
     return x

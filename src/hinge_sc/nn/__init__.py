@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._adapted import AdaptedBackbone
+from ._adapted import AdaptedBackbone, VarianceHead
 from ._backbone import Backbone, SoftBinningValueEncoder, ValueDecoder
 from ._cellfm import CELLFM_CHECKPOINTS, download_cellfm
 from ._config import CELLFM_SHAPES, BackboneConfig
@@ -43,6 +43,7 @@ __all__ = [
     "SoftBinningValueEncoder",
     "SoftNorm",
     "ValueDecoder",
+    "VarianceHead",
     "download_cellfm",
     "match_genes",
     "modulate",

@@ -6,6 +6,7 @@ import copy
 from typing import TYPE_CHECKING, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._softadaln import ConditionEmbedding, FinalModulation, SoftAdaLNLayer
@@ -40,6 +41,26 @@ class LoRAAdapter(nn.Module):
         return (x @ self.A.T) @ self.B.T * self.scale
 
 
+class VarianceHead(nn.Module):
+    r"""Log-variance of each gene's value from its final (modulated) token, :math:`\log\sigma^2_g = w^\top
+    \mathrm{GELU}(W z_g)`, clamped to [−10, 10].
+
+    The last layer starts at zero, so every gene starts with :math:`\sigma^2 = 1`; the frozen value decoder is not
+    involved (the mean is unchanged by the head).
+    """
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.hidden = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, G, d)`` → ``(B, G)`` log-variance."""
+        return self.out(F.gelu(self.hidden(z))).squeeze(-1).clamp(-10.0, 10.0)
+
+
 class AdaptedBackbone(nn.Module):
     r"""Denoiser :math:`\hat x_0 = f(x_t, m_t, c)`: the frozen backbone under SoftAdaLN modulation.
 
@@ -65,6 +86,9 @@ class AdaptedBackbone(nn.Module):
         Keep the backbone frozen (HINGE). ``False`` fine-tunes all its weights (the paper's worst ablation).
     lora_rank, lora_alpha
         Add LoRA adapters of this rank to every projection of the frozen backbone (off by default).
+    variance_head
+        Also predict a log-variance per gene (:class:`VarianceHead`, beyond the paper): the spread of the value a
+        reveal step writes.
 
     Notes
     -----
@@ -82,6 +106,7 @@ class AdaptedBackbone(nn.Module):
         freeze_backbone: bool = True,
         lora_rank: int | None = None,
         lora_alpha: float | None = None,
+        variance_head: bool = False,
     ):
         super().__init__()
         if mask_mechanism not in (None, "mask_emb", "zero_emb"):
@@ -103,11 +128,18 @@ class AdaptedBackbone(nn.Module):
         self.condition_embedding = ConditionEmbedding(n_features, n_genes, d, mode=conditioning)
         self.layers = nn.ModuleList(SoftAdaLNLayer(d, head_rank) for _ in backbone.encoder)
         self.final = FinalModulation(d)
+        self.variance_head = VarianceHead(d) if variance_head else None
 
     def forward(
-        self, x_t: torch.Tensor, visible: torch.Tensor, c: torch.Tensor, token_ids: torch.Tensor
-    ) -> torch.Tensor:
-        """Predict clean values.
+        self,
+        x_t: torch.Tensor,
+        visible: torch.Tensor,
+        c: torch.Tensor,
+        token_ids: torch.Tensor,
+        *,
+        return_log_variance: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Predict clean values (and, with ``return_log_variance``, their log-variance).
 
         Parameters
         ----------
@@ -119,21 +151,31 @@ class AdaptedBackbone(nn.Module):
             ``(B, d)`` condition.
         token_ids
             ``(G,)`` backbone token ids of the panel.
+        return_log_variance
+            Also return the ``(B, G)`` log-variance (needs ``variance_head=True``).
 
         Returns
         -------
-        ``(B, G)`` prediction of ``x_0``.
+        ``(B, G)`` prediction of ``x_0``; with ``return_log_variance`` a pair (mean, log-variance).
         """
         bb = self.backbone
         h = bb.embed(x_t, token_ids, visible, self.mask_mechanism)
         key_mask = bb.key_mask(visible)
         for layer, ada in zip(bb.encoder, self.layers, strict=True):
             h = ada(layer, h, c, key_mask)
-        return bb.value_dec(self.final(h[:, 1:], c))
+        z = self.final(h[:, 1:], c)
+        mean = bb.value_dec(z)
+        if not return_log_variance:
+            return mean
+        if self.variance_head is None:
+            raise ValueError("This model has no variance head; build it with `variance_head=True`.")
+        return mean, self.variance_head(z)
 
     def trainable_parameters(self) -> dict[str, int]:
         """Number of trainable parameters per part."""
         parts = {"condition_embedding": self.condition_embedding, "softadaln_layers": self.layers, "final": self.final}
+        if self.variance_head is not None:
+            parts["variance_head"] = self.variance_head
         if len(self.lora):
             parts["lora"] = self.lora
         if any(p.requires_grad for p in self.backbone.parameters()):

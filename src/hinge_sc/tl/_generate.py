@@ -31,6 +31,7 @@ def generate(
     seed: int | None = None,
     batch_size: int = 64,
     precision: Literal["32", "bf16"] = "32",
+    reveal: Literal["mean", "sample"] | None = None,
     show_progress_bar: bool = True,
 ) -> AnnData | None:
     """Generate spot expression from histology with a trained :class:`~hinge_sc.HINGE` model.
@@ -66,6 +67,8 @@ def generate(
         Spots per batch.
     precision
         ``"bf16"`` runs the denoiser under bfloat16 autocast (see :meth:`hinge_sc.HINGE.generate`).
+    reveal
+        ``"mean"`` or ``"sample"`` (see :meth:`hinge_sc.HINGE.generate`); ``None`` picks by the model's likelihood.
     show_progress_bar
         Show a progress bar.
 
@@ -105,6 +108,7 @@ def generate(
         seed=seed,
         return_samples=save_samples,
         precision=precision,
+        reveal=reveal,
         show_progress_bar=show_progress_bar,
     )
     module = model.module
@@ -119,6 +123,8 @@ def generate(
         "precision": precision,
         "target_scale": module.target_scale,
         "mask_fill": module.mask_fill,
+        "likelihood": module.likelihood,
+        "reveal": module.resolve_reveal(reveal),
         "mask_mechanism": module.denoiser.mask_mechanism,
         "genes": list(model.panel_genes_),
         "backbone": dict(model.backbone_info_),
