@@ -253,6 +253,135 @@ def gene_set_mean(values: np.ndarray, index: Sequence[int] | np.ndarray) -> floa
     return nanmean(np.asarray(values, dtype=np.float64)[np.asarray(index, dtype=int)])
 
 
+def crps_samples(y_true: np.ndarray, samples: np.ndarray, *, fair: bool = True) -> np.ndarray:
+    r"""Continuous ranked probability score of each entry from an ensemble of samples (docs/method.md §7).
+
+    .. math::
+
+        \mathrm{CRPS} = \frac{1}{S}\sum_i |X_i - y| - \frac{1}{2\,S(S-1)}\sum_{i,j} |X_i - X_j|
+
+    (the *fair* estimator, unbiased for the CRPS of the distribution the samples come from, whatever ``S``;
+    ``fair=False`` divides the second sum by :math:`2S^2`, the CRPS of the empirical distribution). The pair
+    sum is :math:`2\sum_k (2k - S - 1)\,X_{(k)}` over the sorted samples, :math:`O(S \log S)` per entry. With
+    ``S = 1`` both give :math:`|X_1 - y|`. Lower is better; in the units of ``y``.
+
+    Parameters
+    ----------
+    y_true
+        Measured values, shape (n, ...) (e.g. (n_spots,) or (n_spots, n_genes)).
+    samples
+        Samples, shape (n, S, ...): the sample axis is axis 1.
+    fair
+        Fair (unbiased) estimator, else the plain ensemble one.
+
+    Returns
+    -------
+    Shape of ``y_true``.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    x = np.sort(np.asarray(samples, dtype=np.float64), axis=1)
+    if x.ndim != y.ndim + 1 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[1:]:
+        raise ValueError(f"`samples` must have shape (n, S, ...) for `y_true` of shape (n, ...), found {x.shape}.")
+    n_samples = x.shape[1]
+    weights = (2 * np.arange(1, n_samples + 1) - n_samples - 1).reshape((1, -1) + (1,) * (y.ndim - 1))
+    pairs = 2 * (weights * x).sum(axis=1)  # sum over i, j of |X_i - X_j|
+    norm_pairs = 2 * n_samples * (n_samples - 1) if fair else 2 * n_samples**2
+    spread = pairs / norm_pairs if n_samples > 1 else np.zeros_like(y)
+    return np.abs(x - y[:, None]).mean(axis=1) - spread
+
+
+def crps_gaussian(y_true: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    r"""Closed-form CRPS of a Gaussian prediction :math:`N(\mu, \sigma^2)` (docs/method.md §7).
+
+    .. math::
+
+        \mathrm{CRPS} = \sigma\Big[z\big(2\Phi(z) - 1\big) + 2\varphi(z) - \tfrac{1}{\sqrt\pi}\Big],
+        \qquad z = (y - \mu)/\sigma ,
+
+    and :math:`|y - \mu|` where :math:`\sigma = 0`. All arrays share one shape; the result has it too.
+    """
+    y, mu, sd = (np.asarray(a, dtype=np.float64) for a in (y_true, mean, std))
+    pos = sd > 0
+    z = np.where(pos, (y - mu) / np.where(pos, sd, 1.0), 0.0)
+    gauss = sd * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / np.sqrt(np.pi))
+    return np.where(pos, gauss, np.abs(y - mu))
+
+
+def energy_score(y_true: np.ndarray, samples: np.ndarray, *, fair: bool = True, chunk_size: int = 2**20) -> np.ndarray:
+    r"""Energy score of each spot over the genes, from samples (docs/method.md §7).
+
+    .. math::
+
+        \mathrm{ES} = \frac{1}{S}\sum_i \lVert X_i - y\rVert - \frac{1}{2\,S(S-1)}\sum_{i,j}\lVert X_i - X_j\rVert
+
+    with the Euclidean norm over genes and all sample pairs (``fair=False``: :math:`2S^2`, as in
+    :func:`crps_samples`, to which it reduces for one gene). The pair distances come from the Gram matrix of the
+    samples centred per spot, :math:`\lVert a - b\rVert^2 = \lVert a\rVert^2 + \lVert b\rVert^2 - 2a\cdot b`
+    (a batched matrix product, :math:`O(S^2 G)` per spot), in chunks of about ``chunk_size`` pairs. Lower is
+    better.
+
+    Parameters
+    ----------
+    y_true
+        Measured values, (n_spots, n_genes).
+    samples
+        Samples, (n_spots, S, n_genes).
+    fair
+        Fair (unbiased) estimator, else the plain ensemble one.
+    chunk_size
+        Bound on the number of sample pairs (spots × S × S) of one chunk.
+
+    Returns
+    -------
+    Shape (n_spots,).
+    """
+    y, x = np.asarray(y_true, dtype=np.float64), np.asarray(samples, dtype=np.float64)
+    if y.ndim != 2 or x.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[1]:
+        raise ValueError(f"`samples` must be (n_spots, S, n_genes) for `y_true` {y.shape}, found {x.shape}.")
+    n, n_samples, _ = x.shape
+    out = np.linalg.norm(x - y[:, None], axis=2).mean(axis=1)
+    if n_samples < 2:
+        return out
+    norm_pairs = 2 * n_samples * (n_samples - 1) if fair else 2 * n_samples**2
+    step = max(1, chunk_size // n_samples**2)
+    for start in range(0, n, step):
+        xc = x[start : start + step]
+        xc = xc - xc.mean(axis=1, keepdims=True)  # distances do not change; the Gram trick loses less precision
+        sq = (xc * xc).sum(axis=2)
+        d2 = sq[:, :, None] + sq[:, None] - 2 * (xc @ xc.transpose(0, 2, 1))
+        out[start : start + step] -= np.sqrt(np.clip(d2, 0, None)).sum(axis=(1, 2)) / norm_pairs
+    return out
+
+
+_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def calibration_curve(y_true: np.ndarray, samples: np.ndarray, levels: Sequence[float] = _LEVELS) -> pd.DataFrame:
+    """Observed coverage of central intervals (from sample quantiles) at each nominal ``level``.
+
+    Parameters
+    ----------
+    y_true
+        Measured values, (n_spots, n_genes) or (n_spots,).
+    samples
+        Samples, (n_spots, S, n_genes) or (n_spots, S).
+    levels
+        Nominal coverages, each in (0, 1).
+
+    Returns
+    -------
+    DataFrame with columns ``level`` and ``coverage`` (the fraction of entries inside the interval, see
+    :func:`central_interval`); a calibrated forecast lies on the diagonal.
+    """
+    y, x = np.asarray(y_true, dtype=np.float64), np.asarray(samples, dtype=np.float64)
+    if y.ndim == 1:
+        y, x = y[:, None], x[..., None]
+    if x.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[1]:
+        raise ValueError(f"`samples` must be (n_spots, S, n_genes) for `y_true` {y.shape}, found {x.shape}.")
+    cov = [interval_coverage(y, *central_interval(float(level), samples=x)) for level in levels]
+    return pd.DataFrame({"level": np.asarray(levels, dtype=np.float64), "coverage": cov})
+
+
 _INTERVALS = (0.5, 0.9)
 
 
@@ -283,12 +412,13 @@ def section_metrics(
         Neighbours of the spot graph of Moran's I.
     std, samples
         Predicted s.d. (n_spots, n_genes) and/or samples (n_spots, S, n_genes) for the uncertainty metrics;
-        intervals come from the samples when given, else from a Gaussian with ``std``.
+        intervals and CRPS come from the samples when given, else from a Gaussian with ``y_pred`` and ``std``;
+        the energy score needs samples.
 
     Returns
     -------
     ``(row, per_gene)``: a dict of summary metrics (see :func:`hinge_sc.tl.evaluate`) and a DataFrame with one row per
-    gene (``pearson``, ``spearman``, ``mse``, ``moran_measured``, ``moran_generated``, ``hvg``, ``heg``).
+    gene (``pearson``, ``spearman``, ``mse``, ``moran_measured``, ``moran_generated``, ``crps``, ``hvg``, ``heg``).
     """
     pcc, scc = pearson_per_gene(y_true, y_pred), spearman_per_gene(y_true, y_pred)
     n_genes = y_true.shape[1]
@@ -324,10 +454,15 @@ def section_metrics(
         row[f"coverage_{round(level * 100)}"] = interval_coverage(y_true, lo, hi)
     spread = std if std is not None else (samples.std(axis=1) if samples is not None else None)
     row["std_error_spearman"] = np.nan if spread is None else std_error_spearman(y_true, y_pred, spread)
+    crps = np.full(n_genes, np.nan)
+    if samples is not None or std is not None:
+        crps = (crps_samples(y_true, samples) if samples is not None else crps_gaussian(y_true, y_pred, std)).mean(0)
+    row["crps"] = nanmean(crps)
+    row["energy_score"] = np.nan if samples is None else float(energy_score(y_true, samples).mean())
     flags = np.zeros((2, n_genes), dtype=bool)
     flags[0, hvg], flags[1, heg] = True, True
     per_gene = pd.DataFrame({
         "pearson": pcc, "spearman": scc, "mse": np.mean((y_pred - y_true) ** 2, axis=0),
-        "moran_measured": moran[0], "moran_generated": moran[1], "hvg": flags[0], "heg": flags[1],
+        "moran_measured": moran[0], "moran_generated": moran[1], "crps": crps, "hvg": flags[0], "heg": flags[1],
     })  # fmt: skip
     return row, per_gene
