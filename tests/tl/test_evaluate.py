@@ -15,6 +15,8 @@ from hinge_sc.tl._evaluate import (
     pearson_per_gene,
     spearman_per_gene,
 )
+from hinge_sc.tl._metrics import panel_cp10k
+from hinge_sc.tl._uncertainty import crps_gaussian, crps_samples, energy_score
 
 RNG = np.random.default_rng(0)
 
@@ -100,7 +102,8 @@ def test_evaluate_outputs_and_uns(tmp_path):
     assert list(per_section.index) == ["A", "B", "mean"]
     for col in ("pcc_10", "pcc_50", "pcc_200", "pcc_mean", "spearman_mean", "pcc_hvg50", "pcc_heg50", "mse", "mae",
                 "rvd", "coexpr_pcc", "coexpr_frobenius", "moran_measured", "moran_generated", "moran_pcc",
-                "coverage_50", "coverage_90", "std_error_spearman", "n_valid_genes"):  # fmt: skip
+                "coverage_50", "coverage_90", "std_error_spearman", "crps", "energy_score",
+                "n_valid_genes"):  # fmt: skip
         assert col in per_section.columns
     mask = (adata.obs["section"] == "A").to_numpy()
     y_true = np.log2(adata.X.toarray()[mask][:, :4] + 1)
@@ -232,3 +235,53 @@ def test_evaluate_bad_arguments():
         evaluate(adata, n_top_genes=0)
     with pytest.raises(KeyError, match="`section_key='batch'`"):
         evaluate(adata, section_key="batch")
+
+
+def _with_samples(adata, n_samples=16, seed=2):
+    """``obsm["hinge_samples"]``: the mean plus N(0, 0.3²) noise, (n_spots, n_samples, n_genes)."""
+    mean = adata.obsm["hinge"].to_numpy()
+    noise = np.random.default_rng(seed).normal(scale=0.3, size=(adata.n_obs, n_samples, mean.shape[1]))
+    adata.obsm["hinge_samples"] = mean[:, None, :] + noise
+    return adata
+
+
+def test_evaluate_writes_crps_and_energy_score_from_samples():
+    """Issue 13: per-gene and per-section CRPS, per-section energy score, from the stored samples."""
+    adata = _with_samples(_adata())
+    per_gene, per_section = evaluate(adata, spatial_key=None)
+    mask = (adata.obs["section"] == "A").to_numpy()
+    y_true = np.log2(adata.X.toarray()[mask][:, :4] + 1)
+    samples = adata.obsm["hinge_samples"][mask]
+    crps = crps_samples(y_true, samples)
+    gene1 = per_gene[(per_gene["section"] == "A") & (per_gene["gene"] == "G1")]["crps"].item()
+    assert gene1 == pytest.approx(crps[:, 1].mean())
+    assert per_section.loc["A", "crps"] == pytest.approx(crps.mean())
+    assert per_section.loc["A", "energy_score"] == pytest.approx(energy_score(y_true, samples).mean())
+    assert per_section.loc["mean", "crps"] == pytest.approx(per_section.loc[["A", "B"], "crps"].mean())
+
+
+def test_evaluate_crps_from_std_is_gaussian_and_energy_score_needs_samples():
+    adata = _adata()
+    std = np.full((adata.n_obs, 4), 0.3)
+    adata.obsm["hinge_std"] = pd.DataFrame(std, index=adata.obs_names, columns=adata.obsm["hinge"].columns)
+    _, per_section = evaluate(adata, spatial_key=None)
+    mask = (adata.obs["section"] == "B").to_numpy()
+    y_true = np.log2(adata.X.toarray()[mask][:, :4] + 1)
+    expected = crps_gaussian(y_true, adata.obsm["hinge"].to_numpy()[mask], std[mask]).mean()
+    assert per_section.loc["B", "crps"] == pytest.approx(expected)
+    assert per_section["energy_score"].isna().all()
+
+
+def test_evaluate_scores_are_nan_without_uncertainty():
+    per_gene, per_section = evaluate(_adata(), spatial_key=None)
+    assert per_section[["crps", "energy_score"]].isna().all().all() and per_gene["crps"].isna().all()
+
+
+def test_evaluate_cp10k_scores_the_transformed_samples():
+    adata = _with_samples(_adata())
+    _, per_section = evaluate(adata, scale="log1p_cp10k", spatial_key=None)
+    mask = (adata.obs["section"] == "A").to_numpy()
+    y_true = to_model_scale(adata.X.toarray()[mask][:, :4], "log1p_cp10k")  # the panel is the 4 predicted genes
+    samples = panel_cp10k(adata.obsm["hinge_samples"][mask], "log2p1")
+    assert per_section.loc["A", "crps"] == pytest.approx(crps_samples(y_true, samples).mean())
+    assert per_section.loc["A", "energy_score"] == pytest.approx(energy_score(y_true, samples).mean())

@@ -31,6 +31,7 @@ from ._metrics import (
     section_metrics,
     spearman_per_gene,
 )
+from ._uncertainty import calibration_curve, crps_gaussian, crps_samples, energy_score
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,7 +39,11 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 __all__ = [
+    "calibration_curve",
     "coexpression_consistency",
+    "crps_gaussian",
+    "crps_samples",
+    "energy_score",
     "evaluate",
     "pcc_top_k",
     "pearson_per_gene",
@@ -82,7 +87,12 @@ def evaluate(
     and their normalised Frobenius distance; spatial fidelity: the mean Moran's I of measured and generated
     maps and its correlation across genes (squidpy, ``n_neighs``-nearest-neighbour graph); uncertainty:
     coverage of the central 50% and 90% intervals (from the samples, else Gaussian from the s.d.) and the
-    mean per-gene Spearman correlation of the predicted s.d. with the absolute error.
+    mean per-gene Spearman correlation of the predicted s.d. with the absolute error; proper scoring rules
+    (lower is better): the CRPS of each spot and gene, averaged per gene and per section (fair ensemble
+    estimator :func:`~hinge_sc.tl._metrics.crps_samples` from the samples, else the closed-form Gaussian CRPS
+    from mean and s.d.), and the energy score of each spot over the genes, averaged per section (samples only).
+    On ``"log1p_cp10k"`` the samples go through the same transformation as the mean, and the s.d. alone cannot
+    change scale, so without samples the uncertainty metrics are NaN there.
 
     **Scales.** ``"log2p1"``: measured :math:`\log_2(x+1)` against predictions on that scale.
     ``"log1p_cp10k"``: measured and predicted expression (and samples) are both turned into counts and
@@ -124,12 +134,13 @@ def evaluate(
     Returns
     -------
     ``(per_gene, per_section)``. ``per_gene``: tidy DataFrame with columns ``section``, ``gene``, ``pearson``,
-    ``spearman``, ``mse``, ``moran_measured``, ``moran_generated``, ``hvg``, ``heg`` (bool: in the top sets).
+    ``spearman``, ``mse``, ``moran_measured``, ``moran_generated``, ``crps``, ``hvg``, ``heg`` (bool: in the top
+    sets).
     ``per_section``: indexed by section, columns ``n_spots``, ``n_genes``, ``n_valid_genes``, ``pcc_mean``,
     ``spearman_mean``, ``pcc_{K}`` for each K, ``pcc_hvg{n}``, ``pcc_heg{n}``, ``mse``, ``mae``, ``rvd``,
     ``coexpr_pcc``, ``coexpr_frobenius``, ``moran_measured``, ``moran_generated``, ``moran_pcc``,
-    ``coverage_50``, ``coverage_90``, ``std_error_spearman`` and a last row ``"mean"``: the unweighted mean
-    over sections (NaN-aware). Both are also written to ``uns[key_added]`` as
+    ``coverage_50``, ``coverage_90``, ``std_error_spearman``, ``crps``, ``energy_score`` and a last row
+    ``"mean"``: the unweighted mean over sections (NaN-aware). Both are also written to ``uns[key_added]`` as
     ``{"per_gene", "per_section", "params"}``.
 
     Raises

@@ -11,14 +11,25 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm, rankdata
+from scipy.stats import rankdata
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 from hinge_sc._scales import SCALES, Scale, to_counts, to_model_scale
 
+from ._uncertainty import (
+    central_interval,
+    crps_gaussian,
+    crps_samples,
+    energy_score,
+    interval_coverage,
+)
+
 __all__ = ["SCALES", "Scale"]
+
+#: Central intervals whose coverage :func:`section_metrics` reports.
+_INTERVALS = (0.5, 0.9)
 
 
 def panel_cp10k(values: np.ndarray, scale: Scale) -> np.ndarray:
@@ -211,33 +222,6 @@ def morans_i(values: np.ndarray, coordinates: np.ndarray, n_neighs: int = 6) -> 
     return out
 
 
-def interval_coverage(y_true: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
-    """Fraction of entries with ``lower ≤ y_true ≤ upper`` (all arrays (n_spots, n_genes))."""
-    y_true = np.asarray(y_true, dtype=np.float64)
-    return float(np.mean((y_true >= lower) & (y_true <= upper))) if y_true.size else float("nan")
-
-
-def central_interval(
-    level: float, *, samples: np.ndarray | None = None, mean: np.ndarray | None = None, std: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    r"""Central ``level`` interval per spot and gene.
-
-    From ``samples`` (n_spots, S, n_genes): the empirical ``(1 − level)/2`` and ``(1 + level)/2`` quantiles
-    over the samples (linear interpolation; with few samples the interval is too narrow). Otherwise the
-    Gaussian interval :math:`\mu \pm z_{(1+level)/2}\,\sigma` from ``mean`` and ``std``.
-    """
-    if not 0 < level < 1:
-        raise ValueError(f"`level` must be in (0, 1), found {level}.")
-    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
-    if samples is not None:
-        lo, hi = np.quantile(np.asarray(samples, dtype=np.float64), [lo_q, hi_q], axis=1)
-        return lo, hi
-    if mean is None or std is None:
-        raise ValueError("Pass `samples`, or both `mean` and `std`.")
-    z = norm.ppf(hi_q)
-    return mean - z * std, mean + z * std
-
-
 def std_error_spearman(y_true: np.ndarray, y_pred: np.ndarray, std: np.ndarray) -> float:
     """Mean over genes of the Spearman correlation, across spots, of predicted s.d. and absolute error.
 
@@ -251,9 +235,6 @@ def std_error_spearman(y_true: np.ndarray, y_pred: np.ndarray, std: np.ndarray) 
 def gene_set_mean(values: np.ndarray, index: Sequence[int] | np.ndarray) -> float:
     """Mean of the finite ``values`` at ``index`` (NaN if none)."""
     return nanmean(np.asarray(values, dtype=np.float64)[np.asarray(index, dtype=int)])
-
-
-_INTERVALS = (0.5, 0.9)
 
 
 def section_metrics(
@@ -283,12 +264,13 @@ def section_metrics(
         Neighbours of the spot graph of Moran's I.
     std, samples
         Predicted s.d. (n_spots, n_genes) and/or samples (n_spots, S, n_genes) for the uncertainty metrics;
-        intervals come from the samples when given, else from a Gaussian with ``std``.
+        intervals and CRPS come from the samples when given, else from a Gaussian with ``y_pred`` and ``std``;
+        the energy score needs samples.
 
     Returns
     -------
     ``(row, per_gene)``: a dict of summary metrics (see :func:`hinge_sc.tl.evaluate`) and a DataFrame with one row per
-    gene (``pearson``, ``spearman``, ``mse``, ``moran_measured``, ``moran_generated``, ``hvg``, ``heg``).
+    gene (``pearson``, ``spearman``, ``mse``, ``moran_measured``, ``moran_generated``, ``crps``, ``hvg``, ``heg``).
     """
     pcc, scc = pearson_per_gene(y_true, y_pred), spearman_per_gene(y_true, y_pred)
     n_genes = y_true.shape[1]
@@ -324,10 +306,15 @@ def section_metrics(
         row[f"coverage_{round(level * 100)}"] = interval_coverage(y_true, lo, hi)
     spread = std if std is not None else (samples.std(axis=1) if samples is not None else None)
     row["std_error_spearman"] = np.nan if spread is None else std_error_spearman(y_true, y_pred, spread)
+    crps = np.full(n_genes, np.nan)
+    if samples is not None or std is not None:
+        crps = (crps_samples(y_true, samples) if samples is not None else crps_gaussian(y_true, y_pred, std)).mean(0)
+    row["crps"] = nanmean(crps)
+    row["energy_score"] = np.nan if samples is None else float(energy_score(y_true, samples).mean())
     flags = np.zeros((2, n_genes), dtype=bool)
     flags[0, hvg], flags[1, heg] = True, True
     per_gene = pd.DataFrame({
         "pearson": pcc, "spearman": scc, "mse": np.mean((y_pred - y_true) ** 2, axis=0),
-        "moran_measured": moran[0], "moran_generated": moran[1], "hvg": flags[0], "heg": flags[1],
+        "moran_measured": moran[0], "moran_generated": moran[1], "crps": crps, "hvg": flags[0], "heg": flags[1],
     })  # fmt: skip
     return row, per_gene
