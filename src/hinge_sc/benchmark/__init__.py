@@ -2,15 +2,26 @@
 
 Every baseline writes its predictions like :func:`hinge_sc.tl.generate` (``obsm[key]``, ``obsm[key + "_std"]``,
 ``uns[key]["params"]``), so :func:`hinge_sc.tl.evaluate` and :mod:`hinge_sc.pl` score and plot every method the
-same way. :class:`HINGEGaussian` is HINGE with Gaussian instead of masked diffusion (the paper's key ablation).
+same way. :class:`RidgeProbe` can choose its penalty by cross-validation grouped by section, and
+:class:`ProbabilisticRidge` adds an out-of-fold Gaussian spread so its intervals and CRPS are scored like HINGE's.
+:class:`HINGEGaussian` is HINGE with Gaussian instead of masked diffusion (the paper's key ablation).
 """
 
 from __future__ import annotations
 
 from ._base import Baseline, Prediction
-from ._baselines import KNNRetrieval, MLPRegressor, RidgeProbe, TrainingMean
+from ._baselines import KNNRetrieval, MLPRegressor, ProbabilisticRidge, RidgeProbe, TrainingMean
 
-__all__ = ["Baseline", "HINGEGaussian", "KNNRetrieval", "MLPRegressor", "Prediction", "RidgeProbe", "TrainingMean"]
+__all__ = [
+    "Baseline",
+    "HINGEGaussian",
+    "KNNRetrieval",
+    "MLPRegressor",
+    "Prediction",
+    "ProbabilisticRidge",
+    "RidgeProbe",
+    "TrainingMean",
+]
 
 
 def __getattr__(name: str):

@@ -49,8 +49,12 @@ class Baseline:
         self.is_fitted_ = False
 
     # ------------------------------------------------------------------ to implement
-    def _fit(self, x: np.ndarray, y: np.ndarray, spots: np.ndarray) -> None:
-        """Fit on standardised features ``x (n, D)`` and targets ``y (n, G)``; ``spots (n,)`` = spot of each row."""
+    def _fit(self, x: np.ndarray, y: np.ndarray, spots: np.ndarray, groups: np.ndarray | None = None) -> None:
+        """Fit on standardised features ``x (n, D)`` and targets ``y (n, G)``.
+
+        ``spots (n,)`` is the spot of each row (views of a spot share it); ``groups (n,)`` the tissue section of
+        each row (``obs[section_key]`` as strings) or ``None`` when :meth:`fit` got no ``section_key``.
+        """
         raise NotImplementedError
 
     def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -58,6 +62,10 @@ class Baseline:
         raise NotImplementedError
 
     def _hyperparameters(self) -> dict[str, Any]:
+        return {}
+
+    def _fit_results(self) -> dict[str, Any]:
+        """What ``_fit`` chose from the data (plain types), recorded in ``fit_params_`` and ``uns[key]["params"]``."""
         return {}
 
     # ------------------------------------------------------------------ public
@@ -68,6 +76,7 @@ class Baseline:
         genes: Sequence[str] | None = None,
         features_key: str = "X_histology",
         views_key: str | None = None,
+        section_key: str | None = None,
         layer: str | None = None,
         target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
         allow_non_integer: bool = False,
@@ -84,6 +93,10 @@ class Baseline:
             ``obsm`` key of the ``(n_spots, D)`` features.
         views_key
             Optional ``obsm`` key of ``(n_spots, V, D)`` augmented views, each a training sample.
+        section_key
+            Optional ``obs`` column naming the tissue section of each spot. Baselines that choose
+            hyper-parameters by cross-validation then hold out whole sections (views repeat their spot's
+            section); ``None`` gives them only the spots.
         layer
             Layer with raw counts; ``None`` uses ``X``.
         target_scale
@@ -98,10 +111,11 @@ class Baseline:
         Raises
         ------
         KeyError
-            If a key or gene is missing.
+            If a key or gene is missing, or ``section_key`` is not a column of ``adata.obs``.
         ValueError
-            If ``adata`` has no spots, ``genes`` is empty, ``target_scale`` is unknown, the counts are not raw
-            integer counts (unless ``allow_non_integer``), or no spot has panel counts.
+            If ``adata`` has no spots, ``genes`` is empty, ``obs[section_key]`` has missing values, ``target_scale``
+            is unknown, the counts are not raw integer counts (unless ``allow_non_integer``), or no spot has panel
+            counts.
         """
         check_scale(target_scale)
         check_n_obs(adata)
@@ -117,6 +131,7 @@ class Baseline:
                 f"`adata.obsm[{views_key!r}]` has width {views.shape[2]} but `adata.obsm[{features_key!r}]` has "
                 f"{feats.shape[1]}; pass views of the same encoder."
             )
+        sections = self._sections(adata, section_key)
         x = adata.X if layer is None else adata.layers[layer]
         where = f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`"
         check_counts(x, where=where, allow_non_integer=allow_non_integer)
@@ -129,16 +144,38 @@ class Baseline:
             y, spots = np.repeat(y, n_views, axis=0), np.repeat(keep, n_views)
         else:
             xs, spots = feats[keep], keep
+        groups = None if sections is None else sections[spots]
         self.feature_mean_ = xs.mean(0)
         sd = xs.std(0)
         self.feature_std_ = np.where(sd > 0, sd, 1.0)
         self.genes_, self.features_key_, self.target_scale_ = genes, features_key, target_scale
         self.n_features_ = feats.shape[1]
-        self._fit(self._standardise(xs), y, spots)
-        self.fit_params_ = {"n_spots": len(keep), "n_samples": len(xs), "views_key": views_key, "layer": layer}
+        self._fit(self._standardise(xs), y, spots, groups)
+        self.fit_params_ = {
+            "n_spots": len(keep),
+            "n_samples": len(xs),
+            "views_key": views_key,
+            "section_key": section_key,
+            "layer": layer,
+            **self._fit_results(),
+        }
         self.is_fitted_ = True
         logger.info("Fitted %s on %d spots (%d samples) × %d genes.", self.name, len(keep), len(xs), len(genes))
         return self
+
+    @staticmethod
+    def _sections(adata: AnnData, section_key: str | None) -> np.ndarray | None:
+        if section_key is None:
+            return None
+        if section_key not in adata.obs:
+            raise KeyError(f"`section_key={section_key!r}` is not a column of `adata.obs`; pass one, or None.")
+        sections = adata.obs[section_key]
+        if sections.isna().any():
+            raise ValueError(
+                f"`adata.obs[{section_key!r}]` has {int(sections.isna().sum())} missing values; name the section of "
+                "every spot, or pass `section_key=None`."
+            )
+        return sections.astype(str).to_numpy()
 
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         return ((np.asarray(x, dtype=np.float64) - self.feature_mean_) / self.feature_std_).astype(np.float32)
@@ -176,6 +213,7 @@ class Baseline:
             mean=pd.DataFrame(mean, index=index, columns=columns),
             std=None if std is None else pd.DataFrame(std, index=index, columns=columns),
             samples=samples,
+            seed=self.seed if self.stochastic else None,
         )
 
     def predict(
