@@ -33,7 +33,8 @@ from performance import markdown, performance_table, to_markdown
 logger = logging.getLogger("her2st_benchmark")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCALES = ("log2p1", "log1p_cp10k")
-METHODS = ("hinge", "hinge_nll", "hinge_pretrained", "hinge_gaussian", "ridge", "mlp", "knn", "mean")
+METHODS = ("hinge", "hinge_nll", "hinge_pretrained", "hinge_gaussian", "ridge", "ridge_cv", "ridge_prob", "mlp", "knn",
+           "mean")  # fmt: skip
 STOCHASTIC = {"hinge", "hinge_nll", "hinge_pretrained", "hinge_gaussian", "mlp"}
 #: HINGE variants: the likelihood of the reveal (``hinge_nll`` draws revealed genes from a predicted Gaussian).
 LIKELIHOOD = {"hinge_nll": "gaussian"}
@@ -105,12 +106,15 @@ def run_baseline(method, train, test, panel, seed, args, key) -> dict:
 
     est = {
         "ridge": lambda: hs.benchmark.RidgeProbe(args.ridge_alpha),
+        "ridge_cv": lambda: hs.benchmark.RidgeProbe("cv"),  # alpha by CV grouped by training section
+        "ridge_prob": lambda: hs.benchmark.ProbabilisticRidge("cv", seed=seed),
         "mlp": lambda: hs.benchmark.MLPRegressor(max_epochs=args.mlp_epochs, seed=seed),
         "knn": lambda: hs.benchmark.KNNRetrieval(args.knn_k),
         "mean": lambda: hs.benchmark.TrainingMean(),
     }[method]()
     t0 = time.perf_counter()
-    est.fit(train, genes=panel, views_key="X_histology_views" if args.views > 1 and method == "mlp" else None)
+    views_key = "X_histology_views" if args.views > 1 and method == "mlp" else None
+    est.fit(train, genes=panel, views_key=views_key, section_key="section")
     fit_s = time.perf_counter() - t0
     est.predict(test, key_added=key, save_samples=True, overwrite=True)
     return {"train_s": fit_s}

@@ -22,7 +22,9 @@ def test_tiny_benchmark_runs(tmp_path, her2st_path):
                  "gene_scores_log2p1.png", "spatial_hinge.png", "coexpression_ridge.png", "training_history_hinge.png"):
         assert (out / name).is_file(), name
     per_section = pd.read_csv(out / "per_section.csv")
-    assert set(per_section["method"]) == {"hinge", "hinge_gaussian", "ridge", "mlp", "knn", "mean"}
+    assert set(per_section["method"]) == {"hinge", "hinge_nll", "hinge_gaussian", "ridge", "ridge_cv", "ridge_prob",
+                                          "mlp", "knn", "mean"}  # fmt: skip
+    assert per_section.loc[per_section["method"] == "hinge_nll", "crps"].notna().all()
     assert set(per_section["scale"]) == {"log2p1", "log1p_cp10k"} and set(per_section["section"]) == {"C3"}
     assert per_section.loc[per_section["method"] == "ridge", "pcc_50"].notna().all()
     assert "### log2p1: correlation" in text and "| hinge |" in text and "generated spots/s" in text

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import hinge_sc as hs
-from hinge_sc.benchmark import ProbabilisticRidge, RidgeProbe, _baselines
+from hinge_sc.benchmark import ProbabilisticRidge, RidgeProbe, _ridge
 
 N_FEATURES, N_GENES = 6, 8
 
@@ -71,22 +71,22 @@ def test_ridge_basis_matches_sklearn_for_tall_and_wide_features(shape):
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=shape), rng.normal(size=(shape[0], 3))
-    x_mean, y_mean, s, vt, uty = _baselines._ridge_basis(x, y, None)
-    coef = _baselines._ridge_coef(s, vt, uty, 0.7)
+    x_mean, y_mean, s, vt, uty = _ridge._ridge_basis(x, y, None)
+    coef = _ridge._ridge_coef(s, vt, uty, 0.7)
     expected = Ridge(alpha=0.7).fit(x, y)
     np.testing.assert_allclose(coef, expected.coef_.T, atol=1e-8)
     np.testing.assert_allclose(y_mean - x_mean @ coef, expected.intercept_, atol=1e-8)
 
 
 def test_folds_hold_out_whole_sections(monkeypatch):
-    calls, original = [], _baselines._cv_folds
+    calls, original = [], _ridge._cv_folds
 
     def spy(spots, groups, n_splits):
         folds, by = original(spots, groups, n_splits)
         calls.append((folds, by, groups))
         return folds, by
 
-    monkeypatch.setattr(_baselines, "_cv_folds", spy)
+    monkeypatch.setattr(_ridge, "_cv_folds", spy)
     x, y = _linear(90, noise=0.5)
     sections = np.repeat(["A", "B", "C"], 30)
     ridge = RidgeProbe("cv", cv=5).fit(_adata(x, y, sections, views=4), views_key="X_histology_views",
@@ -102,7 +102,7 @@ def test_folds_hold_out_whole_sections(monkeypatch):
 def test_without_sections_folds_hold_out_whole_spots():
     x, y = _linear(60, noise=0.5)
     spots = np.repeat(np.arange(60), 4)  # what `fit` passes with 4 views
-    folds, by = _baselines._cv_folds(spots, None, 5)
+    folds, by = _ridge._cv_folds(spots, None, 5)
     assert by == "spot" and len(folds) == 5
     assert all(set(spots[train]).isdisjoint(spots[test]) for train, test in folds)
 

@@ -10,7 +10,8 @@ same way. :class:`RidgeProbe` can choose its penalty by cross-validation grouped
 from __future__ import annotations
 
 from ._base import Baseline, Prediction
-from ._baselines import KNNRetrieval, MLPRegressor, ProbabilisticRidge, RidgeProbe, TrainingMean
+from ._baselines import KNNRetrieval, MLPRegressor, TrainingMean
+from ._ridge import ProbabilisticRidge, RidgeProbe
 
 __all__ = [
     "Baseline",
