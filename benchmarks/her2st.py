@@ -107,7 +107,7 @@ def run_baseline(method, train, test, panel, seed, args, key) -> dict:
     est = {
         "ridge": lambda: hs.benchmark.RidgeProbe(args.ridge_alpha),
         "ridge_cv": lambda: hs.benchmark.RidgeProbe("cv"),  # alpha by CV grouped by training section
-        "ridge_prob": lambda: hs.benchmark.ProbabilisticRidge("cv", seed=seed),
+        "ridge_prob": lambda: hs.benchmark.ProbabilisticRidge("cv", n_samples=args.n_samples, seed=seed),
         "mlp": lambda: hs.benchmark.MLPRegressor(max_epochs=args.mlp_epochs, seed=seed),
         "knn": lambda: hs.benchmark.KNNRetrieval(args.knn_k),
         "mean": lambda: hs.benchmark.TrainingMean(),
