@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# a library leaves logging to its user (the command line configures it once)
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _SUBMODULES = ("pp", "tl", "pl", "datasets", "benchmark", "io")
 _LAZY = {"HINGE": "hinge_sc.model", "Backbone": "hinge_sc.nn", "FileIntegrityError": "hinge_sc._files"}

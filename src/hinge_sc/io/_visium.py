@@ -57,7 +57,9 @@ def read_visium(
     --------
     >>> adata = hs.io.read_visium("outs/", source_image_path="slide.tif")
     """
-    import squidpy as sq
+    from hinge_sc._third_party import import_squidpy
+
+    sq = import_squidpy()
 
     adata = sq.read.visium(path, counts_file=counts_file, library_id=library_id, source_image_path=source_image_path)
     adata.var_names_make_unique()

@@ -29,6 +29,7 @@ from hinge_sc._validators import (
 )
 from hinge_sc.module import HINGEModule
 from hinge_sc.train._datamodule import HINGEDataModule
+from hinge_sc.train._progress import EpochLines, quiet_lightning, use_epoch_lines
 from hinge_sc.train._trainingplan import HINGETrainingPlan
 
 from ._feature_provenance import check_generate_inputs, feature_provenance
@@ -498,6 +499,10 @@ class HINGE(BaseModelClass):
         has_val = data_module.n_val > 0
         if strategy is not None:
             trainer_kwargs["strategy"] = strategy
+        quiet_lightning()
+        epoch_lines = use_epoch_lines(show_progress_bar)  # a log file: one line per epoch instead of the bar
+        if epoch_lines:
+            trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), EpochLines(self.module.n_steps)]
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if has_val else None)
         runner = self._train_runner_cls(
             self,
@@ -511,7 +516,7 @@ class HINGE(BaseModelClass):
             early_stopping_patience=early_stopping_patience,
             early_stopping_warmup_epochs=warmup_epochs,
             gradient_clip_val=gradient_clip_val,
-            enable_progress_bar=show_progress_bar,
+            enable_progress_bar=show_progress_bar and not epoch_lines,
             **trainer_kwargs,
         )
         with seeded(seed):  # dropout, shuffling and masks from `seed`; the caller's global RNGs are left alone

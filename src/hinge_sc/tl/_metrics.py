@@ -203,8 +203,10 @@ def morans_i(values: np.ndarray, coordinates: np.ndarray, n_neighs: int = 6) -> 
     if len(values) <= n_neighs or not valid.any():
         return out
     import scanpy as sc
-    import squidpy as sq
 
+    from hinge_sc._third_party import import_squidpy
+
+    sq = import_squidpy()
     tmp = ad.AnnData(values[:, valid].astype(np.float32))
     tmp.var_names = [f"g{i}" for i in range(tmp.n_vars)]
     tmp.obsm["spatial"] = np.asarray(coordinates, dtype=np.float64)[:, :2]

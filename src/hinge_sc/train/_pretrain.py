@@ -17,6 +17,7 @@ from hinge_sc.module import expression_target, ranks_of, visibility
 from hinge_sc.nn._provenance import PretrainingRecord
 
 from ._datamodule import split_spots
+from ._progress import EpochLines, quiet_lightning, use_epoch_lines
 
 if TYPE_CHECKING:
     from hinge_sc.nn import Backbone
@@ -238,13 +239,17 @@ def run_pretraining(
         )
     if strategy is not None:
         trainer_kwargs["strategy"] = strategy
+    quiet_lightning()
+    epoch_lines = use_epoch_lines(show_progress_bar)  # a log file: one line per epoch instead of the bar
+    if epoch_lines:
+        callbacks.append(EpochLines())
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         accelerator=accelerator,
         devices=devices,
         callbacks=callbacks,
         enable_checkpointing=checkpoint_dir is not None,
-        enable_progress_bar=show_progress_bar,
+        enable_progress_bar=show_progress_bar and not epoch_lines,
         enable_model_summary=False,
         logger=False,
         gradient_clip_val=trainer_kwargs.pop("gradient_clip_val", 1.0),

@@ -1,34 +1,35 @@
-"""Command line: ``hinge-sc demo`` trains HINGE on real her2st sections and generates a held-out one.
+"""``hinge-sc demo``: train HINGE on real her2st sections, generate a held-out one, evaluate and plot.
 
-Arguments and inputs are checked before any folder is created or any work is done; a user error prints one line to
-stderr and exits with status 2. A run never replaces the outputs of an earlier run in ``--out`` unless
-``--overwrite`` is given.
+Arguments and inputs are checked before any folder is created or any work is done. Without ``--data`` the
+sections are downloaded from their public origin (or read from ``$HINGE_SC_DATA_DIR/her2st``), and the command says so.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
-import sys
+import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hinge_sc._constants import DATA_DIR_ENV
+
+from ._common import UsageError, check_file, check_positive
+
+if TYPE_CHECKING:
+    import argparse
 
 logger = logging.getLogger("hinge_sc")
 
 MARKERS = ("ERBB2", "GNAS", "KRT19", "FASN")
 #: Files and folders a demo run writes into ``--out`` (besides ``generated_{section}.csv``).
 OUTPUTS = ("model", "report.json", "section_metrics.csv", "per_gene_metrics.csv", "spatial_genes.png")
-#: Exit status of a user error (as argparse's).
-USAGE_ERROR = 2
 
 
-class UsageError(ValueError):
-    """A wrong argument or input of the command line: reported in one line, without a traceback."""
-
-
-def _default_vocabulary(data: Path) -> Path | None:
+def _default_vocabulary(data: Path | None) -> Path | None:
+    if data is None:
+        return None
     candidate = data.parent / "vocab" / "cellfm" / "gene_info.csv"
     return candidate if candidate.is_file() else None
 
@@ -36,15 +37,10 @@ def _default_vocabulary(data: Path) -> Path | None:
 def _check_numbers(args: argparse.Namespace) -> None:
     positive = ("n_genes", "d_model", "n_layers", "n_heads", "epochs", "batch_size", "diffusion_steps",
                 "sampling_steps", "n_samples")  # fmt: skip
-    for name in positive:
-        if getattr(args, name) < 1:
-            raise UsageError(f"`--{name.replace('_', '-')}` must be a positive integer, found {getattr(args, name)}.")
+    check_positive(args, positive, integer=True)
     if args.warmup_epochs < 0:
         raise UsageError(f"`--warmup-epochs` must be ≥ 0, found {args.warmup_epochs}.")
-    for name in ("lr", "patch_size_um"):
-        value = getattr(args, name)
-        if not math.isfinite(value) or value <= 0:
-            raise UsageError(f"`--{name.replace('_', '-')}` must be a finite number > 0, found {value}.")
+    check_positive(args, ("lr", "patch_size_um"), integer=False)
     if args.sampling_steps > args.diffusion_steps:
         raise UsageError(
             f"`--sampling-steps` ({args.sampling_steps}) must be ≤ `--diffusion-steps` ({args.diffusion_steps}); "
@@ -54,26 +50,44 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"`--d-model` ({args.d_model}) must be a multiple of `--n-heads` ({args.n_heads}).")
 
 
+def data_source(args: argparse.Namespace) -> Path | None:
+    """The local her2st folder: ``--data``, else ``$HINGE_SC_DATA_DIR/her2st``; ``None``: download."""
+    if args.data is not None:
+        return Path(args.data)
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) / "her2st" if env else None
+
+
 def _check_data(args: argparse.Namespace) -> None:
-    data = Path(args.data)
-    if not data.is_dir():
-        raise UsageError(f"`--data` {data} is not a folder; pass the her2st folder (with counts/, spots/, images/).")
-    if not ((data / "counts").is_dir() and (data / "spots").is_dir()):
-        raise UsageError(f"`--data` {data} does not look like the her2st data: expected counts/ and spots/ in it.")
     overlap = sorted(set(args.train) & set(args.test))
     if overlap:
         raise UsageError(f"`--test` sections {overlap} are also in `--train`; hold out sections not trained on.")
+    check_file(args.backbone, "--backbone")
+    check_file(args.vocabulary, "--vocabulary")
+    data = data_source(args)
+    if data is None:
+        from hinge_sc.datasets._her2st import _IMAGE_FILES
+
+        missing = sorted((set(args.train) | set(args.test)) - set(_IMAGE_FILES))
+        if missing:
+            raise UsageError(
+                f"Sections {missing} of `--train`/`--test` have no H&E image the demo can download; use sections of "
+                f"{sorted(_IMAGE_FILES)} or pass `--data` with a local copy."
+            )
+        return
+    flag = "--data" if args.data is not None else f"${DATA_DIR_ENV}/her2st"
+    if not data.is_dir():
+        raise UsageError(f"`{flag}` {data} is not a folder; pass the her2st folder (with counts/, spots/, images/).")
+    if not ((data / "counts").is_dir() and (data / "spots").is_dir()):
+        raise UsageError(f"`{flag}` {data} does not look like the her2st data: expected counts/ and spots/ in it.")
     sections = dict.fromkeys([*args.train, *args.test])
     needed = {s: (f"counts/{s}.tsv.gz", f"spots/{s}_selection.tsv", f"images/{s}.jpg") for s in sections}
     missing = sorted(s for s, files in needed.items() if not all((data / f).is_file() for f in files))
     if missing:
         raise UsageError(
-            f"Sections {missing} of `--train`/`--test` are not in `--data` {data} with counts, spots and an H&E image; "
-            "see `hs.datasets.her2st_sections(path)` for those that are."
+            f"Sections {missing} of `--train`/`--test` are not in `{flag}` {data} with counts, spots and an H&E "
+            "image; see `hs.datasets.her2st_sections(path)` for those that are."
         )
-    for flag, value in (("--backbone", args.backbone), ("--vocabulary", args.vocabulary)):
-        if value is not None and not Path(value).is_file():
-            raise UsageError(f"`{flag}` {value} is not a file.")
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -108,10 +122,18 @@ def run_demo(args: argparse.Namespace) -> dict:
     timings: dict[str, float] = {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = Path(args.data)
+    data = data_source(args)
 
     t0 = time.perf_counter()
     sections = list(dict.fromkeys([*args.train, *args.test]))
+    if data is None:
+        logger.info(
+            "No `--data`: downloading her2st sections %s from github.com/almaan/her2st (once; cached in the user "
+            "cache folder `hinge_sc/her2st`). Pass `--data` with a local copy to skip this.",
+            ", ".join(sections),
+        )
+    elif args.data is None:
+        logger.info("No `--data`: reading the her2st sections from $%s/her2st = %s.", DATA_DIR_ENV, data)
     adata = hs.datasets.her2st(sections=sections, path=data)
     hs.pp.histology_features(adata, patch_size_um=args.patch_size_um, views=args.views)
     timings["data_and_features_s"] = time.perf_counter() - t0
@@ -179,60 +201,52 @@ def run_demo(args: argparse.Namespace) -> dict:
     return report
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hinge-sc", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="Train on her2st C2–C5, generate C6, print metrics, save a figure.")
-    demo.add_argument("--data", required=True, help="Folder of the her2st data (counts/, spots/, images/).")
+
+
+def add_parser(sub, formatter, parents=()) -> None:
+    """The ``demo`` sub-command."""
+    demo = sub.add_parser(
+        "demo", formatter_class=formatter, description=__doc__, parents=list(parents),
+        help="Train on her2st C2–C5, generate C6, print metrics, save a figure.",
+    )  # fmt: skip
+    demo.add_argument(
+        "--data", default=None,
+        help=f"Folder of the her2st data (counts/, spots/, images/). Default: ${DATA_DIR_ENV}/her2st when set, "
+        "else the sections are downloaded once from github.com/almaan/her2st.",
+    )  # fmt: skip
     demo.add_argument("--out", default="hinge_demo_output", help="Output folder.")
     demo.add_argument("--train", nargs="+", default=["C2", "C3", "C4", "C5"], help="Training sections.")
     demo.add_argument("--test", nargs="+", default=["C6"], help="Held-out sections to generate.")
     demo.add_argument("--n-genes", type=int, default=200, help="Panel size (HMHVG).")
     demo.add_argument("--vocabulary", default=None, help="Backbone vocabulary CSV (first column = symbols).")
-    demo.add_argument(
-        "--backbone", default=None, help="A saved hinge_sc Backbone (.pt) to use instead of a random one."
-    )
-    demo.add_argument("--d-model", type=int, default=64)
-    demo.add_argument("--n-layers", type=int, default=4)
-    demo.add_argument("--n-heads", type=int, default=4)
+    demo.add_argument("--backbone", default=None, help="A saved hinge_sc Backbone (.pt) to use instead of a random one.")
+    demo.add_argument("--d-model", type=int, default=64, help="Width of the random backbone.")
+    demo.add_argument("--n-layers", type=int, default=4, help="Layers of the random backbone.")
+    demo.add_argument("--n-heads", type=int, default=4, help="Heads of the random backbone.")
     demo.add_argument("--views", type=int, default=8, choices=(1, 8), help="Dihedral views per patch.")
-    demo.add_argument("--patch-size-um", type=float, default=112.0)
-    demo.add_argument("--epochs", type=int, default=6)
-    demo.add_argument("--warmup-epochs", type=int, default=1)
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--lr", type=float, default=1e-3)
-    demo.add_argument("--diffusion-steps", type=int, default=50)
+    demo.add_argument("--patch-size-um", type=float, default=112.0, help="Side of the H&E patch under a spot, µm.")
+    demo.add_argument("--epochs", type=int, default=6, help="Training epochs.")
+    demo.add_argument("--warmup-epochs", type=int, default=1, help="Epochs of the warm-start curriculum.")
+    demo.add_argument("--batch-size", type=int, default=32, help="Spots per minibatch.")
+    demo.add_argument("--lr", type=float, default=1e-3, help="Learning rate (AdamW).")
+    demo.add_argument("--diffusion-steps", type=int, default=50, help="Diffusion steps T of the model.")
     demo.add_argument("--sampling-steps", type=int, default=10, help="Reverse steps (≤ --diffusion-steps).")
-    demo.add_argument("--n-samples", type=int, default=4)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--accelerator", default="auto")
+    demo.add_argument("--n-samples", type=int, default=4, help="Samples per spot (mean and s.d.).")
+    demo.add_argument("--seed", type=int, default=0, help="Seed of training and sampling.")
+    demo.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto).")
     demo.add_argument("--overwrite", action="store_true", help="Replace the outputs of an earlier run in --out.")
-    return parser
+    demo.set_defaults(check=check_args, run=run)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``hinge-sc``."""
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
-        try:
-            check_args(args)
-        except UsageError as err:
-            print(f"hinge-sc {args.command}: error: {err}", file=sys.stderr)
-            raise SystemExit(USAGE_ERROR) from None
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "demo":
-        report = run_demo(args)
-        import pandas as pd
+def run(args: argparse.Namespace) -> None:
+    """Run the demo and print its summary."""
+    import pandas as pd
 
-        table = pd.DataFrame(report["metrics"]).set_index("section")
-        print(f"\nHINGE demo: trained on {', '.join(report['train_sections'])} ({report['n_train_spots']} spots), "
-              f"generated {', '.join(report['test_sections'])} ({report['n_test_spots']} spots), "
-              f"{report['n_genes']} genes")
-        print(table.to_string())
-        print(f"timings (s): {report['timings_s']}")
-        print(f"outputs in {Path(args.out).resolve()} (spatial_genes.png, section_metrics.csv, model/)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    report = run_demo(args)
+    table = pd.DataFrame(report["metrics"]).set_index("section")
+    print(f"\nHINGE demo: trained on {', '.join(report['train_sections'])} ({report['n_train_spots']} spots), "
+          f"generated {', '.join(report['test_sections'])} ({report['n_test_spots']} spots), "
+          f"{report['n_genes']} genes")  # fmt: skip
+    print(table.to_string())
+    print(f"timings (s): {report['timings_s']}")
+    print(f"outputs in {Path(args.out).resolve()} (spatial_genes.png, section_metrics.csv, model/)")

@@ -1,0 +1,203 @@
+"""What every ``hinge-sc`` command shares: user errors, logging, reading inputs and writing outputs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from anndata import AnnData
+
+logger = logging.getLogger("hinge_sc")
+
+#: Exit status of a user error (as argparse's).
+USAGE_ERROR = 2
+#: Suffixes of H&E slide images read by :func:`hinge_sc.pp.tile_slide`.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".ndpi", ".jpg", ".jpeg", ".png")
+#: Suffixes of the files the commands write.
+OUTPUT_SUFFIXES = (".h5ad", ".zarr")
+
+
+class UsageError(ValueError):
+    """A wrong argument or input of the command line: reported in one line, without a traceback."""
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help with the defaults of the options and the descriptions' line breaks kept."""
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """One handler on stderr for hinge_sc's INFO lines (once, however often :func:`main` runs in a process).
+
+    Lightning's ``lightning`` logger has its own handler; it stops propagating here so that its lines are not
+    printed twice. Other libraries stay at WARNING (scvi-tools' "Generating sequential column names" and the like).
+    """
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_hinge_sc_cli", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handler._hinge_sc_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    logging.getLogger("hinge_sc").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("lightning").propagate = False
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+
+
+def check_positive(args: argparse.Namespace, names: Iterable[str], *, integer: bool) -> None:
+    """Raise :class:`UsageError` unless each ``args.<name>`` is a positive integer / a finite number > 0."""
+    for name in names:
+        value = getattr(args, name)
+        flag = f"--{name.replace('_', '-')}"
+        if integer and value < 1:
+            raise UsageError(f"`{flag}` must be a positive integer, found {value}.")
+        if not integer and (not math.isfinite(value) or value <= 0):
+            raise UsageError(f"`{flag}` must be a finite number > 0, found {value}.")
+
+
+def check_file(value: str | None, flag: str) -> None:
+    """Raise :class:`UsageError` if the path given to ``flag`` is not a file."""
+    if value is not None and not Path(value).is_file():
+        raise UsageError(f"`{flag}` {value} is not a file.")
+
+
+def input_kind(path: str | Path, flag: str = "input") -> str:
+    """What ``path`` holds: ``"image"``, ``"h5ad"``, ``"anndata_zarr"``, ``"spatialdata"`` or ``"visium"``.
+
+    Raises
+    ------
+    UsageError
+        The path does not exist or is none of these.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"`{flag}` {path} does not exist.")
+    name = path.name.lower()
+    if path.is_file():
+        if name.endswith(".h5ad"):
+            return "h5ad"
+        if name.endswith(IMAGE_SUFFIXES):
+            return "image"
+        raise UsageError(
+            f"`{flag}` {path} is neither an H&E image ({', '.join(IMAGE_SUFFIXES)}) nor an AnnData `.h5ad` file."
+        )
+    if name.endswith(".zarr") or (path / "zarr.json").is_file() or (path / ".zgroup").is_file():
+        return "anndata_zarr" if (path / "obs").is_dir() else "spatialdata"
+    if (path / "spatial").is_dir():
+        return "visium"
+    raise UsageError(
+        f"`{flag}` {path} is a folder but neither a Space Ranger `outs/` folder (with `spatial/`) nor a `.zarr` store."
+    )
+
+
+def read_input(path: str | Path, kind: str, args: argparse.Namespace) -> Any:
+    """Read ``path`` of ``kind`` (see :func:`input_kind`) as AnnData or SpatialData.
+
+    An H&E image is tiled into virtual spots (:func:`hinge_sc.pp.tile_slide`) with ``args.spot_diameter_um``,
+    ``args.spacing_um``, ``args.microns_per_pixel`` and ``args.section``; a Visium folder is read with
+    :func:`hinge_sc.io.read_visium` (``args.image`` as the full-resolution slide).
+    """
+    import hinge_sc as hs
+
+    mpp = getattr(args, "microns_per_pixel", None)
+    if kind == "h5ad":
+        import anndata as ad
+
+        return ad.read_h5ad(path)
+    if kind == "anndata_zarr":
+        import anndata as ad
+
+        return ad.read_zarr(path)
+    if kind == "spatialdata":
+        import spatialdata as sd
+
+        return sd.read_zarr(path)
+    if kind == "visium":
+        return hs.io.read_visium(path, source_image_path=getattr(args, "image", None), microns_per_pixel=mpp)
+    logger.info("Tiling %s into virtual spots (%g µm every %g µm)", path, args.spot_diameter_um, args.spacing_um)
+    return hs.pp.tile_slide(
+        path,
+        spot_diameter_um=args.spot_diameter_um,
+        spacing_um=args.spacing_um,
+        microns_per_pixel=mpp,
+        grid=args.grid,
+        section=args.section,
+    )
+
+
+def check_output(path: str | Path, flag: str, *, overwrite: bool, folder: bool = False) -> Path:
+    """Check before any work that ``path`` can be written: its suffix, and no earlier output without ``overwrite``."""
+    path = Path(path)
+    if not folder and not path.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise UsageError(f"`{flag}` {path} must end in `.h5ad` (AnnData) or `.zarr` (SpatialData).")
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"`{flag}` {path} exists and is not a folder; pass another path.")
+    if path.exists() and (not folder or any(path.iterdir())) and not overwrite:
+        raise UsageError(f"`{flag}` {path} already exists; pass `--overwrite` to replace it, or another path.")
+    return path
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def write_output(data: Any, path: str | Path) -> None:
+    """Write AnnData to ``.h5ad`` / ``.zarr`` or SpatialData to ``.zarr`` (an AnnData is converted to SpatialData
+    for ``.zarr``); write beside, then replace ``path`` in one step (``--overwrite`` was checked before)."""
+    import hinge_sc as hs
+    from hinge_sc.pp._spatialdata import is_spatialdata
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    _remove(tmp)
+    if path.name.lower().endswith(".h5ad"):
+        adata = hs.io.from_spatialdata(data) if is_spatialdata(data) else data
+        adata.write_h5ad(tmp)
+    else:
+        sdata = data if is_spatialdata(data) else hs.io.to_spatialdata(data)
+        sdata.write(tmp)
+    _remove(path)
+    tmp.rename(path)
+    logger.info("Wrote %s", path)
+
+
+def as_anndata(data: Any, table_key: str | None = None) -> AnnData:
+    """The spots table of ``data``: AnnData as is, SpatialData's table (``table_key`` or the only one)."""
+    from hinge_sc.pp._spatialdata import get_table, is_spatialdata
+
+    return get_table(data, table_key)[1] if is_spatialdata(data) else data
+
+
+def add_slide_options(parser: argparse.ArgumentParser) -> None:
+    """Options of an H&E slide image input (virtual spots) and of Visium folders."""
+    group = parser.add_argument_group("H&E slide image or Visium folder input")
+    group.add_argument(
+        "--microns-per-pixel", type=float, default=None,
+        help="µm per full-resolution pixel of the slide (default: from the TIFF metadata; for Visium 55 µm / "
+        "spot_diameter_fullres; required for JPEG/PNG slides).",
+    )  # fmt: skip
+    group.add_argument("--spot-diameter-um", type=float, default=55.0, help="Diameter of a virtual spot, µm.")
+    group.add_argument("--spacing-um", type=float, default=100.0, help="Centre-to-centre distance of the spots, µm.")
+    group.add_argument("--grid", choices=("hex", "square"), default="hex", help="Lattice of the virtual spots.")
+    group.add_argument("--section", default="slide", help="Name of the slide's section (library id).")
+    group.add_argument("--image", default=None, help="Visium: the full-resolution H&E given to Space Ranger.")
+
+
+def check_slide_options(args: argparse.Namespace) -> None:
+    """Check the options of :func:`add_slide_options`."""
+    check_positive(args, ("spot_diameter_um", "spacing_um"), integer=False)
+    if args.microns_per_pixel is not None:
+        check_positive(args, ("microns_per_pixel",), integer=False)
+    check_file(args.image, "--image")
