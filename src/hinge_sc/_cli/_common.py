@@ -48,7 +48,13 @@ def configure_logging(verbose: bool = False) -> None:
     root.addHandler(handler)
     logging.getLogger("hinge_sc").setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("lightning").propagate = False
-    logging.getLogger("scvi").setLevel(logging.WARNING)
+
+
+def quiet_scvi() -> None:
+    """scvi-tools at WARNING: no "Generating sequential column names" on stdout (it resets its level on import)."""
+    import scvi
+
+    scvi.settings.verbosity = logging.WARNING
 
 
 def check_positive(args: argparse.Namespace, names: Iterable[str], *, integer: bool) -> None:

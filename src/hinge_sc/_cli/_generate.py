@@ -22,6 +22,7 @@ from ._common import (
     check_positive,
     check_slide_options,
     input_kind,
+    quiet_scvi,
     read_input,
     write_output,
 )
@@ -108,6 +109,8 @@ def run(args: argparse.Namespace) -> None:
     """Load the model, read the slide, compute features if needed, generate and write."""
     import hinge_sc as hs
     from hinge_sc.pp._spatialdata import is_spatialdata
+
+    quiet_scvi()
 
     model = hs.HINGE.load(args.model, device=args.device)
     data = read_input(args.input, args.kind, args)

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._common import UsageError, as_anndata, check_file, check_output, check_positive, input_kind, read_input
+from ._common import UsageError, as_anndata, check_file, check_output, check_positive, input_kind, quiet_scvi, read_input
 
 if TYPE_CHECKING:
     import argparse
@@ -118,6 +118,8 @@ def check_table(adata: AnnData, args: argparse.Namespace) -> str | None:
 def build_backbone(args: argparse.Namespace, adata: AnnData):
     """The backbone of ``--cellfm``, ``--backbone`` or a random one."""
     import hinge_sc as hs
+
+    quiet_scvi()
     from hinge_sc.nn._cellfm import read_vocabulary
 
     if args.cellfm:
