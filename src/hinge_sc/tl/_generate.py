@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Literal
 
+from hinge_sc._scales import SCALE_FLOOR
+
 from ._write import prepare_target, write_prediction
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ def generate(
     batch_size: int = 64,
     precision: Literal["32", "bf16"] = "32",
     reveal: Literal["mean", "sample"] | None = None,
+    clip: bool = True,
     show_progress_bar: bool = True,
 ) -> AnnData | None:
     """Generate spot expression from histology with a trained :class:`~hinge_sc.HINGE` model.
@@ -69,6 +72,9 @@ def generate(
         ``"bf16"`` runs the denoiser under bfloat16 autocast (see :meth:`hinge_sc.HINGE.generate`).
     reveal
         ``"mean"`` or ``"sample"`` (see :meth:`hinge_sc.HINGE.generate`); ``None`` picks by the model's likelihood.
+    clip
+        Clip the samples at the floor of the model scale (0: no counts), recorded as ``params["clipped_at"]``
+        (``None`` when ``clip=False``).
     show_progress_bar
         Show a progress bar.
 
@@ -109,6 +115,7 @@ def generate(
         return_samples=save_samples,
         precision=precision,
         reveal=reveal,
+        clip=clip,
         show_progress_bar=show_progress_bar,
     )
     module = model.module
@@ -125,6 +132,7 @@ def generate(
         "mask_fill": module.mask_fill,
         "likelihood": module.likelihood,
         "reveal": module.resolve_reveal(reveal),
+        "clipped_at": SCALE_FLOOR[module.target_scale] if clip else None,
         "mask_mechanism": module.denoiser.mask_mechanism,
         "genes": list(model.panel_genes_),
         "backbone": dict(model.backbone_info_),
