@@ -29,13 +29,14 @@ from hinge_sc._validators import (
     check_unique_var_names,
 )
 from hinge_sc.module import HINGEModule
+from hinge_sc.pp._spatialdata import resolve_table
 from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._trainingplan import HINGETrainingPlan
 
 from ._feature_provenance import check_generate_inputs, feature_provenance
 from ._persistence import load_model, save_model
 from ._prediction import Prediction
-from ._spatialdata import resolve_table, setup_spatialdata
+from ._spatialdata import setup_spatialdata
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
