@@ -268,7 +268,7 @@ class HINGE(BaseModelClass):
         adata: AnnData,
         layer: str | None = None,
         features_key: str = "X_histology",
-        views_key: str | None = None,
+        views_key: str | None = "auto",
         section_key: str | None = None,
         allow_non_integer: bool = False,
         **kwargs,
@@ -288,8 +288,10 @@ class HINGE(BaseModelClass):
         features_key
             ``adata.obsm`` key of the image features, ``(n_spots, D)``.
         views_key
-            Optional ``adata.obsm`` key of augmented views, ``(n_spots, V, D)``; each view is a training
-            sample with the spot's expression as target.
+            ``adata.obsm`` key of augmented views, ``(n_spots, V, D)``; each view is a training sample with the
+            spot's expression as target (docs/method.md). ``"auto"`` (default): ``f"{features_key}_views"`` when
+            present, as written by :func:`hinge_sc.pp.histology_features` (logged), else no views; ``None``: no
+            views even if present. The resolved key is recorded in :attr:`setup_args`.
         section_key
             Optional ``adata.obs`` column with the tissue section of each spot (recorded in the setup arguments;
             nothing is written into ``adata.obs``).
@@ -306,6 +308,7 @@ class HINGE(BaseModelClass):
             No spots, duplicated ``var_names``, features with NaNs or the wrong shape, or counts that are negative,
             not finite or (unless ``allow_non_integer``) not integers.
         """
+        views_key = _resolve_views_key(adata, features_key, views_key)
         setup_method_args = cls._get_setup_method_args(**locals())
         check_n_obs(adata)
         check_unique_var_names(adata)
@@ -346,7 +349,7 @@ class HINGE(BaseModelClass):
         shapes_key: str | Sequence[str] | None = None,
         layer: str | None = None,
         features_key: str = "X_histology",
-        views_key: str | None = None,
+        views_key: str | None = "auto",
         section_key: str | None = None,
         histology_kwargs: Mapping | None = None,
         allow_non_integer: bool = False,
@@ -356,7 +359,7 @@ class HINGE(BaseModelClass):
 
         If the table has no ``obsm[features_key]``, the features are computed first from the image with
         :func:`hinge_sc.pp.histology_features` (``histology_kwargs`` are passed to it; with its default 8 views,
-        ``views_key`` becomes ``f"{features_key}_views"``). Then the table is registered as by
+        ``views_key="auto"`` registers ``f"{features_key}_views"``). Then the table is registered as by
         :meth:`setup_anndata`, so that ``HINGE(sdata, ...)``, :meth:`train` and ``hs.tl.generate(model, sdata)``
         work on it and write their results into it.
 
@@ -374,7 +377,8 @@ class HINGE(BaseModelClass):
         features_key
             ``obsm`` key of the image features, ``(n_spots, D)``.
         views_key
-            Optional ``obsm`` key of augmented views, ``(n_spots, V, D)``.
+            ``obsm`` key of augmented views, ``(n_spots, V, D)``; ``"auto"``: ``f"{features_key}_views"`` when
+            present; ``None``: none (see :meth:`setup_anndata`).
         section_key
             Optional ``obs`` column with the tissue section of each spot.
         histology_kwargs
@@ -890,3 +894,14 @@ class HINGE(BaseModelClass):
         return load_model(
             cls, dir_path, adata=adata, backbone=backbone, device=device, trust_legacy_pickle=trust_legacy_pickle
         )
+
+
+def _resolve_views_key(adata: AnnData, features_key: str, views_key: str | None) -> str | None:
+    """``views_key="auto"`` → ``f"{features_key}_views"`` if ``adata.obsm`` has it (logged), else ``None``."""
+    if views_key != "auto":
+        return views_key
+    candidate = f"{features_key}_views"
+    if candidate in adata.obsm:
+        logger.info("Registering the augmented views `adata.obsm[%r]` (views_key=None turns them off)", candidate)
+        return candidate
+    return None

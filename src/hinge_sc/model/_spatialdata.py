@@ -24,7 +24,7 @@ def setup_spatialdata(
     shapes_key: str | Sequence[str] | None = None,
     layer: str | None = None,
     features_key: str = "X_histology",
-    views_key: str | None = None,
+    views_key: str | None = "auto",
     section_key: str | None = None,
     histology_kwargs: Mapping[str, Any] | None = None,
     allow_non_integer: bool = False,
@@ -55,8 +55,6 @@ def setup_spatialdata(
         histology_features(
             sdata, table_key=table_key, image_key=image_key, shapes_key=shapes_key, key_added=features_key, **opts
         )
-        if views_key is None and opts.get("views", 8) > 1:
-            views_key = f"{features_key}_views"
         logger.info("Computed `obsm[%r]` of table %r from its image.", features_key, table_key)
     elif histology_kwargs:
         raise ValueError(
