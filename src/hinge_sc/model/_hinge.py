@@ -34,7 +34,7 @@ from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._trainingplan import HINGETrainingPlan
 
 from ._feature_provenance import check_generate_inputs, feature_provenance
-from ._persistence import load_model, save_model
+from ._persistence import load_model, resolve_device, save_model
 from ._prediction import Prediction
 from ._spatialdata import setup_spatialdata
 
@@ -826,12 +826,19 @@ class HINGE(BaseModelClass):
         return pd.DataFrame(values, index=out.mean.index, columns=out.mean.columns[columns])
 
     # ------------------------------------------------------------------ persistence
-    def save(self, dir_path: str, *, overwrite: bool = False, save_anndata: bool = False, save_backbone: bool = True):
-        """Save the trained adaptation, the registry and (by default) the backbone to ``dir_path``.
+    def save(
+        self,
+        dir_path: str,
+        *,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        save_backbone: bool | None = None,
+    ):
+        """Save the trained adaptation, the registry and the backbone (or a reference to its file) to ``dir_path``.
 
-        Writes ``model.json`` (registry and settings), ``model.safetensors`` (adaptation weights),
-        ``backbone.pt`` and optionally ``adata.h5ad``, each atomically (a temporary file renamed in one step),
-        then ``manifest.json`` with the size and SHA-256 of each. No file is a pickle.
+        Writes ``model.json`` (registry and settings), ``model.safetensors`` (adaptation weights), optionally
+        ``backbone.pt`` and ``adata.h5ad``, each atomically (a temporary file renamed in one step), then
+        ``manifest.json`` with the size and SHA-256 of each. No file is a pickle.
 
         Parameters
         ----------
@@ -842,7 +849,12 @@ class HINGE(BaseModelClass):
         save_anndata
             Also write the registered AnnData.
         save_backbone
-            Write the frozen backbone; with ``False`` pass the same backbone to :meth:`load` (its checksum is checked).
+            ``None`` (default): a frozen backbone read from files (:meth:`hinge_sc.Backbone.load`,
+            :meth:`~hinge_sc.Backbone.from_cellfm`, :meth:`~hinge_sc.Backbone.from_pretrained`) is saved **by
+            reference**: the absolute and relative path, size and SHA-256 of its files go into ``model.json`` and
+            :meth:`load` reads it from there (the 800M CellFM is not copied into every model); any other backbone
+            (random, pre-trained in this session, fine-tuned) is copied to ``backbone.pt``. ``True``: always copy.
+            ``False``: neither; pass the same backbone to :meth:`load` (its checksum is checked).
 
         Raises
         ------
@@ -858,7 +870,8 @@ class HINGE(BaseModelClass):
         adata: AnnData | None = None,
         *,
         backbone: Backbone | None = None,
-        device: str = "cpu",
+        accelerator: str = "auto",
+        device: int | str | torch.device = "auto",
         trust_legacy_pickle: bool = False,
     ) -> HINGE:
         """Load a model written by :meth:`save`.
@@ -874,9 +887,12 @@ class HINGE(BaseModelClass):
             Optional data to attach (set up with the saved arguments; its feature width must be the model's); not
             needed for :meth:`generate` on new data.
         backbone
-            The frozen backbone, if it was not saved with the model (checked against the saved checksum).
-        device
-            Torch device to put the model on.
+            The frozen backbone, if it was not saved with the model, or to use instead of the file it references
+            (checked against the saved checksum).
+        accelerator, device
+            Where to put the model, as in Lightning / scvi-tools: ``accelerator="auto"``, ``device="auto"`` picks a
+            GPU when there is one, else the CPU; e.g. ``accelerator="gpu", device=1``. ``device`` may also name a
+            torch device (``"cpu"``, ``"cuda:0"``).
         trust_legacy_pickle
             Only for files you trust: read a folder written by hinge_sc 0.1.0, whose ``model.pt`` is a pickle
             (unpickling can run any code its author put in the file). Save the model again to convert it.
@@ -884,13 +900,16 @@ class HINGE(BaseModelClass):
         Raises
         ------
         FileNotFoundError
-            No model in ``dir_path``, or no backbone saved and none given.
+            No model in ``dir_path``; no backbone saved and none given; or the backbone file the model references
+            is not at its path (nor at the same place relative to ``dir_path``); the file is named.
         hinge_sc.FileIntegrityError
             A file is missing, truncated or changed since it was saved (the file is named), the folder is from an
-            unfinished save, or it is a 0.1.0 folder and ``trust_legacy_pickle=False``.
+            unfinished save, it is a 0.1.0 folder and ``trust_legacy_pickle=False``, or the referenced backbone
+            file has changed (its SHA-256 differs).
         ValueError
             ``backbone`` or ``adata`` does not fit the saved model.
         """
+        device = resolve_device(accelerator, device)
         return load_model(
             cls, dir_path, adata=adata, backbone=backbone, device=device, trust_legacy_pickle=trust_legacy_pickle
         )
