@@ -160,8 +160,11 @@ def _remove(path: Path) -> None:
 
 
 def write_output(data: Any, path: str | Path) -> None:
-    """Write AnnData to ``.h5ad`` / ``.zarr`` or SpatialData to ``.zarr`` (an AnnData is converted to SpatialData
-    for ``.zarr``); write beside, then replace ``path`` in one step (``--overwrite`` was checked before)."""
+    """Write AnnData to ``.h5ad`` / ``.zarr`` or SpatialData to ``.zarr``.
+
+    An AnnData is converted to SpatialData for ``.zarr``. The data are written beside ``path``, which is then
+    replaced in one step (``--overwrite`` was checked before any work).
+    """
     import hinge_sc as hs
     from hinge_sc.pp._spatialdata import is_spatialdata
 
@@ -207,3 +210,8 @@ def check_slide_options(args: argparse.Namespace) -> None:
     if args.microns_per_pixel is not None:
         check_positive(args, ("microns_per_pixel",), integer=False)
     check_file(args.image, "--image")
+    tiff = str(args.input).lower().endswith((".tif", ".tiff", ".svs", ".btf", ".ndpi"))
+    if getattr(args, "kind", None) == "image" and args.microns_per_pixel is None and not tiff:
+        raise UsageError(
+            f"`input` {args.input} records no µm/px: pass `--microns-per-pixel` (e.g. 0.25 at 40×, 0.5 at 20×)."
+        )

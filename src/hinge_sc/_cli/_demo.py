@@ -201,8 +201,6 @@ def run_demo(args: argparse.Namespace) -> dict:
     return report
 
 
-
-
 def add_parser(sub, formatter, parents=()) -> None:
     """The ``demo`` sub-command."""
     demo = sub.add_parser(
@@ -219,7 +217,9 @@ def add_parser(sub, formatter, parents=()) -> None:
     demo.add_argument("--test", nargs="+", default=["C6"], help="Held-out sections to generate.")
     demo.add_argument("--n-genes", type=int, default=200, help="Panel size (HMHVG).")
     demo.add_argument("--vocabulary", default=None, help="Backbone vocabulary CSV (first column = symbols).")
-    demo.add_argument("--backbone", default=None, help="A saved hinge_sc Backbone (.pt) to use instead of a random one.")
+    demo.add_argument(
+        "--backbone", default=None, help="A saved hinge_sc Backbone (.pt) to use instead of a random one."
+    )
     demo.add_argument("--d-model", type=int, default=64, help="Width of the random backbone.")
     demo.add_argument("--n-layers", type=int, default=4, help="Layers of the random backbone.")
     demo.add_argument("--n-heads", type=int, default=4, help="Heads of the random backbone.")

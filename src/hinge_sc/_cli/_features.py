@@ -62,8 +62,8 @@ def check(args: argparse.Namespace) -> None:
     """Check the arguments before any work."""
     check_positive(args, ("patch_size_um",), integer=False)
     check_positive(args, ("batch_size",), integer=True)
-    check_slide_options(args)
     args.kind = input_kind(args.input, "input")
+    check_slide_options(args)
     out = check_output(args.output, "output", overwrite=args.overwrite)
     if args.kind == "spatialdata" and out.name.lower().endswith(".h5ad"):
         raise UsageError(f"`output` {out}: a SpatialData input is written as SpatialData; pass a `.zarr` path.")

@@ -50,7 +50,8 @@ def add_parser(sub, formatter, parents=()) -> None:
     g.add_argument("--batch-size", type=int, default=64, help="Spots per batch.")
     g.add_argument("--seed", type=int, default=0, help="Sampler seed.")
     g.add_argument("--key-added", default="hinge", help="Key of the generated expression.")
-    g.add_argument("--device", default="cpu", help="Torch device of the model (cpu, cuda, cuda:1).")
+    g.add_argument("--accelerator", default="auto", help="Lightning-style accelerator of the model (cpu, gpu, auto).")
+    g.add_argument("--device", default="auto", help="Device of the model (auto, a GPU index, cuda:1, cpu).")
     f = p.add_argument_group("histology features (computed when INPUT has none, with the model's settings)")
     f.add_argument("--features-key", default=None, help="obsm key of the features (default: the model's).")
     f.add_argument("--encoder", default=None, help="Encoder (default: the one the model was trained with).")
@@ -67,10 +68,10 @@ def check(args: argparse.Namespace) -> None:
     check_positive(args, ("n_samples", "batch_size", "feature_batch_size"), integer=True)
     if args.sampling_steps is not None:
         check_positive(args, ("sampling_steps",), integer=True)
+    args.kind = input_kind(args.input, "input")
     check_slide_options(args)
     if not (Path(args.model) / "manifest.json").is_file() and not (Path(args.model) / "model.json").is_file():
         raise UsageError(f"`model` {args.model} is not a model folder (no manifest.json); run `hinge-sc train`.")
-    args.kind = input_kind(args.input, "input")
     out = check_output(args.output, "output", overwrite=args.overwrite)
     if args.kind == "spatialdata" and out.name.lower().endswith(".h5ad"):
         logger.debug("A SpatialData input is written as the AnnData of its generated table.")
@@ -90,7 +91,7 @@ def _features(data: Any, model: Any, args: argparse.Namespace) -> str:
         )
     feature_args = argparse_namespace(
         encoder=encoder, patch_size_um=float(record.get("patch_size_um", 112.0)), views=1, key_added=key,
-        batch_size=args.feature_batch_size, device=None if args.device == "cpu" else args.device, cache_dir=None,
+        batch_size=args.feature_batch_size, device=None if args.device == "auto" else args.device, cache_dir=None,
         table_key=args.table_key, overwrite=args.overwrite, kind=args.kind, microns_per_pixel=args.microns_per_pixel,
     )  # fmt: skip
     logger.info("Computing %r features (%g µm patches) for the model", encoder, feature_args.patch_size_um)
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> None:
 
     quiet_scvi()
 
-    model = hs.HINGE.load(args.model, device=args.device)
+    model = hs.HINGE.load(args.model, accelerator=args.accelerator, device=args.device)
     data = read_input(args.input, args.kind, args)
     key = _features(data, model, args)
     hs.tl.generate(

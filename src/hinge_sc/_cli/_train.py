@@ -12,7 +12,16 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._common import UsageError, as_anndata, check_file, check_output, check_positive, input_kind, quiet_scvi, read_input
+from ._common import (
+    UsageError,
+    as_anndata,
+    check_file,
+    check_output,
+    check_positive,
+    input_kind,
+    quiet_scvi,
+    read_input,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -43,6 +52,9 @@ def add_parser(sub, formatter, parents=()) -> None:
     data.add_argument("--table-key", default=None, help="SpatialData: the table of the spots.")
     panel = p.add_argument_group("gene panel")
     panel.add_argument("--n-genes", type=int, default=200, help="Panel size (HMHVG genes of the training data).")
+    panel.add_argument(
+        "--include", nargs="+", default=None, metavar="GENE", help="Genes forced into the HMHVG panel, e.g. ERBB2."
+    )
     panel.add_argument("--genes", default=None, help="Text file with the panel, one gene symbol a line (no HMHVG).")
     bb = p.add_argument_group("backbone (one of --cellfm, --backbone, or random)")
     bb.add_argument("--cellfm", default=None, help="CellFM MindSpore checkpoint (.ckpt); needs --vocabulary.")
@@ -55,14 +67,20 @@ def add_parser(sub, formatter, parents=()) -> None:
     bb.add_argument("--d-model", type=int, default=64, help="Random backbone: width d.")
     bb.add_argument("--n-layers", type=int, default=4, help="Random backbone: layers L.")
     bb.add_argument("--n-heads", type=int, default=4, help="Random backbone: heads H.")
-    bb.add_argument("--shape", choices=("cellfm-80m", "cellfm-800m"), default=None,
-                    help="Random backbone with a published CellFM shape (overrides --d-model/--n-layers/--n-heads).")
+    bb.add_argument(
+        "--shape",
+        choices=("cellfm-80m", "cellfm-800m"),
+        default=None,
+        help="Random backbone with a published CellFM shape (overrides --d-model/--n-layers/--n-heads).",
+    )
     tr = p.add_argument_group("training")
     tr.add_argument("--diffusion-steps", type=int, default=50, help="Diffusion steps T of the model.")
     tr.add_argument("--epochs", type=int, default=40, help="Maximum training epochs.")
     tr.add_argument("--warmup-epochs", type=int, default=5, help="Epochs of the warm-start curriculum.")
     tr.add_argument("--batch-size", type=int, default=32, help="Spots per minibatch.")
-    tr.add_argument("--lr", type=float, default=1e-4, help="Learning rate (AdamW); × 0.2 at 50%% and 87.5%% of --epochs.")
+    tr.add_argument(
+        "--lr", type=float, default=1e-4, help="Learning rate (AdamW); × 0.2 at 50%% and 87.5%% of --epochs."
+    )
     tr.add_argument("--validation-size", type=float, default=0.1, help="Fraction of spots held out for validation.")
     tr.add_argument("--seed", type=int, default=0, help="Seed of the initialisation, split, masks and dropout.")
     tr.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto).")
@@ -149,7 +167,13 @@ def run(args: argparse.Namespace) -> None:
         genes = [g.strip() for g in Path(args.genes).read_text().splitlines() if g.strip()]
     else:
         genes = hs.pp.select_genes(
-            adata, n_genes=args.n_genes, layer=args.layer, section_key=section_key, vocabulary=backbone, overwrite=True
+            adata,
+            n_genes=args.n_genes,
+            layer=args.layer,
+            section_key=section_key,
+            vocabulary=backbone,
+            include=args.include,
+            overwrite=True,
         )
     hs.HINGE.setup_anndata(
         adata, layer=args.layer, features_key=args.features_key, views_key=views_key, section_key=section_key
