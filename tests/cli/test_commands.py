@@ -134,3 +134,14 @@ def test_import_is_silent():
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert result.stderr == "" and result.stdout == ""
+
+
+def test_demo_data_source(tmp_path, monkeypatch):
+    from hinge_sc._cli import _parser
+    from hinge_sc._cli._demo import data_source
+
+    monkeypatch.delenv("HINGE_SC_DATA_DIR", raising=False)
+    assert data_source(_parser().parse_args(["demo"])) is None  # download
+    assert data_source(_parser().parse_args(["demo", "--data", str(tmp_path)])) == tmp_path
+    monkeypatch.setenv("HINGE_SC_DATA_DIR", str(tmp_path))
+    assert data_source(_parser().parse_args(["demo"])) == tmp_path / "her2st"

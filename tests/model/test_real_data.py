@@ -49,12 +49,28 @@ def test_train_and_generate_on_real_spots(sections, cellfm_vocabulary):
     assert set(per_gene["gene"]) == set(panel)
 
 
-def test_demo_command_tiny(tmp_path, her2st_path):
+def test_demo_command_tiny(tmp_path, her2st_path, monkeypatch, caplog):
+    """Without ``--data`` the demo downloads its sections, and says so (the download is served from the local copy)."""
+    from hinge_sc.datasets import _her2st
+
+    fetch = _her2st._fetch
+    served = []
+
+    def offline_fetch(section, kind, root):
+        assert root is None  # the download path of the loader
+        served.append((section, kind))
+        return fetch(section, kind, her2st_path)
+
+    monkeypatch.delenv("HINGE_SC_DATA_DIR", raising=False)
+    monkeypatch.setattr(_her2st, "_fetch", offline_fetch)
     out = tmp_path / "demo"
-    args = ["demo", "--data", str(her2st_path), "--out", str(out), "--train", "C2", "--test", "C3"]
+    args = ["demo", "--out", str(out), "--train", "C2", "--test", "C3"]
     args += ["--epochs", "1", "--n-genes", "30", "--d-model", "16", "--n-layers", "2", "--n-heads", "2"]
     args += ["--views", "1", "--n-samples", "2", "--sampling-steps", "4", "--diffusion-steps", "10"]
-    assert main(args) == 0
+    with caplog.at_level("INFO", logger="hinge_sc"):
+        assert main(args) == 0
+    assert "No `--data`: downloading her2st sections C2, C3 from github.com/almaan/her2st" in caplog.text
+    assert {("C2", "counts"), ("C3", "image")} <= set(served)
     outputs = ("spatial_genes.png", "section_metrics.csv", "per_gene_metrics.csv", "report.json")
     for name in (*outputs, "model/model.safetensors", "model/manifest.json"):
         assert (out / name).is_file(), name
