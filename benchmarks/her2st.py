@@ -193,14 +193,14 @@ def figures(test, per_gene: pd.DataFrame, history, section: str, out: Path, meth
     for method in ("hinge", "ridge"):
         key = f"{method}_s0"
         if key in test.obsm:
-            fig = hs.pl.spatial_genes(test, genes, key=key, library_id=section, ncols=2,
-                                      save=out / f"spatial_{method}.png")  # fmt: skip
-            plt.close(fig)
-            fig = hs.pl.coexpression(test, key=key, library_id=section, save=out / f"coexpression_{method}.png")
-            plt.close(fig)
+            axes = hs.pl.spatial_genes(test, genes, key=key, section=section, ncols=2,
+                                       save=out / f"spatial_{method}.png")  # fmt: skip
+            plt.close(axes[0].figure)
+            axes = hs.pl.coexpression(test, key=key, section=section, save=out / f"coexpression_{method}.png")
+            plt.close(axes[0].figure)
     if history:
-        ax = hs.pl.training_history(history, save=out / "training_history_hinge.png", title="HINGE training (seed 0)")
-        plt.close(ax.figure)
+        axes = hs.pl.training_history(history, save=out / "training_history_hinge.png", title="HINGE training (seed 0)")
+        plt.close(axes[0].figure)
 
 
 def config_hash(args: argparse.Namespace) -> str:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 Scale = Literal["log2p1", "log1p_cp10k"]
 #: The scales, in the order they are documented.
 SCALES: tuple[str, ...] = ("log2p1", "log1p_cp10k")
+#: Units of each scale, as written on colour bars and axes.
+SCALE_LABELS: dict[str, str] = {"log2p1": "log2(count+1)", "log1p_cp10k": "ln(1 + counts per 10k)"}
 #: Counts per spot after depth normalisation on ``"log1p_cp10k"``.
 CP10K = 1e4
 

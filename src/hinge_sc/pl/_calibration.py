@@ -9,7 +9,7 @@ import numpy as np
 
 from .._validators import check_prediction_frame
 from ..pp._spatialdata import resolve_table
-from ._utils import save_figure, section_mask
+from ._utils import finish, section_mask
 
 if TYPE_CHECKING:
     import os
@@ -40,7 +40,7 @@ def calibration(
     figsize: tuple[float, float] | None = None,
     ax: Axes | None = None,
     title: str | None = None,
-    show: bool = False,
+    show: bool | None = None,
     save: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> Axes:
@@ -85,7 +85,8 @@ def calibration(
     title
         Axes title; default "calibration" and the section.
     show
-        Call :func:`matplotlib.pyplot.show` after drawing (the Axes is returned either way).
+        Call :func:`matplotlib.pyplot.show` after drawing (the Axes is returned either way); ``None``: when
+        matplotlib is interactive and nothing is saved, like scanpy.
     save
         Path to write the figure to.
     **kwargs
@@ -139,9 +140,7 @@ def calibration(
     ax.set_ylabel("observed coverage")
     ax.legend(fontsize="small", frameon=False)
     ax.set_title(title if title is not None else "calibration" + (f" ({section})" if section else ""))
-    save_figure(ax.figure, save)
-    if show:
-        plt.show()
+    finish(ax.figure, save, show)
     return ax
 
 

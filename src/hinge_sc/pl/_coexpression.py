@@ -9,7 +9,7 @@ import numpy as np
 from .._deprecation import renamed_argument
 from .._validators import check_genes, check_prediction_frame
 from ..pp._spatialdata import resolve_table
-from ._utils import save_figure, section_mask
+from ._utils import AxesList, finish, scale_label, section_mask
 
 if TYPE_CHECKING:
     import os
@@ -30,7 +30,7 @@ def coexpression(
     layer: str | None = None,
     section: str | None = None,
     section_key: str | None = "section",
-    scale: str | None = None,
+    scale: str | None = "log1p_cp10k",
     allow_non_integer: bool = False,
     cluster: bool = True,
     cmap: str = "RdBu_r",
@@ -39,8 +39,9 @@ def coexpression(
     title: str | None = None,
     save: str | os.PathLike | None = None,
     library_id: str | None = None,
+    show: bool | None = None,
     **kwargs: Any,
-) -> Figure:
+) -> list[Axes]:
     """Heatmaps of the gene–gene correlation of measured and generated expression, side by side.
 
     Correlations are Pearson across the spots of one section, on the evaluation scale of
@@ -65,7 +66,9 @@ def coexpression(
     section_key
         Column of ``obs`` with sections; ``None`` uses all spots.
     scale
-        ``"log2p1"`` or ``"log1p_cp10k"``; default the predictions' scale.
+        ``"log1p_cp10k"`` (default: depth-normalised, ln(1 + counts per 10k) of the panel; on raw log counts every
+        pair of genes correlates through the spots' sequencing depth), ``"log2p1"``, or ``None`` for the
+        predictions' own scale. The scale used is stated in the title.
     allow_non_integer
         Accept non-negative non-integer counts: for corrected non-integer counts, e.g. ambient-RNA corrected.
     cluster
@@ -82,12 +85,14 @@ def coexpression(
         Path to write the figure to.
     library_id
         Deprecated alias of ``section``.
+    show
+        Show the figure; ``None``: when matplotlib is interactive and nothing is saved, like scanpy.
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.imshow`.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The two Axes (measured, generated); ``result[0].figure`` is the figure.
 
     Raises
     ------
@@ -117,10 +122,10 @@ def coexpression(
     order = _cluster_order(corr.measured) if cluster else np.arange(len(corr.genes))
     _draw_heatmaps(fig, axes, corr, order, cmap=cmap, kwargs=kwargs)
     label = f"{corr.section} · " if corr.section else ""
-    default = f"{label}co-expression consistency r = {corr.r_co:.2f}, d_F = {corr.d_f:.2f}"
+    default = f"{label}{scale_label(corr.scale)} · co-expression consistency r = {corr.r_co:.2f}, d_F = {corr.d_f:.2f}"
     fig.suptitle(title if title is not None else default)
-    save_figure(fig, save)
-    return fig
+    finish(fig, save, show)
+    return AxesList(axes)
 
 
 class _Correlations(NamedTuple):
@@ -132,6 +137,7 @@ class _Correlations(NamedTuple):
     generated: np.ndarray  #: Pearson r of the predictions, (n_genes, n_genes)
     r_co: float  #: co-expression consistency
     d_f: float  #: normalised Frobenius distance
+    scale: str  #: the scale of the values correlated
 
 
 def _correlations(
@@ -165,7 +171,7 @@ def _correlations(
     c_true = np.corrcoef(measured[:, valid], rowvar=False)
     c_pred = np.corrcoef(predicted[:, valid], rowvar=False)
     r_co, d_f = coexpression_consistency(measured, predicted)
-    return _Correlations(section, np.asarray(genes)[valid], c_true, c_pred, r_co, d_f)
+    return _Correlations(section, np.asarray(genes)[valid], c_true, c_pred, r_co, d_f, scale)
 
 
 def _cluster_order(corr: np.ndarray) -> np.ndarray:

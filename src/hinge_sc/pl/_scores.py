@@ -1,4 +1,4 @@
-"""Per-gene score distributions of several methods, and training curves."""
+"""Per-gene score distributions of several methods: :func:`gene_scores`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..pp._spatialdata import resolve_table
+from ._utils import finish
 
 if TYPE_CHECKING:
     import os
@@ -62,6 +63,7 @@ def gene_scores(
     ax: Axes | None = None,
     title: str | None = None,
     save: str | os.PathLike | None = None,
+    show: bool | None = None,
     **kwargs: Any,
 ) -> Axes:
     """Distribution of a per-gene score (default Pearson r) for several methods, overlaid.
@@ -101,6 +103,8 @@ def gene_scores(
         Axes title; default the metric.
     save
         Path to write the figure to.
+    show
+        Show the figure; ``None``: when matplotlib is interactive and nothing is saved, like scanpy.
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.plot` (``"rank"``, ``"ecdf"``) or ``boxplot``.
 
@@ -167,86 +171,5 @@ def gene_scores(
     if kind != "box":
         ax.legend(fontsize="small", frameon=False)
     ax.set_title(title if title is not None else f"per-gene {metric}" + (f" ({section})" if section else ""))
-    if save is not None:
-        ax.figure.savefig(save, bbox_inches="tight")
-        logger.info("Saved the figure to %s.", save)
-    return ax
-
-
-def training_history(
-    model: Any,
-    *,
-    metrics: Sequence[str] = ("train_loss", "validation_loss"),
-    log_y: bool = False,
-    figsize: tuple[float, float] | None = None,
-    ax: Axes | None = None,
-    title: str | None = None,
-    save: str | os.PathLike | None = None,
-    **kwargs: Any,
-) -> Axes:
-    """Training curves (loss per epoch) of a trained model.
-
-    Parameters
-    ----------
-    model
-        A trained :class:`~hinge_sc.HINGE` (reads ``model.history``), or a mapping of metric name → per-epoch
-        values (DataFrame, Series or sequence).
-    metrics
-        Metrics to draw; ones the history does not hold are skipped (at least one must be present).
-    log_y
-        Logarithmic y axis.
-    figsize
-        Figure size in inches when ``ax`` is ``None``; default (4.5, 3.2).
-    ax
-        Axes to draw into.
-    title
-        Axes title; default the best epoch, if known.
-    save
-        Path to write the figure to.
-    **kwargs
-        Passed to :meth:`matplotlib.axes.Axes.plot`.
-
-    Returns
-    -------
-    The :class:`~matplotlib.axes.Axes`.
-
-    Raises
-    ------
-    ValueError
-        If the model has no history (train it first) or none of ``metrics`` is in it.
-
-    Examples
-    --------
-    >>> model.train(max_epochs=10)
-    >>> hs.pl.training_history(model, save="history.png")
-    """
-    import matplotlib.pyplot as plt
-
-    history = model if isinstance(model, Mapping) else getattr(model, "history", None)
-    if not history:
-        raise ValueError("`model` has no training history; train it first (`model.train()`), or pass a mapping.")
-    present = [m for m in metrics if m in history]
-    if not present:
-        raise ValueError(f"None of `metrics={list(metrics)}` is in the history (it has {sorted(history)}).")
-    if ax is None:
-        _, ax = plt.subplots(figsize=figsize or (4.5, 3.2), layout="constrained")
-    for name in present:
-        series = history[name]
-        if isinstance(series, pd.DataFrame):
-            series = series.iloc[:, 0]
-        index = series.index if isinstance(series, pd.Series) else None
-        series = pd.Series(pd.to_numeric(np.asarray(series).ravel(), errors="coerce"), index=index)
-        ax.plot(np.asarray(series.index, dtype=float), series.to_numpy(), marker=".", label=name, **kwargs)
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize="small", frameon=False)
-    best = getattr(model, "train_params_", {}).get("best_epoch") if not isinstance(model, Mapping) else None
-    if best is not None:
-        ax.axvline(best, color="grey", linestyle=":", linewidth=1)
-    ax.set_title(title if title is not None else ("training" + (f" (best epoch {best})" if best is not None else "")))
-    if save is not None:
-        ax.figure.savefig(save, bbox_inches="tight")
-        logger.info("Saved the figure to %s.", save)
+    finish(ax.figure, save, show)
     return ax

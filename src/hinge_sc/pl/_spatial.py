@@ -12,7 +12,7 @@ from .._deprecation import renamed_argument
 from .._scales import to_model_scale
 from .._validators import check_genes, check_prediction_frame
 from ..pp._spatialdata import resolve_table
-from ._utils import save_figure, section_mask
+from ._utils import AxesList, add_scalebar, finish, scale_label, section_mask
 
 if TYPE_CHECKING:
     import os
@@ -51,8 +51,12 @@ def spatial_genes(
     title: str | None = None,
     save: str | os.PathLike | None = None,
     library_id: str | None = None,
+    img_alpha: float = 1.0,
+    outline: bool | str = False,
+    scalebar: bool | float = True,
+    show: bool | None = None,
     **kwargs: Any,
-) -> Figure:
+) -> list[Axes]:
     r"""Plot measured, generated and uncertainty maps of genes on one section.
 
     Each gene gets a block of panels in a compact (constrained) layout: **measured** (the counts of
@@ -103,13 +107,24 @@ def spatial_genes(
         Path to write the figure to (format from the suffix).
     library_id
         Deprecated alias of ``section``.
+    img_alpha
+        Opacity of the H&E image underneath (0–1).
+    outline
+        Draw each spot's outline: ``True`` (black) or a colour.
+    scalebar
+        Draw a scale bar in µm on the first panel (``True``: a round length; a number: that many µm). Needs the
+        slide's ``scalefactors["microns_per_pixel"]`` (µm per full-resolution px); skipped without it.
+    show
+        Show the figure (:func:`matplotlib.pyplot.show`); ``None``: when matplotlib is interactive and nothing is
+        saved, like scanpy.
     **kwargs
         Passed to :class:`matplotlib.collections.EllipseCollection` (``vmin``/``vmax`` set the colour range
         of the measured and generated panels).
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The list of Axes, one per panel (gene-major, as ``ax``); ``result[0].figure`` is the figure. The colour bars are
+    labelled with the unit of the scale (e.g. ``log2(count+1)``; ``s.d. of …`` for the uncertainty).
 
     Raises
     ------
@@ -133,18 +148,28 @@ def spatial_genes(
         raise KeyError(f"`spatial_key={spatial_key!r}` is not in `adata.obsm`; pass the key of the spot coordinates.")
     section, mask = section_mask(adata, section, section_key)
     view = _section_view(adata, section, mask, spatial_key=spatial_key, img=img, size=size)
+    unit = scale_label(_target_scale(adata, key))
+    if outline:
+        kwargs.setdefault("edgecolors", "black" if outline is True else outline)
+        kwargs.setdefault("linewidths", 0.4)
     panels = _panel_values(adata, pred, genes, mask, key=key, layer=layer, show_std=show_std)
     kinds = [k for k in _KINDS if any(k in p for p in panels.values())]
     fig, axes = _panel_axes(ax, len(genes), kinds, ncols=ncols, figsize=figsize, view=view)
     vmin, vmax = kwargs.pop("vmin", None), kwargs.pop("vmax", None)
     for g, gene in enumerate(genes):
         block = axes[g * len(kinds) : (g + 1) * len(kinds)]
-        _draw_gene(fig, block, gene, panels[gene], kinds, view, cmap=cmap, vmin=vmin, vmax=vmax, kwargs=kwargs)
+        _draw_gene(
+            fig, block, gene, panels[gene], kinds, view, cmap=cmap, vmin=vmin, vmax=vmax, unit=unit,
+            img_alpha=img_alpha, kwargs=kwargs,
+        )  # fmt: skip
     for a in axes[len(genes) * len(kinds) :]:
         a.set_axis_off()
+    if scalebar and view.um_per_px:
+        first = next(a for a in axes if a.axison)
+        add_scalebar(first, view.um_per_px, length_um=None if scalebar is True else float(scalebar))
     fig.suptitle(title if title is not None else (section or ""))
-    save_figure(fig, save)
-    return fig
+    finish(fig, save, show)
+    return AxesList(axes)
 
 
 class _SectionView(NamedTuple):
@@ -153,6 +178,7 @@ class _SectionView(NamedTuple):
     xy: np.ndarray  #: spot centres, (n_spots, 2)
     diam: float  #: spot diameter
     image: np.ndarray | None  #: the H&E image (``hires``), or ``None``
+    um_per_px: float | None  #: µm per drawn pixel (``microns_per_pixel`` / image scale), ``None`` when unknown
 
 
 def _section_view(
@@ -165,7 +191,14 @@ def _section_view(
         image, scale = lib["images"]["hires"], float(lib["scalefactors"]["tissue_hires_scalef"])
     xy = np.asarray(adata.obsm[spatial_key], dtype=float)[mask, :2] * scale
     diam = _spot_diameter(xy, lib, scale) * (1.0 if size is None else size)
-    return _SectionView(xy, diam, image)
+    mpp = (lib or {}).get("scalefactors", {}).get("microns_per_pixel")
+    return _SectionView(xy, diam, image, float(mpp) / scale if mpp else None)
+
+
+def _target_scale(adata: AnnData, key: str) -> str:
+    """The scale of the predictions, ``uns[key]["params"]["target_scale"]`` (default ``"log2p1"``)."""
+    meta = adata.uns.get(key)
+    return meta.get("params", {}).get("target_scale", "log2p1") if isinstance(meta, Mapping) else "log2p1"
 
 
 def _spot_diameter(xy: np.ndarray, lib: Mapping | None, scale: float) -> float:
@@ -197,8 +230,7 @@ def _panel_values(
     (``obsm[key]``) and ``"uncertainty"`` (``obsm[key + "_std"]``, when present and ``show_std``).
     """
     std = adata.obsm.get(f"{key}_std") if show_std else None
-    meta = adata.uns.get(key)
-    target = meta.get("params", {}).get("target_scale", "log2p1") if isinstance(meta, Mapping) else "log2p1"
+    target = _target_scale(adata, key)
     x = adata.layers[layer] if layer is not None else adata.X
     panels: dict[str, dict[str, np.ndarray]] = {}
     for gene in genes:
@@ -264,9 +296,11 @@ def _draw_gene(
     cmap: str,
     vmin: float | None,
     vmax: float | None,
+    unit: str,
+    img_alpha: float,
     kwargs: dict[str, Any],
 ) -> None:
-    """Draw the panels of one gene, one Axes per kind of ``kinds``, and their colour bars.
+    """Draw the panels of one gene, one Axes per kind of ``kinds``, and their colour bars (labelled with ``unit``).
 
     Measured and generated share one colour range (``vmin``/``vmax``, default their joint range); the uncertainty
     has its own. A kind the gene lacks leaves its Axes blank.
@@ -281,19 +315,21 @@ def _draw_gene(
             continue
         lims = (lo, hi) if kind != "uncertainty" else (np.nanmin(values[kind]), np.nanmax(values[kind]))
         coll = _draw(
-            a, view, values[kind], cmap=cmap, vmin=lims[0], vmax=lims[1], title=f"{gene} {kind}", kwargs=kwargs
-        )
+            a, view, values[kind], cmap=cmap, vmin=lims[0], vmax=lims[1], title=f"{gene} {kind}",
+            img_alpha=img_alpha, kwargs=kwargs,
+        )  # fmt: skip
         drawn[kind] = (a, coll)
-    _colour_bars(fig, drawn)
+    _colour_bars(fig, drawn, unit)
 
 
-def _colour_bars(fig: Figure, drawn: Mapping[str, tuple[Axes, Collection]]) -> None:
-    """One colour bar for the shared measured/generated scale, one (``"s.d."``) for the uncertainty."""
+def _colour_bars(fig: Figure, drawn: Mapping[str, tuple[Axes, Collection]], unit: str) -> None:
+    """One colour bar for the shared measured/generated scale (``unit``), one (``"s.d. of unit"``) for the s.d."""
     shared_axes = [drawn[k][0] for k in ("measured", "generated") if k in drawn]
     if shared_axes:
-        fig.colorbar(drawn.get("generated", drawn.get("measured"))[1], ax=shared_axes, shrink=0.8, pad=0.02)
+        coll = drawn.get("generated", drawn.get("measured"))[1]
+        fig.colorbar(coll, ax=shared_axes, shrink=0.8, pad=0.02, label=unit)
     if "uncertainty" in drawn:
-        fig.colorbar(drawn["uncertainty"][1], ax=drawn["uncertainty"][0], shrink=0.8, pad=0.02, label="s.d.")
+        fig.colorbar(drawn["uncertainty"][1], ax=drawn["uncertainty"][0], shrink=0.8, pad=0.02, label=f"s.d. of {unit}")
 
 
 def _draw(
@@ -305,6 +341,7 @@ def _draw(
     vmin: float,
     vmax: float,
     title: str,
+    img_alpha: float = 1.0,
     kwargs: Mapping[str, Any],
 ) -> Collection:
     """Draw one panel: the H&E underneath (if any) and one disc per spot coloured by ``values`` (n_spots,)."""
@@ -314,7 +351,7 @@ def _draw(
     xy, diam = view.xy, view.diam
     pad = 0.6 * diam
     if view.image is not None:
-        _show_image(ax, view.image, xy, pad)
+        _show_image(ax, view.image, xy, pad, alpha=img_alpha)
     n = len(xy)
     coll = EllipseCollection(
         np.full(n, diam), np.full(n, diam), np.zeros(n), units="xy", offsets=xy, offset_transform=ax.transData,
@@ -331,7 +368,7 @@ def _draw(
     return coll
 
 
-def _show_image(ax: Axes, image: np.ndarray, xy: np.ndarray, pad: float) -> None:
+def _show_image(ax: Axes, image: np.ndarray, xy: np.ndarray, pad: float, *, alpha: float = 1.0) -> None:
     """Draw the part of ``image`` under the spots, subsampled to at most :data:`MAX_IMAGE_SIDE` px, in pixel units."""
     h, w = image.shape[:2]
     c0, c1 = (int(np.clip(v, 0, w)) for v in (np.floor(xy[:, 0].min() - pad), np.ceil(xy[:, 0].max() + pad) + 1))
@@ -341,4 +378,4 @@ def _show_image(ax: Axes, image: np.ndarray, xy: np.ndarray, pad: float) -> None
     step = max(1, int(np.ceil(max(c1 - c0, r1 - r0) / MAX_IMAGE_SIDE)))
     crop = image[r0:r1:step, c0:c1:step]
     extent = (c0 - 0.5, c0 + crop.shape[1] * step - 0.5, r0 + crop.shape[0] * step - 0.5, r0 - 0.5)
-    ax.imshow(crop, extent=extent)
+    ax.imshow(crop, extent=extent, alpha=alpha)
