@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -12,7 +14,9 @@ from hinge_sc.train._pretrain import masked_reconstruction_error, sample_tokens
 from ..conftest import DATA_DIR
 
 
-@pytest.mark.parametrize(("n_expressed", "n_genes", "n_tokens"), [(500, 1000, 64), (10, 1000, 64), (990, 1000, 64), (5, 20, 64)])
+@pytest.mark.parametrize(
+    ("n_expressed", "n_genes", "n_tokens"), [(500, 1000, 64), (10, 1000, 64), (990, 1000, 64), (5, 20, 64)]
+)
 def test_sample_tokens(n_expressed, n_genes, n_tokens):
     rng = np.random.default_rng(0)
     cols = np.sort(rng.choice(n_genes, n_expressed, replace=False))
@@ -38,8 +42,16 @@ def count_only_section():
 def test_pretrain_on_real_counts(count_only_section, tmp_path):
     adata = count_only_section
     bb = hs.Backbone.pretrain(
-        adata, d_model=32, n_layers=2, n_heads=4, n_tokens=64, max_epochs=4, batch_size=32, accelerator="cpu",
-        show_progress_bar=False, checkpoint_dir=str(tmp_path / "ckpt"),
+        adata,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_tokens=64,
+        max_epochs=4,
+        batch_size=32,
+        accelerator="cpu",
+        show_progress_bar=False,
+        checkpoint_dir=str(tmp_path / "ckpt"),
     )
     info = bb.provenance.pretraining
     assert info.n_spots == adata.n_obs and info.n_genes == 300 and len(info.history) == 4
@@ -63,8 +75,16 @@ def test_pretrain_vocabulary_and_errors(count_only_section):
     genes = list(count_only_section.var_names[:50])
     with pytest.warns(UserWarning, match="10 of 50 genes are not in the backbone vocabulary"):
         bb = hs.Backbone.pretrain(
-            count_only_section, genes=genes, vocabulary=genes[10:] + ["EXTRA"], d_model=16, n_layers=2, n_heads=2,
-            n_tokens=16, max_epochs=1, accelerator="cpu", show_progress_bar=False,
+            count_only_section,
+            genes=genes,
+            vocabulary=genes[10:] + ["EXTRA"],
+            d_model=16,
+            n_layers=2,
+            n_heads=2,
+            n_tokens=16,
+            max_epochs=1,
+            accelerator="cpu",
+            show_progress_bar=False,
         )
     assert bb.genes == genes[10:] + ["EXTRA"] and bb.provenance.pretraining.n_genes == 40
     # "EXTRA" is in the vocabulary but was never pre-trained: reported, warned about, kept out of panels
@@ -95,3 +115,29 @@ def test_hinge_warns_on_scale_mismatch(count_only_section):
     hs.HINGE.setup_anndata(adata)
     with pytest.warns(UserWarning, match="pre-trained on the 'log1p_cp10k' scale"):
         hs.HINGE(adata, bb)
+
+
+def test_pretrain_prints_one_line_per_epoch_in_a_log_file(count_only_section, capsys):
+    # stderr is captured (not a TTY), as when it goes to a log file: one line per epoch instead of a progress bar
+    hs.Backbone.pretrain(
+        count_only_section[:80], d_model=16, n_layers=1, n_heads=2, n_tokens=16, max_epochs=2, batch_size=32,
+        accelerator="cpu",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert re.search(r"^Epoch 1/2: train_loss [\d.]+ · validation_loss [\d.]+ · [\d.]+ s$", err, re.M), err
+    assert re.search(r"^Epoch 2/2: ", err, re.M) and "\r" not in err and "Tip" not in err
+
+
+def test_progress_choice():
+    import io
+
+    from hinge_sc.train._progress import format_epoch, use_epoch_lines
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert use_epoch_lines(True, io.StringIO()) and not use_epoch_lines(True, Terminal())
+    assert not use_epoch_lines(False, io.StringIO())
+    line = format_epoch(3, 20, {"train_loss": 1.5, "validation_loss": 2.0, "t_max": 17.0}, 2.44, 50)
+    assert line == "Epoch 3/20: train_loss 1.5 (t ≤ 17 of 50) · validation_loss 2 (uniform t) · 2.4 s"
