@@ -93,7 +93,9 @@ def test_gene_scores_overlays_methods(evaluated, kind, tmp_path):
 
 
 def test_gene_scores_from_a_table_and_one_section(evaluated):
-    table = pd.concat([evaluated.uns[f"{k}_evaluation"]["per_gene"].assign(method=k) for k in ("good", "noisy")])
+    table = pd.concat(
+        [evaluated.uns[f"{k}_evaluation"]["per_gene"].assign(method=k) for k in ("good", "noisy")]
+    )
     ax = hs.pl.gene_scores(table, section="C2", metric="spearman")
     good = np.sort(table[(table["method"] == "good") & (table["section"] == "C2")]["spearman"].to_numpy())[::-1]
     np.testing.assert_allclose(ax.lines[0].get_ydata(), good)

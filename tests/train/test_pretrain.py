@@ -14,9 +14,7 @@ from hinge_sc.train._pretrain import masked_reconstruction_error, sample_tokens
 from ..conftest import DATA_DIR
 
 
-@pytest.mark.parametrize(
-    ("n_expressed", "n_genes", "n_tokens"), [(500, 1000, 64), (10, 1000, 64), (990, 1000, 64), (5, 20, 64)]
-)
+@pytest.mark.parametrize(("n_expressed", "n_genes", "n_tokens"), [(500, 1000, 64), (10, 1000, 64), (990, 1000, 64), (5, 20, 64)])
 def test_sample_tokens(n_expressed, n_genes, n_tokens):
     rng = np.random.default_rng(0)
     cols = np.sort(rng.choice(n_genes, n_expressed, replace=False))
@@ -42,16 +40,8 @@ def count_only_section():
 def test_pretrain_on_real_counts(count_only_section, tmp_path):
     adata = count_only_section
     bb = hs.Backbone.pretrain(
-        adata,
-        d_model=32,
-        n_layers=2,
-        n_heads=4,
-        n_tokens=64,
-        max_epochs=4,
-        batch_size=32,
-        accelerator="cpu",
-        show_progress_bar=False,
-        checkpoint_dir=str(tmp_path / "ckpt"),
+        adata, d_model=32, n_layers=2, n_heads=4, n_tokens=64, max_epochs=4, batch_size=32, accelerator="cpu",
+        show_progress_bar=False, checkpoint_dir=str(tmp_path / "ckpt"),
     )
     info = bb.provenance.pretraining
     assert info.n_spots == adata.n_obs and info.n_genes == 300 and len(info.history) == 4
@@ -75,16 +65,8 @@ def test_pretrain_vocabulary_and_errors(count_only_section):
     genes = list(count_only_section.var_names[:50])
     with pytest.warns(UserWarning, match="10 of 50 genes are not in the backbone vocabulary"):
         bb = hs.Backbone.pretrain(
-            count_only_section,
-            genes=genes,
-            vocabulary=genes[10:] + ["EXTRA"],
-            d_model=16,
-            n_layers=2,
-            n_heads=2,
-            n_tokens=16,
-            max_epochs=1,
-            accelerator="cpu",
-            show_progress_bar=False,
+            count_only_section, genes=genes, vocabulary=genes[10:] + ["EXTRA"], d_model=16, n_layers=2, n_heads=2,
+            n_tokens=16, max_epochs=1, accelerator="cpu", show_progress_bar=False,
         )
     assert bb.genes == genes[10:] + ["EXTRA"] and bb.provenance.pretraining.n_genes == 40
     # "EXTRA" is in the vocabulary but was never pre-trained: reported, warned about, kept out of panels
