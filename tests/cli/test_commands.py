@@ -145,3 +145,25 @@ def test_demo_data_source(tmp_path, monkeypatch):
     assert data_source(_parser().parse_args(["demo", "--data", str(tmp_path)])) == tmp_path
     monkeypatch.setenv("HINGE_SC_DATA_DIR", str(tmp_path))
     assert data_source(_parser().parse_args(["demo"])) == tmp_path / "her2st"
+
+
+def test_inputs_are_recognised_and_zarr_round_trips(tmp_path, her2st_crop):
+    from hinge_sc._cli._common import UsageError, input_kind, read_input, write_output
+
+    (tmp_path / "outs" / "spatial").mkdir(parents=True)
+    (tmp_path / "slide.svs").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("")
+    assert input_kind(tmp_path / "outs") == "visium" and input_kind(tmp_path / "slide.svs") == "image"
+    with pytest.raises(UsageError, match="neither an H&E image"):
+        input_kind(tmp_path / "notes.txt")
+    with pytest.raises(UsageError, match="neither a Space Ranger"):
+        input_kind(tmp_path)
+    adata = her2st_crop.copy()
+    write_output(adata, tmp_path / "crop.zarr")  # AnnData → SpatialData store
+    assert input_kind(tmp_path / "crop.zarr") == "spatialdata"
+    sdata = read_input(tmp_path / "crop.zarr", "spatialdata", None)
+    table = next(iter(sdata.tables.values()))
+    assert table.n_obs == adata.n_obs and sdata.images and sdata.shapes
+    write_output(adata, tmp_path / "crop.h5ad")
+    assert input_kind(tmp_path / "crop.h5ad") == "h5ad"
+    assert not list(tmp_path.glob(".*.partial"))
