@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 import subprocess
 import sys
@@ -64,8 +65,10 @@ def test_train_writes_a_model_and_logs_each_epoch(chain):
     assert "\r" not in err
     assert "Tip" not in err and "litlogger" not in err
     assert "Generating sequential column names" not in chain["train_out"] + err
-    # Lightning's lines once (its own handler), not again through the root logger's
-    assert err.count("GPU available") == 1 and "INFO:lightning" not in err
+    # Lightning's lines once (its own handler; where it writes depends on when lightning was imported), not again
+    # through the root logger's handler that the command line configures
+    assert err.count("GPU available") <= 1 and "INFO lightning" not in err
+    assert logging.getLogger("lightning").propagate is False
 
 
 def test_train_never_replaces_a_model(chain):
