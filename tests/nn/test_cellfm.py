@@ -313,3 +313,21 @@ def test_header_consistent_but_missing_layers_fail_before_allocating(tmp_path, r
     monkeypatch.setattr("hinge_sc.nn._cellfm._build", lambda *a, **k: pytest.fail("built before checking"))
     with pytest.raises(ValueError, match=r"missing \(1\): encoder\.2\.attn\.q_proj\.weight"):
         hs.Backbone.from_cellfm(path, vocabulary=GENES, n_heads=4)
+
+
+def test_from_cellfm_backbone_saved_by_reference(tmp_path, reference):
+    """A model on a CellFM checkpoint references the .ckpt (not copied) and reads it again on load (issue 11)."""
+    import anndata as ad
+
+    path = write_reference(tmp_path / "cellfm.ckpt", reference)
+    backbone = hs.Backbone.from_cellfm(path, vocabulary=GENES, n_heads=4)
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.poisson(3.0, size=(16, 6)).astype(np.float32))
+    adata.var_names = GENES[:6]
+    adata.obsm["X_histology"] = rng.normal(size=(16, 4)).astype(np.float32)
+    hs.HINGE.setup_anndata(adata)
+    model = hs.HINGE(adata, backbone, n_steps=2)
+    model.save(tmp_path / "model")
+    assert not (tmp_path / "model" / "backbone.pt").exists()
+    loaded = hs.HINGE.load(tmp_path / "model", device="cpu")
+    assert loaded.module.backbone.checksum() == backbone.checksum()

@@ -65,6 +65,11 @@ def test_spatialdata_everywhere(model, her2st_crop, genes):
     shapes_key = shapes_key if isinstance(shapes_key, str) else shapes_key[0]
     values = sd.get_values(genes[0], sdata=sdata, element_name=shapes_key, table_name="hinge")
     np.testing.assert_allclose(values[genes[0]].to_numpy(), gen[:, genes[0]].X.ravel(), rtol=1e-6)
+    import matplotlib.pyplot as plt
+    import spatialdata_plot  # noqa: F401  (registers sdata.pl)
+
+    sdata.pl.render_shapes(shapes_key, color=genes[0], table_name="hinge").pl.show()  # coloured by a generated gene
+    plt.close("all")
     # a second run finds the spots' table among the two, and refuses to replace the generated table
     with pytest.raises(KeyError, match="already exists"):
         hs.tl.generate(model, sdata, n_samples=2, n_steps=2, seed=0, show_progress_bar=False, key_added="hinge")

@@ -182,6 +182,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     scores = per_gene[per_gene["section"] == section].set_index("gene")["pearson"].dropna()
     genes = [g for g in MARKERS if g in scores.index][:2]
     genes += [g for g in scores.sort_values(ascending=False).index if g not in genes][: 4 - len(genes)]
+    genes = genes or list(test.obsm["hinge"].columns[:4])  # no gene scored (e.g. all generated values at 0)
     hs.pl.spatial_genes(test, genes, key="hinge", section=section, save=out / "spatial_genes.png")
     model.save(out / "model", overwrite=args.overwrite)
     test.obsm["hinge"].to_csv(out / f"generated_{section}.csv")

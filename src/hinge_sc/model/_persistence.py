@@ -96,7 +96,12 @@ def _backbone_reference(model: HINGE, folder: Path) -> dict[str, Any]:
     for name, file in source["files"].items():
         file = Path(file)
         relative = os.path.relpath(file, folder.resolve())
-        files[name] = {"path": str(file), "relative_path": relative, "size": file.stat().st_size, "sha256": sha256(file)}
+        files[name] = {
+            "path": str(file),
+            "relative_path": relative,
+            "size": file.stat().st_size,
+            "sha256": sha256(file),
+        }
     return {"loader": source["loader"], "files": files, "options": source["options"]}
 
 

@@ -87,9 +87,7 @@ def resolve_table(
     """
     if data is None or not is_spatialdata(data):
         if argument is not None and type(data).__name__ != "AnnData":
-            raise TypeError(
-                f"`{argument}` must be an AnnData or a SpatialData object, found {type(data).__name__}."
-            )
+            raise TypeError(f"`{argument}` must be an AnnData or a SpatialData object, found {type(data).__name__}.")
         return data
     if table_key is not None:
         return get_table(data, table_key)[1]
