@@ -1,5 +1,8 @@
 """The tutorials run: every code cell of each notebook in docs/tutorials is executed (small configuration).
 
+Running them takes minutes per notebook, so ``test_tutorial_runs`` is marked ``tutorial`` and deselected by
+default; CI runs it as its own step: ``python -m pytest -m tutorial tests/test_tutorials.py``.
+
 Each notebook runs in its own Jupyter kernel (nbclient) with ``HINGE_TUTORIAL_SMALL=1``; cells tagged
 ``skip-execution`` (code for GPUs and gated downloads, tutorial 6) are skipped, every other cell must run without
 an error output. The committed notebooks are checked too: every code cell that is not tagged has been executed.
@@ -53,6 +56,7 @@ def test_committed_notebook_is_executed(notebook):
     assert not _errors(nb), f"{notebook.name} was committed with errors: {_errors(nb)}"
 
 
+@pytest.mark.tutorial
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("notebook", TUTORIALS, ids=lambda p: p.stem)
 def test_tutorial_runs(notebook, tmp_path, monkeypatch, her2st_path, tutorial_cache):
