@@ -33,3 +33,7 @@ DATA_DIR_ENV = "HINGE_SC_DATA_DIR"
 
 #: Top-level key of a model's registry holding the settings of its image features (see ``model/_provenance.py``).
 FEATURE_PROVENANCE_KEY = "feature_provenance"
+
+#: ``uns`` key of an AnnData built by :func:`hinge_sc.tl.to_adata` (provenance); also marks the generated tables of a
+#: SpatialData object, which table resolution does not take for the measured spots.
+GENERATED_KEY = "hinge_sc"

@@ -73,3 +73,19 @@ def to_counts(values: np.ndarray, scale: Scale) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     counts = np.exp2(values) - 1.0 if scale == "log2p1" else np.expm1(values)
     return np.clip(counts, 0.0, None)
+
+
+#: Lowest value of each scale (zero counts): generated values below it are not expression.
+SCALE_FLOOR: dict[str, float] = {"log2p1": 0.0, "log1p_cp10k": 0.0}
+
+
+def clip_to_floor(values: np.ndarray, scale: Scale) -> np.ndarray:
+    """Clip model-scale ``values`` (any shape) at the floor of ``scale`` (0 = no counts); returns a new array."""
+    return np.clip(values, SCALE_FLOOR[check_scale(scale, argument="scale")], None)
+
+
+def rescale_total(counts: np.ndarray, library_size: float) -> np.ndarray:
+    """Counts ``(..., n_genes)`` rescaled so each profile sums to ``library_size`` (all-zero profiles stay 0)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum(-1, keepdims=True)
+    return np.divide(counts * library_size, total, out=np.zeros_like(counts), where=total > 0)

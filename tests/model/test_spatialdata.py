@@ -65,7 +65,7 @@ def test_setup_spatialdata_needs_spatialdata(her2st_crop):
 
 
 def test_ambiguous_tables_ask_for_table_key(her2st_crop):
-    from hinge_sc.model._spatialdata import resolve_table
+    from hinge_sc.pp._spatialdata import resolve_table
 
     sdata = hs.io.to_spatialdata(her2st_crop[:, :5].copy())
     sdata.tables["other"] = sdata.tables["table"].copy()

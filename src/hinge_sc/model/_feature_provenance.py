@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hinge_sc._constants import FEATURE_PROVENANCE_KEY
 from hinge_sc._validators import check_n_obs, check_positive_int
-
-from ._spatialdata import resolve_table
+from hinge_sc.pp._spatialdata import resolve_table
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -19,6 +19,7 @@ from hinge_sc._constants import FEATURE_PROVENANCE_KEY, REGISTRY_KEYS
 from hinge_sc._counts import panel_counts
 from hinge_sc._deprecation import renamed_argument
 from hinge_sc._random import Noise, seeded, spot_seeds
+from hinge_sc._scales import CP10K, clip_to_floor, rescale_total, to_counts
 from hinge_sc._validators import (
     check_counts,
     check_genes_given,
@@ -28,13 +29,14 @@ from hinge_sc._validators import (
     check_unique_var_names,
 )
 from hinge_sc.module import HINGEModule
+from hinge_sc.pp._spatialdata import resolve_table
 from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._trainingplan import HINGETrainingPlan
 
 from ._feature_provenance import check_generate_inputs, feature_provenance
-from ._persistence import load_model, save_model
+from ._persistence import load_model, resolve_device, save_model
 from ._prediction import Prediction
-from ._spatialdata import resolve_table, setup_spatialdata
+from ._spatialdata import setup_spatialdata
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -266,7 +268,7 @@ class HINGE(BaseModelClass):
         adata: AnnData,
         layer: str | None = None,
         features_key: str = "X_histology",
-        views_key: str | None = None,
+        views_key: str | None = "auto",
         section_key: str | None = None,
         allow_non_integer: bool = False,
         **kwargs,
@@ -286,8 +288,10 @@ class HINGE(BaseModelClass):
         features_key
             ``adata.obsm`` key of the image features, ``(n_spots, D)``.
         views_key
-            Optional ``adata.obsm`` key of augmented views, ``(n_spots, V, D)``; each view is a training
-            sample with the spot's expression as target.
+            ``adata.obsm`` key of augmented views, ``(n_spots, V, D)``; each view is a training sample with the
+            spot's expression as target (docs/method.md). ``"auto"`` (default): ``f"{features_key}_views"`` when
+            present, as written by :func:`hinge_sc.pp.histology_features` (logged), else no views; ``None``: no
+            views even if present. The resolved key is recorded in :attr:`setup_args`.
         section_key
             Optional ``adata.obs`` column with the tissue section of each spot (recorded in the setup arguments;
             nothing is written into ``adata.obs``).
@@ -304,6 +308,7 @@ class HINGE(BaseModelClass):
             No spots, duplicated ``var_names``, features with NaNs or the wrong shape, or counts that are negative,
             not finite or (unless ``allow_non_integer``) not integers.
         """
+        views_key = _resolve_views_key(adata, features_key, views_key)
         setup_method_args = cls._get_setup_method_args(**locals())
         check_n_obs(adata)
         check_unique_var_names(adata)
@@ -344,7 +349,7 @@ class HINGE(BaseModelClass):
         shapes_key: str | Sequence[str] | None = None,
         layer: str | None = None,
         features_key: str = "X_histology",
-        views_key: str | None = None,
+        views_key: str | None = "auto",
         section_key: str | None = None,
         histology_kwargs: Mapping | None = None,
         allow_non_integer: bool = False,
@@ -354,7 +359,7 @@ class HINGE(BaseModelClass):
 
         If the table has no ``obsm[features_key]``, the features are computed first from the image with
         :func:`hinge_sc.pp.histology_features` (``histology_kwargs`` are passed to it; with its default 8 views,
-        ``views_key`` becomes ``f"{features_key}_views"``). Then the table is registered as by
+        ``views_key="auto"`` registers ``f"{features_key}_views"``). Then the table is registered as by
         :meth:`setup_anndata`, so that ``HINGE(sdata, ...)``, :meth:`train` and ``hs.tl.generate(model, sdata)``
         work on it and write their results into it.
 
@@ -372,7 +377,8 @@ class HINGE(BaseModelClass):
         features_key
             ``obsm`` key of the image features, ``(n_spots, D)``.
         views_key
-            Optional ``obsm`` key of augmented views, ``(n_spots, V, D)``.
+            ``obsm`` key of augmented views, ``(n_spots, V, D)``; ``"auto"``: ``f"{features_key}_views"`` when
+            present; ``None``: none (see :meth:`setup_anndata`).
         section_key
             Optional ``obs`` column with the tissue section of each spot.
         histology_kwargs
@@ -576,6 +582,7 @@ class HINGE(BaseModelClass):
         return_samples: bool = False,
         precision: Literal["32", "bf16"] = "32",
         reveal: Literal["mean", "sample"] | None = None,
+        clip: bool = True,
         show_progress_bar: bool = True,
     ) -> Prediction:
         """Generate panel expression from image features with the reverse masked-diffusion process.
@@ -607,6 +614,9 @@ class HINGE(BaseModelClass):
             What each reverse step writes into the genes it reveals: ``"mean"`` (the paper) or ``"sample"`` (a draw
             from the predicted distribution; needs ``likelihood="gaussian"``). ``None``: ``"sample"`` for a model
             with ``likelihood="gaussian"``, else ``"mean"``.
+        clip
+            Clip each sample at the floor of the model scale (0 on ``log2(count + 1)`` and on log1p CP10k: no
+            counts) before the mean and s.d. are taken; ``False`` returns the sampler's raw values.
         show_progress_bar
             Progress bar over batches of spots.
 
@@ -646,6 +656,8 @@ class HINGE(BaseModelClass):
                 out = self.module.sample(batch, n_samples, n_steps, noise=noise, reveal=reveal)
             chunks.append(out.float().cpu().numpy())
         samples = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, len(self.panel_genes_)), np.float32)
+        if clip:
+            samples = clip_to_floor(samples, self.module.target_scale)
         index, columns = pd.Index(adata.obs_names), pd.Index(self.panel_genes_)
         return Prediction(
             mean=pd.DataFrame(samples.mean(axis=1), index=index, columns=columns),
@@ -654,13 +666,179 @@ class HINGE(BaseModelClass):
             seed=int(seed),
         )
 
-    # ------------------------------------------------------------------ persistence
-    def save(self, dir_path: str, *, overwrite: bool = False, save_anndata: bool = False, save_backbone: bool = True):
-        """Save the trained adaptation, the registry and (by default) the backbone to ``dir_path``.
+    def _generate_subset(
+        self, adata: AnnData | SpatialData | None, indices: Sequence[int] | None, table_key: str | None, **kwargs
+    ) -> Prediction:
+        """:meth:`generate` on ``adata`` (or its table, or the registered data), restricted to ``indices``."""
+        adata = resolve_table(type(self), self.adata if adata is None else adata, table_key)
+        if adata is None:
+            raise ValueError("Pass `adata`: this model was loaded without data.")
+        if indices is not None:
+            adata = adata[np.asarray(indices)]
+        return self.generate(adata, **kwargs)
 
-        Writes ``model.json`` (registry and settings), ``model.safetensors`` (adaptation weights),
-        ``backbone.pt`` and optionally ``adata.h5ad``, each atomically (a temporary file renamed in one step),
-        then ``manifest.json`` with the size and SHA-256 of each. No file is a pickle.
+    def _gene_columns(self, gene_list: Sequence[str] | None) -> list[int]:
+        """Column indices of ``gene_list`` in the panel (all panel genes for ``None``)."""
+        if gene_list is None:
+            return list(range(len(self.panel_genes_)))
+        check_genes_given(gene_list, argument="gene_list")
+        panel = pd.Index(self.panel_genes_)
+        absent = [g for g in gene_list if g not in panel]
+        if absent:
+            raise KeyError(
+                f"`gene_list` has genes the model does not generate: {absent[:20]}. The panel is `model.panel_genes_` "
+                f"({len(panel)} genes, e.g. {list(panel[:5])})."
+            )
+        return list(panel.get_indexer(list(gene_list)))
+
+    def get_expression(
+        self,
+        adata: AnnData | SpatialData | None = None,
+        indices: Sequence[int] | None = None,
+        *,
+        table_key: str | None = None,
+        gene_list: Sequence[str] | None = None,
+        features_key: str | None = None,
+        n_samples: int = 8,
+        n_steps: int | None = None,
+        seed: int | None = None,
+        batch_size: int = 64,
+        return_std: bool = False,
+        return_samples: bool = False,
+        clip: bool = True,
+        precision: Literal["32", "bf16"] = "32",
+        reveal: Literal["mean", "sample"] | None = None,
+        show_progress_bar: bool = False,
+    ) -> pd.DataFrame | tuple:
+        """Generated expression of each spot on the model scale, returned (nothing is written into ``adata``).
+
+        The mean over ``n_samples`` samples of the reverse diffusion (:meth:`generate`), e.g. on log2(count + 1)
+        for ``target_scale="log2p1"``. Use :func:`hinge_sc.tl.generate` to write it into the data instead.
+
+        Parameters
+        ----------
+        adata
+            AnnData with image features in ``obsm[features_key]``, or a SpatialData object (its table holds the
+            spots); default: the registered data. Spots need no measured genes (H&E-only slides work).
+        indices
+            Positions of the spots to generate (default: all).
+        table_key
+            SpatialData: the table with the spots (default: the registered one, or the only one).
+        gene_list
+            Return only these panel genes (default: the whole panel, ``model.panel_genes_``).
+        features_key, n_samples, n_steps, seed, batch_size, clip, precision, reveal, show_progress_bar
+            As :meth:`generate`.
+        return_std
+            Also return the s.d. over samples (spots × genes DataFrame, model scale).
+        return_samples
+            Also return the samples, ``(n_spots, n_samples, n_genes)`` array (model scale).
+
+        Returns
+        -------
+        ``mean``: DataFrame, spots (``obs_names``) × genes; with ``return_std`` and/or ``return_samples`` the
+        tuple ``(mean, std)``, ``(mean, samples)`` or ``(mean, std, samples)``, in that order.
+
+        Examples
+        --------
+        >>> mean = model.get_expression(adata_new, n_samples=8, seed=0)
+        >>> mean, std = model.get_expression(adata_new, gene_list=["ERBB2"], return_std=True)
+        """
+        columns = self._gene_columns(gene_list)
+        out = self._generate_subset(
+            adata, indices, table_key, features_key=features_key, n_samples=n_samples, n_steps=n_steps,
+            batch_size=batch_size, seed=seed, return_samples=return_samples, precision=precision, reveal=reveal,
+            clip=clip, show_progress_bar=show_progress_bar,
+        )  # fmt: skip
+        result: list = [out.mean.iloc[:, columns]]
+        if return_std:
+            result.append(out.std.iloc[:, columns])
+        if return_samples:
+            result.append(out.samples[:, :, columns])
+        return result[0] if len(result) == 1 else tuple(result)
+
+    def get_normalized_expression(
+        self,
+        adata: AnnData | SpatialData | None = None,
+        indices: Sequence[int] | None = None,
+        *,
+        table_key: str | None = None,
+        gene_list: Sequence[str] | None = None,
+        library_size: float = CP10K,
+        n_samples: int = 8,
+        return_mean: bool = True,
+        return_numpy: bool | None = None,
+        features_key: str | None = None,
+        n_steps: int | None = None,
+        seed: int | None = None,
+        batch_size: int = 64,
+        precision: Literal["32", "bf16"] = "32",
+        reveal: Literal["mean", "sample"] | None = None,
+        show_progress_bar: bool = False,
+    ) -> pd.DataFrame | np.ndarray:
+        """Expected expression of each spot's panel, rescaled to a common library size (scvi-tools' meaning).
+
+        As :meth:`scvi.model.SCVI.get_normalized_expression`: each generated sample is taken back from the model
+        scale to counts (``2^v − 1`` for log2(count + 1), ``e^v − 1`` for log1p CP10k; clipped at 0), divided by
+        its total over the **panel** genes (HINGE models only the panel) and multiplied by ``library_size``; the
+        result is on the counts scale (not logged) and averaged over samples with ``return_mean``. Spots whose
+        samples are all zero get 0. Nothing is written into ``adata``.
+
+        Parameters
+        ----------
+        adata, indices, table_key
+            As :meth:`get_expression`.
+        gene_list
+            Return only these panel genes (they are normalised over the whole panel first, as in scvi-tools).
+        library_size
+            Total each spot's panel is rescaled to (scvi-tools' default is 1, frequencies; here 10⁴, CP10k).
+        n_samples
+            Generated samples per spot.
+        return_mean
+            Average over samples; ``False`` returns every sample.
+        return_numpy
+            Return an array instead of a DataFrame; default ``False``, except with ``return_mean=False`` and
+            ``n_samples > 1`` (a 3-D result), as in scvi-tools.
+        features_key, n_steps, seed, batch_size, precision, reveal, show_progress_bar
+            As :meth:`generate`.
+
+        Returns
+        -------
+        DataFrame spots × genes (or its array), or with ``return_mean=False`` and ``n_samples > 1`` an array
+        ``(n_samples, n_spots, n_genes)`` (samples first, as in scvi-tools).
+        """
+        if isinstance(library_size, bool) or not isinstance(library_size, int | float) or not library_size > 0:
+            raise ValueError(
+                f"`library_size` must be a positive number (e.g. 1e4 for counts per 10,000), found {library_size!r}."
+            )
+        columns = self._gene_columns(gene_list)
+        out = self._generate_subset(
+            adata, indices, table_key, features_key=features_key, n_samples=n_samples, n_steps=n_steps,
+            batch_size=batch_size, seed=seed, return_samples=True, precision=precision, reveal=reveal,
+            clip=True, show_progress_bar=show_progress_bar,
+        )  # fmt: skip
+        counts = to_counts(out.samples, self.module.target_scale)  # (n_spots, S, G), clipped at 0
+        normalized = rescale_total(counts, float(library_size))[:, :, columns].astype(np.float32)
+        if not return_mean and n_samples > 1:
+            return np.moveaxis(normalized, 1, 0)
+        values = normalized.mean(axis=1)
+        if return_numpy:
+            return values
+        return pd.DataFrame(values, index=out.mean.index, columns=out.mean.columns[columns])
+
+    # ------------------------------------------------------------------ persistence
+    def save(
+        self,
+        dir_path: str,
+        *,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        save_backbone: bool | None = None,
+    ):
+        """Save the trained adaptation, the registry and the backbone (or a reference to its file) to ``dir_path``.
+
+        Writes ``model.json`` (registry and settings), ``model.safetensors`` (adaptation weights), optionally
+        ``backbone.pt`` and ``adata.h5ad``, each atomically (a temporary file renamed in one step), then
+        ``manifest.json`` with the size and SHA-256 of each. No file is a pickle.
 
         Parameters
         ----------
@@ -671,7 +849,12 @@ class HINGE(BaseModelClass):
         save_anndata
             Also write the registered AnnData.
         save_backbone
-            Write the frozen backbone; with ``False`` pass the same backbone to :meth:`load` (its checksum is checked).
+            ``None`` (default): a frozen backbone read from files (:meth:`hinge_sc.Backbone.load`,
+            :meth:`~hinge_sc.Backbone.from_cellfm`, :meth:`~hinge_sc.Backbone.from_pretrained`) is saved **by
+            reference**: the absolute and relative path, size and SHA-256 of its files go into ``model.json`` and
+            :meth:`load` reads it from there (the 800M CellFM is not copied into every model); any other backbone
+            (random, pre-trained in this session, fine-tuned) is copied to ``backbone.pt``. ``True``: always copy.
+            ``False``: neither; pass the same backbone to :meth:`load` (its checksum is checked).
 
         Raises
         ------
@@ -687,7 +870,8 @@ class HINGE(BaseModelClass):
         adata: AnnData | None = None,
         *,
         backbone: Backbone | None = None,
-        device: str = "cpu",
+        accelerator: str = "auto",
+        device: int | str | torch.device = "auto",
         trust_legacy_pickle: bool = False,
     ) -> HINGE:
         """Load a model written by :meth:`save`.
@@ -703,9 +887,12 @@ class HINGE(BaseModelClass):
             Optional data to attach (set up with the saved arguments; its feature width must be the model's); not
             needed for :meth:`generate` on new data.
         backbone
-            The frozen backbone, if it was not saved with the model (checked against the saved checksum).
-        device
-            Torch device to put the model on.
+            The frozen backbone, if it was not saved with the model, or to use instead of the file it references
+            (checked against the saved checksum).
+        accelerator, device
+            Where to put the model, as in Lightning / scvi-tools: ``accelerator="auto"``, ``device="auto"`` picks a
+            GPU when there is one, else the CPU; e.g. ``accelerator="gpu", device=1``. ``device`` may also name a
+            torch device (``"cpu"``, ``"cuda:0"``).
         trust_legacy_pickle
             Only for files you trust: read a folder written by hinge_sc 0.1.0, whose ``model.pt`` is a pickle
             (unpickling can run any code its author put in the file). Save the model again to convert it.
@@ -713,13 +900,27 @@ class HINGE(BaseModelClass):
         Raises
         ------
         FileNotFoundError
-            No model in ``dir_path``, or no backbone saved and none given.
+            No model in ``dir_path``; no backbone saved and none given; or the backbone file the model references
+            is not at its path (nor at the same place relative to ``dir_path``); the file is named.
         hinge_sc.FileIntegrityError
             A file is missing, truncated or changed since it was saved (the file is named), the folder is from an
-            unfinished save, or it is a 0.1.0 folder and ``trust_legacy_pickle=False``.
+            unfinished save, it is a 0.1.0 folder and ``trust_legacy_pickle=False``, or the referenced backbone
+            file has changed (its SHA-256 differs).
         ValueError
             ``backbone`` or ``adata`` does not fit the saved model.
         """
+        device = resolve_device(accelerator, device)
         return load_model(
             cls, dir_path, adata=adata, backbone=backbone, device=device, trust_legacy_pickle=trust_legacy_pickle
         )
+
+
+def _resolve_views_key(adata: AnnData, features_key: str, views_key: str | None) -> str | None:
+    """``views_key="auto"`` → ``f"{features_key}_views"`` if ``adata.obsm`` has it (logged), else ``None``."""
+    if views_key != "auto":
+        return views_key
+    candidate = f"{features_key}_views"
+    if candidate in adata.obsm:
+        logger.info("Registering the augmented views `adata.obsm[%r]` (views_key=None turns them off)", candidate)
+        return candidate
+    return None

@@ -4,7 +4,10 @@ A model folder holds
 
 - ``model.json``: format, version, the scvi-tools registry and the model's attributes (plain JSON);
 - ``model.safetensors``: the adaptation weights (everything but the frozen backbone);
-- ``backbone.pt`` (optional): the frozen backbone, see :meth:`hinge_sc.Backbone.save`;
+- ``backbone.pt`` (optional): the frozen backbone, see :meth:`hinge_sc.Backbone.save`; by default a backbone read
+  from files (:meth:`hinge_sc.Backbone.load`, :meth:`~hinge_sc.Backbone.from_cellfm`) is not copied but
+  referenced in ``model.json`` (``backbone_reference``: reader, absolute and relative path, size and SHA-256 of each
+  file), and read again from there by :func:`load_model`;
 - ``adata.h5ad`` (optional): the registered data;
 - ``manifest.json``: size and SHA-256 of each file above, checked by :func:`load_model` before anything is read.
 
@@ -14,6 +17,7 @@ Folders written by hinge_sc 0.1.0 (one pickled ``model.pt``) are refused unless 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +30,13 @@ from hinge_sc._files import (
     FileIntegrityError,
     read_json,
     refuse_existing,
+    sha256,
     verify_manifest,
     write_atomic,
     write_json,
     write_manifest,
 )
+from hinge_sc.nn._backbone_io import load_from_source, source_of
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -65,7 +71,83 @@ _ATTRIBUTES = (
 )
 
 
-def save_model(model: HINGE, dir_path: str | Path, *, overwrite: bool, save_anndata: bool, save_backbone: bool) -> Path:
+def backbone_mode(model: HINGE, save_backbone: bool | None) -> str:
+    """``"copy"``, ``"reference"`` or ``"none"``: how :func:`save_model` keeps the backbone.
+
+    ``None`` references a frozen backbone that was read from files whose files still exist, else copies it.
+    """
+    if save_backbone is not None:
+        return "copy" if save_backbone else "none"
+    backbone = model.module.backbone
+    source = source_of(backbone)
+    if source is None or any(p.requires_grad for p in backbone.parameters()):
+        return "copy"  # built in memory (random, pre-trained here) or fine-tuned: only a copy can restore it
+    missing = [f for f in source["files"].values() if not Path(f).is_file()]
+    if missing:
+        logger.warning("The backbone's files %s are gone; saving a copy of the backbone instead.", missing)
+        return "copy"
+    return "reference"
+
+
+def _backbone_reference(model: HINGE, folder: Path) -> dict[str, Any]:
+    """Reader, files (absolute and relative path, size, SHA-256) and options of the model's backbone."""
+    source = source_of(model.module.backbone)
+    files = {}
+    for name, file in source["files"].items():
+        file = Path(file)
+        relative = os.path.relpath(file, folder.resolve())
+        files[name] = {"path": str(file), "relative_path": relative, "size": file.stat().st_size, "sha256": sha256(file)}
+    return {"loader": source["loader"], "files": files, "options": source["options"]}
+
+
+def _read_reference(reference: dict[str, Any], folder: Path, info: dict[str, Any]) -> Backbone:
+    """Find and check the files of a backbone saved by reference, then read it (clear errors naming the file)."""
+    from hinge_sc.nn import Backbone
+
+    paths = {}
+    for name, entry in reference["files"].items():
+        path = Path(entry["path"])
+        if not path.is_file():
+            moved = (folder / entry["relative_path"]).resolve()
+            path = moved if moved.is_file() else path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"The model in {folder} references its backbone file {entry['path']} (SHA-256 {entry['sha256']}), "
+                "which is not there any more. Put the file back, or pass the backbone yourself: "
+                "`HINGE.load(path, backbone=hs.Backbone.load(new_path))` (or `Backbone.from_cellfm(...)`)."
+            )
+        found = sha256(path)
+        if found != entry["sha256"] or path.stat().st_size != entry["size"]:
+            raise FileIntegrityError(
+                f"The backbone file {path} referenced by the model in {folder} has changed since the model was saved "
+                f"(SHA-256 {found}, expected {entry['sha256']}). Restore the original file, or pass the backbone "
+                f"the model was trained with via `backbone=` (name {info['name']!r}, checksum {info['checksum']})."
+            )
+        paths[name] = path
+    logger.info("Reading the backbone by reference from %s", ", ".join(map(str, paths.values())))
+    return load_from_source(Backbone, reference["loader"], paths, reference["options"])
+
+
+def resolve_device(accelerator: str, device: str | int | torch.device) -> torch.device:
+    """Torch device from Lightning-style ``accelerator`` / ``device`` (``"auto"``: a GPU when there is one).
+
+    ``device`` may also name a torch device (``"cpu"``, ``"cuda:1"``), used as given.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if isinstance(device, str) and device != "auto" and not device.isdigit():
+        return torch.device(device)
+    from scvi.model._utils import parse_device_args
+
+    _, _, torch_device = parse_device_args(
+        accelerator=accelerator, devices=device, return_device="torch", validate_single_device=True
+    )
+    return torch_device
+
+
+def save_model(
+    model: HINGE, dir_path: str | Path, *, overwrite: bool, save_anndata: bool, save_backbone: bool | None
+) -> Path:
     """Write the model folder (see the module docstring); every file atomically, the manifest last.
 
     Raises
@@ -80,7 +162,8 @@ def save_model(model: HINGE, dir_path: str | Path, *, overwrite: bool, save_annd
     if save_anndata and model.adata is None:
         raise ValueError("`save_anndata=True` but the model has no AnnData attached; pass `save_anndata=False`.")
     path = Path(dir_path)
-    files = [METADATA_FILE, WEIGHTS_FILE] + [BACKBONE_FILE] * save_backbone + [ADATA_FILE] * save_anndata
+    mode = backbone_mode(model, save_backbone)
+    files = [METADATA_FILE, WEIGHTS_FILE] + [BACKBONE_FILE] * (mode == "copy") + [ADATA_FILE] * save_anndata
     refuse_existing([path / name for name in [*files, MANIFEST_FILE]], overwrite=overwrite)
     path.mkdir(parents=True, exist_ok=True)
     (path / MANIFEST_FILE).unlink(missing_ok=True)  # a folder without a manifest never loads: no half-new model
@@ -96,13 +179,18 @@ def save_model(model: HINGE, dir_path: str | Path, *, overwrite: bool, save_annd
         "registry": model.registry_,
         "attributes": {name: getattr(model, name) for name in _ATTRIBUTES},
     }
+    if mode == "reference":
+        metadata["backbone_reference"] = _backbone_reference(model, path)
     write_json(path / METADATA_FILE, metadata)
-    if save_backbone:
+    if mode == "copy":
         model.module.backbone.save(path / BACKBONE_FILE, overwrite=True)
     if save_anndata:
         write_atomic(path / ADATA_FILE, lambda tmp: model.adata.write_h5ad(tmp))
     write_manifest(path, files, meta={"format": _FORMAT, "hinge_sc_version": __version__})
     logger.info("Saved HINGE model to %s (%s)", path, ", ".join(files))
+    if mode == "reference":
+        referenced = ", ".join(f["path"] for f in metadata["backbone_reference"]["files"].values())
+        logger.info("The backbone is saved by reference to %s (save_backbone=True copies it)", referenced)
     return path
 
 
@@ -152,6 +240,7 @@ def _read_current(path: Path) -> dict[str, Any]:
         "attributes": metadata["attributes"],
         "state": state,
         "has_backbone": BACKBONE_FILE in listed,
+        "backbone_reference": metadata.get("backbone_reference"),
     }
 
 
@@ -195,6 +284,8 @@ def load_model(
         raise FileNotFoundError(f"No hinge_sc model in `dir_path` {path}; save a model there with `model.save(path)`.")
     attrs, registry = saved["attributes"], saved["registry"]
     info = attrs["backbone_info_"]
+    if backbone is None and saved.get("backbone_reference") and not saved["has_backbone"]:
+        backbone = _read_reference(saved["backbone_reference"], path, info)
     if backbone is None:
         if not saved["has_backbone"]:
             raise FileNotFoundError(

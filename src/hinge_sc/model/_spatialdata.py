@@ -11,36 +11,8 @@ from hinge_sc.pp._spatialdata import get_table, is_spatialdata
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from anndata import AnnData
 
 logger = logging.getLogger(__name__)
-
-
-def _is_registered(cls: type, table: AnnData) -> bool:
-    find = getattr(cls, "_get_most_recent_anndata_manager", None)
-    return find is not None and find(table, required=False) is not None
-
-
-def resolve_table(cls: type, data: AnnData | Any | None, table_key: str | None = None) -> AnnData | None:
-    """Return the AnnData a model works on: ``data`` itself, or the table of a SpatialData object.
-
-    With ``table_key=None``, the table registered with ``cls.setup_spatialdata`` (or ``setup_anndata``) is used, or
-    the only table.
-    """
-    if data is None or not is_spatialdata(data):
-        return data
-    if table_key is not None:
-        return get_table(data, table_key)[1]
-    tables = dict(data.tables)
-    registered = [k for k, t in tables.items() if _is_registered(cls, t)]
-    if len(registered) == 1:
-        return tables[registered[0]]
-    if len(tables) == 1:
-        return next(iter(tables.values()))
-    raise ValueError(
-        f"The SpatialData object has tables {sorted(tables)}, {len(registered)} of them registered with "
-        f"`{cls.__name__}.setup_spatialdata`. Pass `table_key=` to say which table holds the spots."
-    )
 
 
 def setup_spatialdata(
@@ -52,7 +24,7 @@ def setup_spatialdata(
     shapes_key: str | Sequence[str] | None = None,
     layer: str | None = None,
     features_key: str = "X_histology",
-    views_key: str | None = None,
+    views_key: str | None = "auto",
     section_key: str | None = None,
     histology_kwargs: Mapping[str, Any] | None = None,
     allow_non_integer: bool = False,
@@ -83,8 +55,6 @@ def setup_spatialdata(
         histology_features(
             sdata, table_key=table_key, image_key=image_key, shapes_key=shapes_key, key_added=features_key, **opts
         )
-        if views_key is None and opts.get("views", 8) > 1:
-            views_key = f"{features_key}_views"
         logger.info("Computed `obsm[%r]` of table %r from its image.", features_key, table_key)
     elif histology_kwargs:
         raise ValueError(

@@ -7,7 +7,7 @@ import hashlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,11 +17,17 @@ from ._config import BackboneConfig
 from ._provenance import Provenance
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._backbone import Backbone
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "hinge_sc.Backbone/1"
+#: Attribute of a backbone read from files: how to read it again (see :func:`record_source`); not saved with it.
+SOURCE_ATTR = "source_"
+#: Readers :func:`load_from_source` can replay.
+LOADERS = ("load", "from_cellfm")
 
 
 def checksum(backbone: Backbone) -> str:
@@ -63,4 +69,50 @@ def load_backbone(cls: type[Backbone], path: str | Path, *, map_location: str | 
     except (KeyError, TypeError, RuntimeError) as err:
         raise FileIntegrityError(f"{path} is an incomplete or inconsistent backbone file ({err}).") from None
     model.provenance = Provenance.from_dict(payload.get("meta"))
+    record_source(model, "load", {"path": path})
     return model
+
+
+def record_source(
+    backbone: Backbone, loader: str, files: Mapping[str, str | Path], options: Mapping[str, Any] | None = None
+) -> None:
+    """Remember on ``backbone`` the files it was read from and how, so a model can save it by reference.
+
+    Parameters
+    ----------
+    backbone
+        The backbone just read.
+    loader
+        ``"load"`` (:meth:`Backbone.load`) or ``"from_cellfm"`` (:meth:`Backbone.from_cellfm`).
+    files
+        The reader's file arguments (name → path); stored as absolute paths.
+    options
+        The reader's other arguments (plain data).
+    """
+    source = {
+        "loader": loader,
+        "files": {name: str(Path(p).resolve()) for name, p in files.items()},
+        "options": dict(options or {}),
+    }
+    setattr(backbone, SOURCE_ATTR, source)
+
+
+def source_of(backbone: Backbone) -> dict[str, Any] | None:
+    """What :func:`record_source` remembered about ``backbone`` (``None``: not read from files)."""
+    return getattr(backbone, SOURCE_ATTR, None)
+
+
+def load_from_source(
+    cls: type[Backbone], loader: str, files: Mapping[str, str | Path], options: Mapping[str, Any]
+) -> Backbone:
+    """Read a backbone again as :func:`record_source` describes it (files already checked by the caller)."""
+    if loader == "load":
+        return cls.load(files["path"])
+    if loader == "from_cellfm":
+        opts = dict(options)
+        config = opts.pop("config", "auto")
+        config = BackboneConfig(**config) if isinstance(config, dict) else config
+        vocabulary = files.get("vocabulary", opts.pop("vocabulary", None))
+        opts.pop("vocabulary", None)
+        return cls.from_cellfm(files["ckpt_path"], vocabulary=vocabulary, config=config, **opts)
+    raise ValueError(f"Unknown backbone reader {loader!r}; expected one of {LOADERS}.")

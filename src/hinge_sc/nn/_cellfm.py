@@ -7,6 +7,7 @@ import math
 import os
 import re
 import socket
+from dataclasses import asdict
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from ._backbone_io import record_source
 from ._config import CELLFM_SHAPES, BackboneConfig
 from ._mindspore import MindSporeCheckpoint
 from ._provenance import CheckpointRecord
@@ -245,6 +247,13 @@ def load_cellfm(
     Every declared tensor size is checked against the bytes the file holds, and every parameter shape against
     the checkpoint, on the meta device, before any memory is allocated for the weights.
     """
+    files = {"ckpt_path": ckpt_path}
+    options: dict = {"config": asdict(config) if isinstance(config, BackboneConfig) else config, "n_heads": n_heads}
+    options["ignore"] = list(ignore)
+    if isinstance(vocabulary, str | Path):
+        files["vocabulary"] = vocabulary
+    else:
+        options["vocabulary"] = None if vocabulary is None else [str(g) for g in vocabulary]
     genes = read_vocabulary(vocabulary)
     with MindSporeCheckpoint(ckpt_path) as ckpt:
         params, ignored = _classify(ckpt, ignore)
@@ -262,6 +271,7 @@ def load_cellfm(
             for name, parameter in model.named_parameters():
                 parameter.copy_(ckpt.read(params[name]).reshape(parameter.shape))
     model.provenance.checkpoint = CheckpointRecord(format="mindspore", path=str(ckpt.path), name=config.name)
+    record_source(model, "from_cellfm", files, options)
     logger.info(
         "Loaded %s from %s: %d genes, d=%d, L=%d, H=%d; ignored %s",
         config.name, ckpt.path, len(genes), config.d_model, config.n_layers, config.n_heads,

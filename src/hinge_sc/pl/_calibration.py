@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._validators import check_prediction_frame
+from ..pp._spatialdata import resolve_table
 from ._utils import save_figure, section_mask
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
     from matplotlib.axes import Axes
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +25,9 @@ _LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def calibration(
-    adata: AnnData,
+    adata: AnnData | SpatialData,
     *,
+    table_key: str | None = None,
     key: str | None = None,
     keys: Sequence[str] | None = None,
     layer: str | None = None,
@@ -55,6 +58,8 @@ def calibration(
     adata
         AnnData with measured raw counts and the output of ``hs.tl.generate(..., save_samples=True)`` (or a
         baseline's ``predict(..., save_samples=True)``).
+    table_key
+        SpatialData input: the table with the spots (default: the one with ``obsm[key]``, or the only one).
     key
         Key of ``obsm`` with the predictions; default ``"hinge"`` when ``keys`` is not given either.
     keys
@@ -105,6 +110,7 @@ def calibration(
     >>> hs.tl.generate(adata, model, save_samples=True)
     >>> hs.pl.calibration(adata, key="hinge", section="C6", save="calibration.png")
     """
+    adata = resolve_table(None, adata, table_key, key=key or (keys[0] if keys else "hinge"), argument="adata")
     import matplotlib.pyplot as plt
 
     if key is not None and keys is not None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from .._deprecation import renamed_argument
 from .._validators import check_genes, check_prediction_frame
+from ..pp._spatialdata import resolve_table
 from ._utils import save_figure, section_mask
 
 if TYPE_CHECKING:
@@ -17,12 +18,14 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from spatialdata import SpatialData
 
 
 def coexpression(
-    adata: AnnData,
+    adata: AnnData | SpatialData,
     genes: Sequence[str] | None = None,
     *,
+    table_key: str | None = None,
     key: str = "hinge",
     layer: str | None = None,
     section: str | None = None,
@@ -49,6 +52,8 @@ def coexpression(
     ----------
     adata
         AnnData with measured raw counts and the output of :func:`hinge_sc.tl.generate` (or a baseline).
+    table_key
+        SpatialData input: the table with the spots (default: the one with ``obsm[key]``, or the only one).
     genes
         Genes to show (default: every prediction gene that is measured).
     key
@@ -96,6 +101,7 @@ def coexpression(
     --------
     >>> hs.pl.coexpression(adata, key="hinge", section="C6", save="coexpression.png")
     """
+    adata = resolve_table(None, adata, table_key, key=key, argument="adata")
     section = renamed_argument("library_id", library_id, "section", section)
     pred = check_prediction_frame(adata, key, argument="key")
     if genes is None:

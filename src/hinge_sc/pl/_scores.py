@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..pp._spatialdata import resolve_table
+
 if TYPE_CHECKING:
     import os
     from collections.abc import Sequence
 
     from anndata import AnnData
     from matplotlib.axes import Axes
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +48,10 @@ def _per_gene_table(data: AnnData | pd.DataFrame, keys: Sequence[str] | None, me
 
 
 def gene_scores(
-    data: AnnData | pd.DataFrame,
+    data: AnnData | SpatialData | pd.DataFrame,
     keys: str | Sequence[str] | None = None,
     *,
+    table_key: str | None = None,
     metric: str = "pearson",
     kind: Literal["rank", "ecdf", "box"] = "rank",
     method_key: str = "method",
@@ -73,6 +77,8 @@ def gene_scores(
     data
         AnnData evaluated with :func:`hinge_sc.tl.evaluate` (read from ``uns[key + "_evaluation"]`` or
         ``uns[key]``), or a tidy per-gene table with columns ``method_key``, ``gene`` and ``metric``.
+    table_key
+        SpatialData input: the table with the spots (default: the one with ``obsm[key]``, or the only one).
     keys
         Prediction keys (AnnData) or methods (table) to show; default all.
     metric
@@ -113,6 +119,8 @@ def gene_scores(
     --------
     >>> hs.pl.gene_scores(adata, ["hinge", "ridge"], kind="rank")
     """
+    first = keys if isinstance(keys, str) else (keys[0] if keys else None)
+    data = resolve_table(None, data, table_key, key=first)
     import matplotlib.pyplot as plt
 
     if kind not in _KINDS:

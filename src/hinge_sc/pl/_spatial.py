@@ -11,6 +11,7 @@ from scipy import sparse
 from .._deprecation import renamed_argument
 from .._scales import to_model_scale
 from .._validators import check_genes, check_prediction_frame
+from ..pp._spatialdata import resolve_table
 from ._utils import save_figure, section_mask
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.collections import Collection
     from matplotlib.figure import Figure
+    from spatialdata import SpatialData
 
 _KINDS = ("measured", "generated", "uncertainty")
 
@@ -30,9 +32,10 @@ MAX_IMAGE_SIDE = 800
 
 
 def spatial_genes(
-    adata: AnnData,
+    adata: AnnData | SpatialData,
     genes: str | Sequence[str],
     *,
+    table_key: str | None = None,
     key: str = "hinge",
     layer: str | None = None,
     section: str | None = None,
@@ -63,6 +66,8 @@ def spatial_genes(
     ----------
     adata
         AnnData with the output of :func:`hinge_sc.tl.generate`.
+    table_key
+        SpatialData input: the table with the spots (default: the one with ``obsm[key]``, or the only one).
     genes
         One gene or a list; all must be columns of ``obsm[key]``.
     key
@@ -117,6 +122,7 @@ def spatial_genes(
     --------
     >>> fig = hs.pl.spatial_genes(adata, ["GNAS", "ERBB2"], section="C2", save="genes.png")
     """
+    adata = resolve_table(None, adata, table_key, key=key, argument="adata")
     section = renamed_argument("library_id", library_id, "section", section)
     pred = check_prediction_frame(adata, key, argument="key")
     genes = [genes] if isinstance(genes, str) else list(genes)

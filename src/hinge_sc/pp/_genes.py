@@ -60,6 +60,7 @@ def select_genes(
     *,
     n_genes: int = 200,
     method: Literal["hmhvg", "hvg", "highly_expressed"] = "hmhvg",
+    include: Sequence[str] | None = None,
     layer: str | None = None,
     section_key: str | None = "section",
     vocabulary: Sequence[str] | Backbone | None = None,
@@ -86,6 +87,10 @@ def select_genes(
         Panel size.
     method
         See above.
+    include
+        Genes forced into the panel (e.g. ``["ERBB2"]``, a marker that must be generated), whatever ``method``
+        says; they count towards ``n_genes`` and the method fills the rest. Each must be in ``adata.var_names``
+        and, when ``vocabulary`` is given, match it.
     layer
         Layer with raw counts (default ``X``).
     section_key
@@ -110,20 +115,31 @@ def select_genes(
     Returns
     -------
     The panel, ordered by decreasing mean count. Writes ``adata.var[key_added]``.
+
+    Raises
+    ------
+    KeyError
+        A gene of ``include`` is not in ``adata.var_names`` or not in ``vocabulary`` (the genes are named).
+    ValueError
+        ``include`` has more genes than ``n_genes``.
     """
     check_key_free(adata.var, key_added, where="adata.var", overwrite=overwrite)
     check_n_obs(adata)
     check_positive_int(n_genes, argument="n_genes")
+    if method not in ("hmhvg", "hvg", "highly_expressed"):
+        raise ValueError(f"`method` must be 'hmhvg', 'hvg' or 'highly_expressed', got {method!r}.")
     if vocabulary is not None and not isinstance(vocabulary, str) and not hasattr(vocabulary, "match_genes"):
         check_genes_given(list(vocabulary), argument="vocabulary")
     if section_key is not None and section_key not in adata.obs:
         raise KeyError(f"`section_key={section_key!r}` is not a column of `adata.obs`; pass `section_key=None`.")
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"`layer={layer!r}` is not in `adata.layers`.")
+    forced = _check_include(adata, include, n_genes, vocabulary, aliases)
     x = _counts(adata, layer)
     where = f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`"
     check_counts(x, where=where, allow_non_integer=allow_non_integer)
-    candidates = adata.var_names[~adata.var_names.str.match(_EXCLUDED)]
+    candidates = adata.var_names[~adata.var_names.str.match(_EXCLUDED) & ~adata.var_names.isin(forced)]
+    n_genes -= len(forced)
     if vocabulary is not None:
         in_vocab = _in_vocabulary(candidates, vocabulary, aliases)
         dropped = list(candidates[~in_vocab])
@@ -138,7 +154,9 @@ def select_genes(
         candidates = candidates[in_vocab]
     mean, std = _mean_std(x)
     stats = pd.DataFrame({"mean": mean, "std": std}, index=adata.var_names)
-    if method == "hmhvg":
+    if n_genes == 0:
+        panel = []
+    elif method == "hmhvg":
         candidates = candidates[candidates.isin(_hvg_union(adata, layer, section_key, n_top_hvg))]
         panel = _mean_std_intersection(stats.loc[candidates], n_genes)
     elif method == "hvg":
@@ -146,15 +164,41 @@ def select_genes(
         panel = list(stats.loc[candidates[candidates.isin(hvg)]].nlargest(n_genes, "std").index)
     elif method == "highly_expressed":
         panel = list(stats.loc[candidates].nlargest(n_genes, "mean").index)
-    else:
-        raise ValueError(f"`method` must be 'hmhvg', 'hvg' or 'highly_expressed', got {method!r}.")
     if len(panel) < n_genes:
-        message = f"Only {len(panel)} genes qualify for the panel (asked for {n_genes})."
+        message = f"Only {len(panel) + len(forced)} genes qualify for the panel (asked for {n_genes + len(forced)})."
         warnings.warn(message, UserWarning, stacklevel=2)
-    panel = list(stats.loc[panel].sort_values("mean", ascending=False).index)
+    panel = list(stats.loc[[*forced, *panel]].sort_values("mean", ascending=False).index)
     adata.var[key_added] = adata.var_names.isin(panel)
     logger.info("Selected %d panel genes (%s); wrote adata.var[%r]", len(panel), method, key_added)
     return panel
+
+
+def _check_include(
+    adata: AnnData, include: Sequence[str] | None, n_genes: int, vocabulary, aliases: bool | Mapping[str, str]
+) -> list[str]:
+    """The genes of ``include`` (deduplicated, in order), each measured and, with a vocabulary, in it."""
+    if include is None:
+        return []
+    if isinstance(include, str):
+        include = [include]
+    check_genes_given(list(include), argument="include")
+    forced = list(dict.fromkeys(str(g) for g in include))
+    absent = [g for g in forced if g not in adata.var_names]
+    if absent:
+        raise KeyError(
+            f"`include` has genes that are not in `adata.var_names`: {absent[:20]}. Pass measured genes "
+            "(HGNC symbols, as in `adata.var_names`)."
+        )
+    if vocabulary is not None:
+        unknown = list(pd.Index(forced)[~_in_vocabulary(pd.Index(forced), vocabulary, aliases)])
+        if unknown:
+            raise KeyError(
+                f"`include` has genes that are not in the backbone vocabulary (or not in its pre-training data): "
+                f"{unknown[:20]}. The model cannot generate them; remove them from `include`."
+            )
+    if len(forced) > n_genes:
+        raise ValueError(f"`include` has {len(forced)} genes but `n_genes={n_genes}`; raise `n_genes`.")
+    return forced
 
 
 def _in_vocabulary(genes: pd.Index, vocabulary, aliases: bool | Mapping[str, str]) -> np.ndarray:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hinge_sc._constants import GENERATED_KEY
+
 from ._image import from_array
 from ._patches import PatchGroup, is_visium, resolve_mpp
 
@@ -41,6 +43,74 @@ def get_table(sdata: Any, table_key: str | None) -> tuple[str, AnnData]:
             f"`table_key={table_key!r}` is not a table of the SpatialData object (tables: {sorted(tables)})."
         )
     return table_key, tables[table_key]
+
+
+def _is_registered(cls: type | None, table: AnnData) -> bool:
+    find = getattr(cls, "_get_most_recent_anndata_manager", None)
+    return find is not None and find(table, required=False) is not None
+
+
+def resolve_table(
+    cls: type | None,
+    data: AnnData | Any | None,
+    table_key: str | None = None,
+    *,
+    key: str | None = None,
+    argument: str | None = None,
+) -> AnnData | None:
+    """Return the AnnData a function works on: ``data`` itself, or the table of a SpatialData object.
+
+    The one place where every public model, ``tl`` and ``pl`` function turns SpatialData input into its table.
+    With ``table_key=None`` the table is, in this order: the one registered with ``cls.setup_spatialdata`` (or
+    ``setup_anndata``); among the tables hinge_sc did not generate (no ``uns["hinge_sc"]``), the only one with
+    ``obsm[key]``, or the only one; the only table.
+
+    Parameters
+    ----------
+    cls
+        Model class whose registered table comes first (``None``: no model).
+    data
+        AnnData, SpatialData or ``None`` (returned as is).
+    table_key
+        The table to use.
+    key
+        ``obsm`` key the caller reads (e.g. the generated expression), used to choose among several tables.
+    argument
+        Name of the caller's argument: when given, anything but an AnnData or SpatialData raises a TypeError.
+
+    Raises
+    ------
+    KeyError
+        ``table_key`` is not a table.
+    ValueError
+        Several tables qualify; pass ``table_key``.
+    """
+    if data is None or not is_spatialdata(data):
+        if argument is not None and type(data).__name__ != "AnnData":
+            raise TypeError(
+                f"`{argument}` must be an AnnData or a SpatialData object, found {type(data).__name__}."
+            )
+        return data
+    if table_key is not None:
+        return get_table(data, table_key)[1]
+    tables = dict(data.tables)
+    registered = [k for k, t in tables.items() if _is_registered(cls, t)]
+    if len(registered) == 1:
+        return tables[registered[0]]
+    measured = [k for k, t in tables.items() if GENERATED_KEY not in t.uns]
+    if key is not None:
+        with_key = [k for k in measured if key in tables[k].obsm]
+        if len(with_key) == 1:
+            return tables[with_key[0]]
+    if len(measured) == 1:
+        return tables[measured[0]]
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    model = f", {len(registered)} of them registered with `{cls.__name__}.setup_spatialdata`" if cls else ""
+    raise ValueError(
+        f"The SpatialData object has tables {sorted(tables)}{model}. Pass `table_key=` to say which table holds "
+        "the spots."
+    )
 
 
 def table_regions(table: AnnData, table_key: str) -> tuple[list[str], str, str]:

@@ -5,5 +5,6 @@ from __future__ import annotations
 from ._aggregate import aggregate, compare
 from ._evaluate import evaluate
 from ._generate import generate
+from ._to_adata import to_adata
 
-__all__ = ["aggregate", "compare", "evaluate", "generate"]
+__all__ = ["aggregate", "compare", "evaluate", "generate", "to_adata"]

@@ -21,6 +21,7 @@ from .._validators import (
     check_n_obs,
     check_prediction_frame,
 )
+from ..pp._spatialdata import resolve_table
 from ._metrics import (
     SCALES,
     Scale,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from anndata import AnnData
+    from spatialdata import SpatialData
 
 __all__ = [
     "calibration_curve",
@@ -55,8 +57,9 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate(
-    adata: AnnData,
+    adata: AnnData | SpatialData,
     *,
+    table_key: str | None = None,
     key: str = "hinge",
     layer: str | None = None,
     section_key: str | None = "section",
@@ -105,6 +108,8 @@ def evaluate(
     ----------
     adata
         AnnData with raw counts and predictions.
+    table_key
+        SpatialData input: the table with the spots (default: the one with ``obsm[key]``, or the only one).
     key
         Key of ``obsm`` with the predictions (DataFrame, spots × genes).
     layer
@@ -158,6 +163,7 @@ def evaluate(
     >>> per_section.loc["mean", "pcc_50"]
     >>> hs.tl.evaluate(adata, key="hinge", scale="log1p_cp10k", key_added="hinge_cp10k")
     """
+    adata = resolve_table(None, adata, table_key, key=key, argument="adata")
     check_n_obs(adata)
     check_genes_given(genes, argument="genes")
     pred_df = check_prediction_frame(adata, key, argument="key")

@@ -5,6 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Literal
 
+from hinge_sc._scales import SCALE_FLOOR
+from hinge_sc._validators import check_key_free
+from hinge_sc.pp._spatialdata import is_spatialdata
+
+from ._to_adata import generated_table
 from ._write import prepare_target, write_prediction
 
 if TYPE_CHECKING:
@@ -32,6 +37,7 @@ def generate(
     batch_size: int = 64,
     precision: Literal["32", "bf16"] = "32",
     reveal: Literal["mean", "sample"] | None = None,
+    clip: bool = True,
     show_progress_bar: bool = True,
 ) -> AnnData | None:
     """Generate spot expression from histology with a trained :class:`~hinge_sc.HINGE` model.
@@ -69,6 +75,9 @@ def generate(
         ``"bf16"`` runs the denoiser under bfloat16 autocast (see :meth:`hinge_sc.HINGE.generate`).
     reveal
         ``"mean"`` or ``"sample"`` (see :meth:`hinge_sc.HINGE.generate`); ``None`` picks by the model's likelihood.
+    clip
+        Clip the samples at the floor of the model scale (0: no counts), recorded as ``params["clipped_at"]``
+        (``None`` when ``clip=False``).
     show_progress_bar
         Show a progress bar.
 
@@ -81,13 +90,18 @@ def generate(
     - ``adata.obsm[f"{key_added}_samples"]``: ``(n_spots, n_samples, n_genes)``, if ``save_samples``;
     - ``adata.uns[key_added]["params"]``: the arguments, the seed used and the model's settings.
 
+    For a SpatialData object (``copy=False``) also ``sdata.tables[key_added]``: :func:`hinge_sc.tl.to_adata` of the
+    table, annotating the same shapes (spatialdata's ``TableModel``), so that spatialdata-plot can colour the spots
+    by a generated gene (``table_name=key_added``).
+
     Keys of an earlier run under ``key_added`` that this run does not write (e.g. ``_samples``) are removed, so
     the stored mean, s.d. and samples always come from one run.
 
     Raises
     ------
     KeyError
-        A key of ``key_added`` (mean, ``_std``, ``_samples`` or ``uns``) exists and ``overwrite=False``.
+        A key of ``key_added`` (mean, ``_std``, ``_samples``, ``uns`` or, for SpatialData, the table) exists and
+        ``overwrite=False``.
 
     Examples
     --------
@@ -98,7 +112,15 @@ def generate(
         adata = model.adata
         if adata is None:
             raise ValueError("Pass `adata`: this model has no AnnData attached.")
+    sdata = adata if is_spatialdata(adata) and not copy else None
     adata = prepare_target(adata, key_added, table_key=table_key, model_cls=type(model), overwrite=overwrite, copy=copy)
+    if sdata is not None:
+        if sdata.tables.get(key_added) is adata:
+            raise ValueError(
+                f"`key_added={key_added!r}` is the name of the table with the spots; the generated table would "
+                "replace it. Pass another `key_added`."
+            )
+        check_key_free(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
     out = model.generate(
         adata,
         features_key=features_key,
@@ -109,6 +131,7 @@ def generate(
         return_samples=save_samples,
         precision=precision,
         reveal=reveal,
+        clip=clip,
         show_progress_bar=show_progress_bar,
     )
     module = model.module
@@ -125,9 +148,15 @@ def generate(
         "mask_fill": module.mask_fill,
         "likelihood": module.likelihood,
         "reveal": module.resolve_reveal(reveal),
+        "clipped_at": SCALE_FLOOR[module.target_scale] if clip else None,
         "mask_mechanism": module.denoiser.mask_mechanism,
         "genes": list(model.panel_genes_),
         "backbone": dict(model.backbone_info_),
     }
     write_prediction(adata, out, key_added, params=params, save_samples=save_samples)
+    if sdata is not None:
+        table = generated_table(adata, key_added)
+        if table is not None:
+            sdata.tables[key_added] = table
+            logger.info("Wrote sdata.tables[%r] (spots × %d generated genes)", key_added, table.n_vars)
     return adata if copy else None

@@ -56,9 +56,9 @@ def prepare_target(
     KeyError
         A key of the prediction (mean, ``_std``, ``_samples``, ``uns``) exists and ``overwrite`` is false.
     """
-    from hinge_sc.model._spatialdata import resolve_table
+    from hinge_sc.pp._spatialdata import resolve_table
 
-    adata = resolve_table(model_cls or object, data, table_key)
+    adata = resolve_table(model_cls, data, table_key, argument="adata")
     for key in prediction_keys(key_added):
         check_key_free(adata.obsm, key, where="adata.obsm", overwrite=overwrite)
     check_key_free(adata.uns, key_added, where="adata.uns", overwrite=overwrite)
