@@ -209,6 +209,7 @@ def test_features_standardised_with_training_statistics(backbone, tmp_path):
 def test_constant_feature_gets_unit_scale(backbone):
     adata = synthetic_adata()
     adata.obsm["X_histology"][:, 3] = 7.0
+    adata.obsm["X_histology_views"][:, :, 3] = 7.0  # views are registered by default: constant there too
     _setup(adata)
     module = hs.HINGE(adata, backbone, n_steps=10).module
     assert module.feature_scale[3] == 1.0 and module.feature_mean[3] == pytest.approx(7.0)

@@ -65,7 +65,8 @@ def to_adata(
     - ``layers["counts"]``: the measured raw counts of the panel genes, when the source measures all of them;
       ``var["measured"]``: whether the source measures the gene;
     - ``obs``, ``obsm[spatial_key]`` (spot centres, px) and ``uns["spatial"]`` (images and scale factors, Visium
-      layout) copied from the source, and ``uns["spatialdata_attrs"]`` for a SpatialData table;
+      layout; only the libraries, e.g. sections, whose spots are there) copied from the source, and
+      ``uns["spatialdata_attrs"]`` for a SpatialData table;
     - ``uns["hinge_sc"]``: provenance: ``key``, ``scale``, what ``X`` and each layer hold, the generation's
       ``params`` (seed, steps, model settings, backbone checksum) and the hinge_sc version.
 
@@ -115,9 +116,10 @@ def to_adata(
         )
     if spatial_key in source.obsm:
         out.obsm[spatial_key] = np.array(source.obsm[spatial_key], copy=True)
-    for name in ("spatial", "spatialdata_attrs"):
-        if name in source.uns:
-            out.uns[name] = copy.deepcopy(source.uns[name])
+    if isinstance(source.uns.get("spatial"), dict):
+        out.uns["spatial"] = copy.deepcopy(_present_libraries(source.obs, source.uns["spatial"]))
+    if "spatialdata_attrs" in source.uns:
+        out.uns["spatialdata_attrs"] = copy.deepcopy(source.uns["spatialdata_attrs"])
     params = source.uns.get(key, {}).get("params", {}) if isinstance(source.uns.get(key), dict) else {}
     out.uns[GENERATED_KEY] = {
         "key": key,
@@ -127,6 +129,22 @@ def to_adata(
         "hinge_sc_version": __version__,
     }
     return out
+
+
+def _present_libraries(obs: pd.DataFrame, spatial: dict[str, Any]) -> dict[str, Any]:
+    """The libraries of ``uns["spatial"]`` whose spots are in ``obs`` (a subset keeps every section's image).
+
+    A library is present when an ``obs`` column holds only library ids and names it; without such a column every
+    library is kept. One library left lets squidpy plot without ``library_key``.
+    """
+    libraries = set(spatial)
+    if len(libraries) < 2:
+        return spatial
+    for column in obs.columns:
+        values = set(obs[column].astype(str).unique())
+        if values and values <= libraries:
+            return {k: v for k, v in spatial.items() if k in values}
+    return spatial
 
 
 def generated_table(table: AnnData, key: str) -> AnnData | None:
