@@ -1,4 +1,4 @@
-"""Fine-tuning and LoRA options of the adaptation (HINGE_METHOD §4 ablations)."""
+"""Fine-tuning and LoRA options of the adaptation (docs/method.md §4, options)."""
 
 from __future__ import annotations
 

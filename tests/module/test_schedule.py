@@ -10,7 +10,7 @@ from hinge_sc.module import hidden_schedule, permutation_ranks, poly_auto_expone
 
 
 def test_worked_example_g200_t50():
-    # HINGE_METHOD §5 worked example
+    # docs/method.md §5.1 worked example
     assert poly_auto_exponent(200, 50) == pytest.approx(1.35437, abs=1e-5)
     k = hidden_schedule(200, 50)
     assert k.shape == (51,)

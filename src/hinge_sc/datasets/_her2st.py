@@ -255,21 +255,22 @@ def her2st(
 
     Returns
     -------
-    AnnData with
+    AnnData
+        The sections, with
 
-    - ``X``: CSR float32 raw UMI counts (spots × genes). Only the genes shared by **all** requested
-      sections are kept (intersection); the number dropped is logged.
-    - ``obs_names``: ``"{section}_{x}x{y}"``; ``obs``: ``section`` (categorical), ``array_x``,
-      ``array_y`` (array coordinates, int), ``selected`` (bool), ``label`` (pathologist region,
-      categorical, NaN where the section has no labels).
-    - ``obsm["spatial"]``: (n_spots, 2) float, ``(pixel_x, pixel_y)`` in full-resolution image pixels.
-    - ``uns["spatial"][section]`` (scanpy Visium convention, sections with images only):
-      ``images["hires"]`` (uint8 RGB, longest side ≈ 2,000 px), ``scalefactors`` with
-      ``tissue_hires_scalef`` (hires px / full-res px), ``spot_diameter_fullres`` (px, 100 µm) and
-      ``microns_per_pixel`` (µm/px of the full-resolution image, estimated as 200 µm over the median
-      pixel distance of array-adjacent spots), and ``metadata["source_image_path"]``, the
-      full-resolution JPEG read by :func:`hinge_sc.pp.extract_patches`.
-    - ``uns["her2st"]["microns_per_pixel"]``: the estimate for every section, with or without image.
+        - ``X``: CSR float32 raw UMI counts (spots × genes). Only the genes shared by **all** requested
+          sections are kept (intersection); the number dropped is logged.
+        - ``obs_names``: ``"{section}_{x}x{y}"``; ``obs``: ``section`` (categorical), ``array_x``,
+          ``array_y`` (array coordinates, int), ``selected`` (bool), ``label`` (pathologist region,
+          categorical, NaN where the section has no labels).
+        - ``obsm["spatial"]``: (n_spots, 2) float, ``(pixel_x, pixel_y)`` in full-resolution image pixels.
+        - ``uns["spatial"][section]`` (scanpy Visium convention, sections with images only):
+          ``images["hires"]`` (uint8 RGB, longest side ≈ 2,000 px), ``scalefactors`` with
+          ``tissue_hires_scalef`` (hires px / full-res px), ``spot_diameter_fullres`` (px, 100 µm) and
+          ``microns_per_pixel`` (µm/px of the full-resolution image, estimated as 200 µm over the median
+          pixel distance of array-adjacent spots), and ``metadata["source_image_path"]``, the
+          full-resolution JPEG read by :func:`hinge_sc.pp.extract_patches`.
+        - ``uns["her2st"]["microns_per_pixel"]``: the estimate for every section, with or without image.
 
     Raises
     ------

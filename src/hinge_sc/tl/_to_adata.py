@@ -56,19 +56,20 @@ def to_adata(
 
     Returns
     -------
-    A new AnnData (nothing of ``data`` is changed) with
+    AnnData
+        A new AnnData (nothing of ``data`` is changed) with
 
-    - ``X``: float32, spots × panel genes, the generated mean on the model scale (e.g. log2(count + 1);
-      clipped at 0 unless the generation was run with ``clip=False``);
-    - ``layers["std"]``: the s.d. over samples, when stored; ``obsm["samples"]``: ``(n_spots, S, n_genes)``
-      samples, when stored (``save_samples=True``);
-    - ``layers["counts"]``: the measured raw counts of the panel genes, when the source measures all of them;
-      ``var["measured"]``: whether the source measures the gene;
-    - ``obs``, ``obsm[spatial_key]`` (spot centres, px) and ``uns["spatial"]`` (images and scale factors, Visium
-      layout; only the libraries, e.g. sections, whose spots are there) copied from the source, and
-      ``uns["spatialdata_attrs"]`` for a SpatialData table;
-    - ``uns["hinge_sc"]``: provenance: ``key``, ``scale``, what ``X`` and each layer hold, the generation's
-      ``params`` (seed, steps, model settings, backbone checksum) and the hinge_sc version.
+        - ``X``: float32, spots × panel genes, the generated mean on the model scale (e.g. log2(count + 1);
+          clipped at 0 unless the generation was run with ``clip=False``);
+        - ``layers["std"]``: the s.d. over samples, when stored; ``obsm["samples"]``: ``(n_spots, S, n_genes)``
+          samples, when stored (``save_samples=True``);
+        - ``layers["counts"]``: the measured raw counts of the panel genes, when the source measures all of them;
+          ``var["measured"]``: whether the source measures the gene;
+        - ``obs``, ``obsm[spatial_key]`` (spot centres, px) and ``uns["spatial"]`` (images and scale factors, Visium
+          layout; only the libraries, e.g. sections, whose spots are there) copied from the source, and
+          ``uns["spatialdata_attrs"]`` for a SpatialData table;
+        - ``uns["hinge_sc"]``: provenance: ``key``, ``scale``, what ``X`` and each layer hold, the generation's
+          ``params`` (seed, steps, model settings, backbone checksum) and the hinge_sc version.
 
     Raises
     ------
