@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/whole_slide.py --section C2 --spacing-um 35 --out /tmp/whole_slide
+    python benchmarks/whole_slide.py --section C2 --spacing-um 20 --batch-size 256 --out /tmp/whole_slide
 
 Lays a hexagonal grid of spots (``--spacing-um`` apart) over the tissue of the section's full-resolution image
 (``hs.pp.tile_slide``), computes handcrafted features (one view), builds a HINGE model on a 200-gene panel (weights of
@@ -56,12 +56,13 @@ def main() -> None:
     """Tile, featurise and generate one whole slide; print the measurements."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", default="C2")
-    p.add_argument("--spacing-um", type=float, default=35.0)
+    p.add_argument("--spacing-um", type=float, default=20.0)
     p.add_argument("--genes", type=int, default=200)
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--n-layers", type=int, default=2)
     p.add_argument("--samples", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=None, help="Spots per generation batch (default: auto).")
     p.add_argument("--out", default="whole_slide_out")
     args = p.parse_args()
     out = Path(args.out)
@@ -73,6 +74,7 @@ def main() -> None:
     slide = hs.pp.tile_slide(image, spot_diameter_um=args.spacing_um, spacing_um=args.spacing_um,
                              microns_per_pixel=0.74, section=args.section)  # fmt: skip
     timings["tile"] = (time.perf_counter() - t0, time.process_time() - c0)
+    print(f"{slide.n_obs} spots", flush=True)
     t0, c0 = time.perf_counter(), time.process_time()
     hs.pp.histology_features(slide, encoder="handcrafted", views=1, patch_size_um=args.spacing_um,
                              show_progress_bar=False)  # fmt: skip
@@ -90,7 +92,7 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     with PeakRSS() as mem:
         hs.tl.generate(model, slide, n_samples=args.samples, n_steps=args.steps, seed=0, store=store, overwrite=True,
-                       show_progress_bar=False)  # fmt: skip
+                       batch_size=args.batch_size, show_progress_bar=False)  # fmt: skip
     timings["generate"] = (time.perf_counter() - t0, time.process_time() - c0)
     print(f"section {args.section}: {slide.n_obs} spots at {args.spacing_um} µm, panel {model.module.n_genes} genes, "
           f"d={args.d_model}, L={args.n_layers}, S={args.samples}, {args.steps} steps")  # fmt: skip
