@@ -1,24 +1,34 @@
-"""HINGE performance: training samples/s, generated spots/s and peak memory, and how they scale with genes and spots.
+"""HINGE performance: FLOPs, the share of the matmul peak reached, throughput and memory; scaling with genes, spots, S.
 
 Usage::
 
-    python benchmarks/performance.py                          # 200 → 2,000 genes, 32 → 512 spots, CPU
-    python benchmarks/performance.py --genes 200 1000 --spots 64 --device cuda
-    python benchmarks/performance.py --shape cellfm-800m --head-rank 64 --genes 200 --spots 64 --device cuda \
-        --precision bf16 --batch-size 8                          # full size, bf16 autocast
+    python benchmarks/performance.py                                   # CPU fp32, 200 → 2,000 genes, spots, S
+    python benchmarks/performance.py --precision bf16                  # CPU bf16 autocast
+    python benchmarks/performance.py --genes 200 --spots 32 --profile  # + torch.profiler breakdown of generation
+    python benchmarks/performance.py --shape cellfm-800m --head-rank 64 --genes 200 --spots 64 --device cuda \\
+        --precision bf16 --batch-size 8                                 # full size on a GPU, bf16 autocast
 
-Each configuration runs in a fresh process (``spawn``) so that its peak memory is its own: peak resident set size
-on CPU (``ru_maxrss``, which includes the ~1 GB of the imported libraries; the increment over the process after
-imports is also given, 0 when the run stays below the import peak), peak allocated memory on CUDA.
-Training: optimiser steps of the full masked-diffusion objective (forward + backward through the frozen backbone,
-AdamW on the SoftAdaLN parameters), batch ``--batch-size``. Generation: ``--samples`` samples × ``--steps`` reverse
-steps per spot, ``--spots`` spots in batches of 64 (the default of ``hs.tl.generate``).
+Per configuration (each in a fresh ``spawn`` process so that its peak memory is its own):
+
+- **FLOPs** counted with ``torch.utils.flop_counter.FlopCounterMode``: per training sample (forward + backward of one
+  optimiser step) and per generated spot-step (one reverse step of one sample of one spot) of the incremental sampler
+  that ``generate`` uses, and of the reference sampler (every token embedded and decoded each step).
+- **Matmul peak** of the same device and precision, measured in the same process (best of several 1024³ and 2048³
+  matmuls, before and after the workload).
+- **Achieved / peak** = counted FLOPs / time / peak, for training steps and for generation. On CPU the time is the
+  process's CPU time (``time.process_time``, one thread by default), so that other processes sharing the cores do not
+  count; on CUDA wall time after synchronising. ``gen_effective_util`` uses the reference sampler's FLOPs: the
+  work the incremental sampler avoids counts as done.
+- Throughput (training samples/s, generated spots/s) and peak memory: peak resident set size on CPU (``ru_maxrss``,
+  which includes the ~1 GB of the imported libraries; the increment over the process after imports is also given),
+  peak allocated memory on CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import time
 
@@ -27,8 +37,16 @@ import pandas as pd
 COLUMNS = {
     "n_genes": "genes",
     "n_spots": "spots",
+    "n_samples": "S",
+    "precision": "precision",
+    "peak_gflops": "matmul peak (GFLOP/s)",
+    "train_mflop_per_sample": "train MFLOP/sample",
+    "train_util": "train achieved/peak",
     "train_samples_per_s": "train samples/s",
-    "train_ms_per_sample": "train ms/sample",
+    "gen_mflop_per_spot_step": "gen MFLOP/spot-step",
+    "gen_ref_mflop_per_spot_step": "reference MFLOP/spot-step",
+    "gen_util": "gen achieved/peak",
+    "gen_effective_util": "gen effective/peak",
     "generate_spots_per_s": "generated spots/s",
     "generate_s": "generation time (s)",
     "peak_memory_mb": "peak memory (MB)",
@@ -40,36 +58,67 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def matmul_peak(device, dtype, clock, sync, sizes=(1024, 2048), repeats: int = 2) -> float:
+    """Best FLOP/s of square matmuls on ``device`` in ``dtype`` (the bound the workload is compared with)."""
+    import torch
+
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        a @ a
+        for _ in range(repeats):
+            sync()
+            t0 = clock()
+            a @ a
+            sync()
+            best = max(best, 2 * n**3 / max(clock() - t0, 1e-9))
+    return best
+
+
+def count_flops(fn) -> int:
+    """FLOPs of ``fn()`` counted by ``torch.utils.flop_counter.FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def measure(
     n_genes: int,
     n_spots: int,
     *,
-    d_model: int = 64,
+    d_model: int = 128,
     n_layers: int = 4,
-    n_heads: int = 4,
+    n_heads: int = 8,
     n_features: int = 80,
     batch_size: int = 32,
     n_iter: int = 3,
     n_samples: int = 4,
     n_steps: int = 10,
-    generate_batch: int = 64,
+    generate_batch: int | None = None,
     device: str = "cpu",
-    threads: int | None = None,
+    threads: int | None = 1,
     shape: str | None = None,
     head_rank: int | None = None,
     precision: str = "32",
+    profile: bool = False,
 ) -> dict:
-    """Time ``n_iter`` training steps and the generation of ``n_spots`` spots; report rates and peak memory."""
+    """Count FLOPs and time ``n_iter`` training steps and the generation of ``n_spots`` spots."""
     import torch
 
     from hinge_sc._constants import MODULE_KEYS
+    from hinge_sc._random import Noise
+    from hinge_sc.model._inference import batch_bounds, resolve_batch_size
     from hinge_sc.module import HINGEModule
     from hinge_sc.nn import Backbone
 
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    clock = time.perf_counter if cuda else time.process_time
     idle = _rss_mb()
     if shape is None:
         genes = [f"G{i}" for i in range(n_genes)]
@@ -78,45 +127,90 @@ def measure(
         genes = [f"G{i}" for i in range(max(n_genes, 24078))]
         backbone = Backbone.random(genes, shape=shape, seed=0)
     module = HINGEModule(backbone, backbone.token_ids(genes[:n_genes])[0], n_features, head_rank=head_rank).to(dev)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    bf16 = precision == "bf16"
+    peak = matmul_peak(dev, torch.bfloat16 if bf16 else torch.float32, clock, sync)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     batch = {
         MODULE_KEYS.COUNTS: torch.poisson(torch.full((batch_size, n_genes), 2.0)).to(dev),
         MODULE_KEYS.LIBRARY: torch.full((batch_size,), 1e4, device=dev),
         MODULE_KEYS.FEATURES: torch.randn(batch_size, n_features, device=dev),
     }
-    module.train()
-    for i in range(n_iter + 1):
-        if i == 1:  # the first step is warm-up
-            sync()
-            t0 = time.perf_counter()
+
+    def train_step():
         with autocast:
             _, _, out = module(batch)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-    sync()
-    train_rate = n_iter * batch_size / (time.perf_counter() - t0)
+
+    module.train()
+    train_step()  # warm-up
+    train_flops = count_flops(train_step)
+    best = float("inf")
+    for _ in range(n_iter):
+        sync()
+        t0 = clock()
+        train_step()
+        sync()
+        best = min(best, clock() - t0)
+    train_rate = batch_size / best
     module.eval()
+    gb = resolve_batch_size(generate_batch, n_samples, dev)
     feats = torch.randn(n_spots, n_features, device=dev)
-    gen = torch.Generator(device=dev).manual_seed(0)
-    t0 = time.perf_counter()
-    for start in range(0, n_spots, generate_batch):  # in batches of spots, as `hs.tl.generate` does
-        with autocast:
-            module.sample(feats[start : start + generate_batch], n_samples, n_steps, gen)
+    seeds = list(range(n_spots))
+
+    def generate(incremental=True, spots=n_spots):
+        for a, b in batch_bounds(spots, gb):  # in batches of spots, as `hs.tl.generate` does
+            noise = Noise.per_spot(seeds[a:b], n_samples, dev)
+            with autocast:
+                module.sample(feats[a:b], n_samples, n_steps, noise=noise, incremental=incremental)
+
+    probe = min(gb, n_spots)
+    spot_steps = probe * n_samples * n_steps  # (steps that reveal nothing are skipped; none with G ≥ T)
+    gen_flops = count_flops(lambda: generate(True, probe)) / spot_steps
+    ref_flops = count_flops(lambda: generate(False, probe)) / spot_steps
+    generate(True, probe)  # warm-up
     sync()
-    gen_s = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _rss_mb()
-    return {
+    t0, w0 = clock(), time.perf_counter()
+    generate()
+    sync()
+    gen_s, gen_wall = clock() - t0, time.perf_counter() - w0
+    peak = max(peak, matmul_peak(dev, torch.bfloat16 if bf16 else torch.float32, clock, sync))
+    mem = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb()
+    total = n_spots * n_samples * n_steps
+    row = {
         "n_genes": n_genes,
         "n_spots": n_spots,
+        "n_samples": n_samples,
+        "n_steps": n_steps,
+        "precision": precision,
+        "device": dev.type,
+        "threads": threads,
+        "peak_gflops": peak / 1e9,
+        "train_mflop_per_sample": train_flops / batch_size / 1e6,
+        "train_util": train_flops / best / peak,
         "train_samples_per_s": train_rate,
         "train_ms_per_sample": 1e3 / train_rate,
+        "gen_mflop_per_spot_step": gen_flops / 1e6,
+        "gen_ref_mflop_per_spot_step": ref_flops / 1e6,
+        "gen_util": gen_flops * total / gen_s / peak,
+        "gen_effective_util": ref_flops * total / gen_s / peak,
         "generate_spots_per_s": n_spots / gen_s,
         "generate_s": gen_s,
-        "peak_memory_mb": peak,
-        "memory_increment_mb": peak - (0.0 if dev.type == "cuda" else idle),
+        "generate_wall_s": gen_wall,
+        "peak_memory_mb": mem,
+        "memory_increment_mb": mem - (0.0 if cuda else idle),
+        "load_1min": os.getloadavg()[0],
     }
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with torch_profile(activities=activities) as prof:
+            generate(True, probe)
+        row["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+    return row
 
 
 def _worker(queue, kwargs):
@@ -134,12 +228,17 @@ def measure_isolated(**kwargs) -> dict:
     return result
 
 
-def performance_table(genes: list[int], spots: list[int], *, isolate: bool = True, **kwargs) -> pd.DataFrame:
-    """Scaling with the number of genes (at ``spots[0]`` spots) and with the number of spots (at ``genes[0]``)."""
+def performance_table(
+    genes: list[int], spots: list[int], samples: list[int] | None = None, *, isolate: bool = True, **kwargs
+) -> pd.DataFrame:
+    """Scaling with genes (at ``spots[0]`` spots), spots (at ``genes[0]``) and samples ``S`` (at both)."""
     base_genes, base_spots = genes[0], spots[0]
-    configs = [(g, base_spots) for g in genes] + [(base_genes, s) for s in spots if s != base_spots]
+    base_samples = kwargs.pop("n_samples", 4)
+    samples = samples or [base_samples]
+    configs = [(g, base_spots, base_samples) for g in genes] + [(base_genes, s, base_samples) for s in spots]
+    configs += [(base_genes, base_spots, s) for s in samples]
     run = measure_isolated if isolate else measure
-    rows = [run(n_genes=g, n_spots=s, **kwargs) for g, s in dict.fromkeys(configs)]
+    rows = [run(n_genes=g, n_spots=s, n_samples=k, **kwargs) for g, s, k in dict.fromkeys(configs)]
     return pd.DataFrame(rows)
 
 
@@ -153,36 +252,47 @@ def markdown(table: pd.DataFrame, floatfmt: str = ".1f", index: bool = False) ->
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """Format the performance table in markdown, with readable column names."""
-    return markdown(table.rename(columns=COLUMNS))
+    """Format the performance table in markdown, with readable column names (the columns of :data:`COLUMNS`)."""
+    cols = [c for c in COLUMNS if c in table.columns]
+    return markdown(table[cols].rename(columns=COLUMNS), floatfmt=".3g")
 
 
 def main() -> None:
-    """Print the performance table for the configurations given on the command line."""
+    """Print the performance table (and the generation profile) for the configurations given on the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--genes", type=int, nargs="+", default=[200, 500, 1000, 2000])
-    parser.add_argument("--spots", type=int, nargs="+", default=[32, 128, 512])
-    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--genes", type=int, nargs="+", default=[200, 1000, 2000])
+    parser.add_argument("--spots", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--samples", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--n-layers", type=int, default=4)
-    parser.add_argument("--n-heads", type=int, default=4)
+    parser.add_argument("--n-heads", type=int, default=8)
     parser.add_argument("--features", type=int, default=80)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="Training batch.")
+    parser.add_argument("--generate-batch", type=int, default=None, help="Spots per generation batch (default: auto).")
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shape", default=None, choices=["cellfm-80m", "cellfm-800m"],
                         help="Full-size backbone shape (overrides --d-model/--n-layers/--n-heads).")
     parser.add_argument("--head-rank", type=int, default=None, help="Low-rank SoftAdaLN heads.")
     parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="bf16 autocast.")
+    parser.add_argument("--profile", action="store_true", help="Print a torch.profiler table of generation.")
+    parser.add_argument("--csv", default=None, help="Also write the table to this CSV file.")
     args = parser.parse_args()
     table = performance_table(
-        args.genes, args.spots, d_model=args.d_model, n_layers=args.n_layers,
+        args.genes, args.spots, args.samples, d_model=args.d_model, n_layers=args.n_layers,
         n_heads=args.n_heads, n_features=args.features, batch_size=args.batch_size, n_iter=args.iters,
-        n_samples=args.samples, n_steps=args.steps, device=args.device, threads=args.threads, shape=args.shape,
-        head_rank=args.head_rank, precision=args.precision,
+        n_samples=args.samples[0], n_steps=args.steps, generate_batch=args.generate_batch, device=args.device,
+        threads=args.threads, shape=args.shape, head_rank=args.head_rank, precision=args.precision,
+        profile=args.profile,
     )  # fmt: skip
+    if "profile" in table:
+        for text in table.pop("profile").dropna().unique()[:1]:
+            print(f"Generation profile (first configuration):\n{text}\n")
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    print(f"uptime load (1 min) during the runs: {', '.join(f'{v:.1f}' for v in table['load_1min'])}")
     print(to_markdown(table))
 
 

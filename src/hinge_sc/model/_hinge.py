@@ -13,12 +13,11 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, ObsmField
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
-from tqdm.auto import tqdm
 
 from hinge_sc._constants import FEATURE_PROVENANCE_KEY, REGISTRY_KEYS
 from hinge_sc._counts import panel_counts
 from hinge_sc._deprecation import renamed_argument
-from hinge_sc._random import Noise, seeded, spot_seeds
+from hinge_sc._random import seeded, spot_seeds
 from hinge_sc._scales import CP10K, clip_to_floor, rescale_total, to_counts
 from hinge_sc._validators import (
     check_counts,
@@ -34,7 +33,9 @@ from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._progress import EpochLines, quiet_lightning, use_epoch_lines
 from hinge_sc.train._trainingplan import HINGETrainingPlan
 
+from ._distributed import generate_distributed
 from ._feature_provenance import check_generate_inputs, feature_provenance
+from ._inference import batch_bounds, iter_batches, resolve_batch_size
 from ._persistence import load_model, resolve_device, save_model
 from ._prediction import Prediction
 from ._spatialdata import setup_spatialdata
@@ -582,13 +583,16 @@ class HINGE(BaseModelClass):
         features_key: str | None = None,
         n_samples: int = 8,
         n_steps: int | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         seed: int | None = None,
         return_samples: bool = False,
         precision: Literal["32", "bf16"] = "32",
         reveal: Literal["mean", "sample"] | None = None,
         clip: bool = True,
         show_progress_bar: bool = True,
+        accelerator: str = "auto",
+        devices: int | list[int] | str | None = None,
+        strategy: str | None = None,
     ) -> Prediction:
         """Generate panel expression from image features with the reverse masked-diffusion process.
 
@@ -605,7 +609,8 @@ class HINGE(BaseModelClass):
         n_steps
             Reverse steps (≤ ``T``; fewer is faster).
         batch_size
-            Spots per batch (each batch runs ``batch_size × n_samples`` sequences).
+            Spots per batch (each batch runs ``batch_size × n_samples`` sequences); does not change the values.
+            Default: ``⌈32 / n_samples⌉`` on CPU (activations stay in the CPU caches), 256 on an accelerator.
         seed
             Seed of the sampler; ``None`` draws one and records it in the output. Each spot draws its random
             numbers from a stream seeded by ``(seed, obs name)``, so its values do not depend on ``batch_size``,
@@ -623,14 +628,57 @@ class HINGE(BaseModelClass):
             Clip each sample at the floor of the model scale (0 on ``log2(count + 1)`` and on log1p CP10k: no
             counts) before the mean and s.d. are taken; ``False`` returns the sampler's raw values.
         show_progress_bar
-            Progress bar over batches of spots.
+            Progress bar over the spots.
+        accelerator, devices, strategy
+            Generate in several processes or devices with Lightning's ``Trainer.predict``, e.g. ``devices=2,
+            strategy="ddp"`` (like :meth:`train`): each process generates a shard of the spots and the shards are
+            gathered back in spot order on every process; the values equal a one-process run for the same seed.
+            ``devices=None`` (default) generates in this process on the model's device.
 
         Returns
         -------
         :class:`~hinge_sc.model.Prediction` with the per-spot mean and standard deviation (DataFrames indexed by
         ``adata.obs_names`` with the panel genes as columns, model scale) and optionally the samples.
         """
-        check_generate_inputs(self, adata, features_key=features_key, batch_size=batch_size)
+        adata, feats, seeds, seed = self._generation_inputs(adata, features_key, n_samples, precision, seed)
+        batch_size = resolve_batch_size(batch_size, n_samples, self.device)
+        check_positive_int(batch_size, argument="batch_size")
+        kwargs = {"n_samples": n_samples, "n_steps": n_steps, "precision": precision, "reveal": reveal}
+        index, columns = pd.Index(adata.obs_names), pd.Index(self.panel_genes_)
+        if devices is not None or strategy is not None:
+            samples = generate_distributed(
+                self.module, feats, seeds, batch_size=batch_size, accelerator=accelerator,
+                devices=devices if devices is not None else "auto", strategy=strategy,
+                show_progress_bar=show_progress_bar, **kwargs,
+            )  # fmt: skip
+            if clip:
+                samples = clip_to_floor(samples, self.module.target_scale)
+            mean, std = samples.mean(axis=1), samples.std(axis=1)
+        else:  # batch by batch: only the mean and s.d. (and the samples if asked for) are kept
+            n, n_genes = adata.n_obs, len(self.panel_genes_)
+            mean, std = np.zeros((n, n_genes), np.float32), np.zeros((n, n_genes), np.float32)
+            samples = np.zeros((n, n_samples, n_genes), np.float32) if return_samples else None
+            batches = batch_bounds(n, batch_size)
+            for start, stop, out in iter_batches(
+                self.module, feats, seeds, batches, show_progress_bar=show_progress_bar, **kwargs
+            ):
+                if clip:
+                    out = clip_to_floor(out, self.module.target_scale)
+                mean[start:stop], std[start:stop] = out.mean(axis=1), out.std(axis=1)
+                if samples is not None:
+                    samples[start:stop] = out
+        return Prediction(
+            mean=pd.DataFrame(mean, index=index, columns=columns),
+            std=pd.DataFrame(std, index=index, columns=columns),
+            samples=samples if return_samples else None,
+            seed=int(seed),
+        )
+
+    def _generation_inputs(
+        self, adata, features_key: str | None, n_samples: int, precision: str, seed: int | None
+    ) -> tuple[AnnData, np.ndarray, np.ndarray, int]:
+        """Checked inputs of :meth:`generate`: the AnnData, its ``(n, D)`` features, per-spot seeds and the seed."""
+        check_generate_inputs(self, adata, features_key=features_key, batch_size=1)
         adata = resolve_table(type(self), self.adata if adata is None else adata)
         if adata is None:
             raise ValueError("Pass `adata`: this model was loaded without data.")
@@ -649,27 +697,8 @@ class HINGE(BaseModelClass):
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
         self.module.eval()
-        device = self.device
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         seeds = spot_seeds(seed, adata.obs_names)  # each spot's stream: independent of batches and shards
-        chunks = []
-        starts = range(0, adata.n_obs, batch_size)
-        for start in tqdm(starts, desc="Generating", unit="batch", disable=not show_progress_bar):
-            batch = torch.as_tensor(feats[start : start + batch_size], device=device)
-            noise = Noise.per_spot(seeds[start : start + batch_size], n_samples, device)
-            with autocast:
-                out = self.module.sample(batch, n_samples, n_steps, noise=noise, reveal=reveal)
-            chunks.append(out.float().cpu().numpy())
-        samples = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, len(self.panel_genes_)), np.float32)
-        if clip:
-            samples = clip_to_floor(samples, self.module.target_scale)
-        index, columns = pd.Index(adata.obs_names), pd.Index(self.panel_genes_)
-        return Prediction(
-            mean=pd.DataFrame(samples.mean(axis=1), index=index, columns=columns),
-            std=pd.DataFrame(samples.std(axis=1), index=index, columns=columns),
-            samples=samples if return_samples else None,
-            seed=int(seed),
-        )
+        return adata, feats, seeds, int(seed)
 
     def _generate_subset(
         self, adata: AnnData | SpatialData | None, indices: Sequence[int] | None, table_key: str | None, **kwargs

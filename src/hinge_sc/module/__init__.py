@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._hinge import HINGEModule, expression_target
-from ._sampler import reverse_step_grid, sample_masked
+from ._sampler import reverse_step_grid, sample_incremental, sample_masked
 from ._schedule import (
     curriculum_max_step,
     hidden_schedule,
@@ -23,6 +23,7 @@ __all__ = [
     "poly_auto_exponent",
     "ranks_of",
     "reverse_step_grid",
+    "sample_incremental",
     "sample_masked",
     "visibility",
     "warm_start_cap",

@@ -9,10 +9,10 @@ import torch
 from hinge_sc._constants import MODULE_KEYS
 from hinge_sc._random import Noise
 from hinge_sc._scales import check_scale, to_model_scale
-from hinge_sc.nn import AdaptedBackbone
+from hinge_sc.nn import AdaptedBackbone, IncrementalDenoiser
 
 from ._base import DiffusionModule, LossOutput
-from ._sampler import reverse_step_grid, sample_masked
+from ._sampler import reverse_step_grid, sample_incremental, sample_masked
 from ._schedule import hidden_schedule, ranks_of, visibility
 
 if TYPE_CHECKING:
@@ -285,6 +285,7 @@ class HINGEModule(DiffusionModule):
         *,
         noise: Noise | None = None,
         reveal: Literal["mean", "sample"] | None = None,
+        incremental: bool = True,
     ) -> torch.Tensor:
         """Generate expression for a batch of spots.
 
@@ -304,6 +305,10 @@ class HINGEModule(DiffusionModule):
         reveal
             ``"mean"`` (the paper: revealed genes get the predicted mean) or ``"sample"`` (a draw from the predicted
             Gaussian, needs ``likelihood="gaussian"``); ``None``: ``"sample"`` when the module predicts a variance.
+        incremental
+            Use the incremental sampler (:func:`~hinge_sc.module.sample_incremental`: revealed genes keep their
+            token embedding, only revealed genes are decoded; same values up to float rounding). ``False``, or a
+            module in training mode or with LoRA adapters, runs the reference :func:`~hinge_sc.module.sample_masked`.
 
         Returns
         -------
@@ -318,10 +323,20 @@ class HINGEModule(DiffusionModule):
         reveal = self.resolve_reveal(reveal)
         with_variance = reveal == "sample"
 
+        def condition(t, visible_prev):
+            return self.condition_vector(t, feats, visible_prev)
+
         def denoise(x_t, visible, t, visible_prev):
-            c = self.condition_vector(t, feats, visible_prev)
+            c = condition(t, visible_prev)
             return self.denoiser(x_t, visible, c, self.token_ids, return_log_variance=with_variance)
 
         grid = reverse_step_grid(self.n_steps, n_steps)
-        x = sample_masked(denoise, self.fill, self.n_hidden, self.n_genes, grid=grid, noise=noise, reveal=reveal)
+        if incremental and IncrementalDenoiser.supports(self.denoiser):
+            cache = IncrementalDenoiser(self.denoiser, self.token_ids)
+            x = sample_incremental(
+                cache, condition, self.n_hidden, self.n_genes, grid=grid, noise=noise, reveal=reveal,
+                mask_fill=self.mask_fill,
+            )  # fmt: skip
+        else:
+            x = sample_masked(denoise, self.fill, self.n_hidden, self.n_genes, grid=grid, noise=noise, reveal=reveal)
         return x.view(b, n_samples, self.n_genes)

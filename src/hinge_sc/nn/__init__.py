@@ -8,6 +8,7 @@ from ._cellfm import CELLFM_CHECKPOINTS, download_cellfm
 from ._config import CELLFM_SHAPES, BackboneConfig
 from ._gene_aliases import GENE_ALIASES
 from ._genes import GeneVocabulary, match_genes, read_hgnc_aliases
+from ._inference import IncrementalDenoiser
 from ._mindspore import MindSporeCheckpoint, read_mindspore_checkpoint
 from ._provenance import CheckpointRecord, PretrainingRecord, Provenance
 from ._retention import MultiHeadRetention, RetentionLayer, SimpleGatedLinearUnit, per_head_rms_norm
@@ -32,6 +33,7 @@ __all__ = [
     "ConditionEmbedding",
     "FinalModulation",
     "GeneVocabulary",
+    "IncrementalDenoiser",
     "MindSporeCheckpoint",
     "ModulationHead",
     "MultiHeadRetention",

@@ -9,10 +9,13 @@ from hinge_sc._scales import SCALE_FLOOR
 from hinge_sc._validators import check_key_free
 from hinge_sc.pp._spatialdata import is_spatialdata
 
+from ._stream import generate_to_store
 from ._to_adata import generated_table
 from ._write import prepare_target, write_prediction
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from anndata import AnnData
     from spatialdata import SpatialData
 
@@ -34,11 +37,15 @@ def generate(
     overwrite: bool = False,
     copy: bool = False,
     seed: int | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     precision: Literal["32", "bf16"] = "32",
     reveal: Literal["mean", "sample"] | None = None,
     clip: bool = True,
     show_progress_bar: bool = True,
+    store: str | Path | None = None,
+    resume: bool = False,
+    devices: int | list[int] | str | None = None,
+    strategy: str | None = None,
 ) -> AnnData | None:
     """Generate spot expression from histology with a trained :class:`~hinge_sc.HINGE` model.
 
@@ -70,7 +77,7 @@ def generate(
     seed
         Sampler seed (drawn and recorded when ``None``).
     batch_size
-        Spots per batch.
+        Spots per batch (default: by device, see :meth:`hinge_sc.HINGE.generate`); does not change the values.
     precision
         ``"bf16"`` runs the denoiser under bfloat16 autocast (see :meth:`hinge_sc.HINGE.generate`).
     reveal
@@ -80,6 +87,14 @@ def generate(
         (``None`` when ``clip=False``).
     show_progress_bar
         Show a progress bar.
+    store
+        Path of a zarr store to write the results into block by block (about 256 spots at a time, with the samples
+        when ``save_samples``), for whole slides: memory stays bounded and an interrupted run can be resumed.
+        Replaced with ``overwrite=True``.
+    resume
+        Continue the run stored in ``store`` (same model, spots and settings; its seed is used when ``seed=None``).
+    devices, strategy
+        Generate in several processes, e.g. ``devices=2, strategy="ddp"`` (see :meth:`hinge_sc.HINGE.generate`).
 
     Returns
     -------
@@ -121,19 +136,18 @@ def generate(
                 "replace it. Pass another `key_added`."
             )
         check_key_free(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
-    out = model.generate(
-        adata,
-        features_key=features_key,
-        n_samples=n_samples,
-        n_steps=n_steps,
-        batch_size=batch_size,
-        seed=seed,
-        return_samples=save_samples,
-        precision=precision,
-        reveal=reveal,
-        clip=clip,
-        show_progress_bar=show_progress_bar,
-    )
+    kwargs = {
+        "features_key": features_key, "n_samples": n_samples, "n_steps": n_steps, "batch_size": batch_size,
+        "seed": seed, "precision": precision, "reveal": reveal, "clip": clip, "show_progress_bar": show_progress_bar,
+    }  # fmt: skip
+    if store is not None:
+        if devices is not None or strategy is not None:
+            raise ValueError("`store` writes from one process: pass `store` or `devices`/`strategy`, not both.")
+        out = generate_to_store(
+            model, adata, store, save_samples=save_samples, resume=resume, overwrite=overwrite, **kwargs
+        )
+    else:
+        out = model.generate(adata, return_samples=save_samples, devices=devices, strategy=strategy, **kwargs)
     module = model.module
     params = {
         "features_key": features_key or model.setup_args["features_key"],
@@ -143,6 +157,7 @@ def generate(
         "seed": out.seed,
         "randomness": "per spot: (seed, obs name)",
         "batch_size": batch_size,
+        "store": None if store is None else str(store),
         "precision": precision,
         "target_scale": module.target_scale,
         "mask_fill": module.mask_fill,
