@@ -10,6 +10,8 @@ from ._gene_aliases import GENE_ALIASES
 from ._genes import GeneVocabulary, match_genes, read_hgnc_aliases
 from ._mindspore import MindSporeCheckpoint, read_mindspore_checkpoint
 from ._provenance import CheckpointRecord, PretrainingRecord, Provenance
+from ._scgpt import ScGPTBackbone, ScGPTConfig, ScGPTLayer
+from ._scgpt_checkpoint import SCGPT_CHECKPOINTS, download_scgpt, read_scgpt_vocabulary
 from ._retention import MultiHeadRetention, RetentionLayer, SimpleGatedLinearUnit, per_head_rms_norm
 from ._softadaln import (
     ConditionEmbedding,
@@ -38,6 +40,10 @@ __all__ = [
     "PretrainingRecord",
     "Provenance",
     "RetentionLayer",
+    "SCGPT_CHECKPOINTS",
+    "ScGPTBackbone",
+    "ScGPTConfig",
+    "ScGPTLayer",
     "SimpleGatedLinearUnit",
     "SoftAdaLNLayer",
     "SoftBinningValueEncoder",
@@ -45,10 +51,12 @@ __all__ = [
     "ValueDecoder",
     "VarianceHead",
     "download_cellfm",
+    "download_scgpt",
     "match_genes",
     "modulate",
     "per_head_rms_norm",
     "read_hgnc_aliases",
     "read_mindspore_checkpoint",
+    "read_scgpt_vocabulary",
     "timestep_embedding",
 ]
