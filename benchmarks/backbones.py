@@ -195,7 +195,7 @@ def run_variant(args, name: str, kwargs: dict | None, train, test, panel, held_o
         hs.benchmark.RidgeProbe(10.0).fit(train, genes=panel).predict(test, key_added="pred")
     else:
         tr = train.copy()
-        hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key="X_histology_views")
+        hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key="X_histology_views" if args.views else None)
         model = hs.HINGE(tr, genes=panel, **kwargs)
         model.train(
             max_epochs=args.epochs, lr=1e-3, warmup_epochs=1, accelerator=args.accelerator, seed=seed,
@@ -212,7 +212,7 @@ def run_loso(args, csv: Path, variants_of, stamp_of, panel_backbone: hs.Backbone
     each new run is appended to it at once, so an interrupted run resumes where it stopped.
 
     ``variants_of(seed)`` gives the variants (name → HINGE arguments, ``None`` for the ridge probe), ``stamp_of(seed)``
-    the settings a finished run must match; the 200-gene HMHVG panel is drawn among ``panel_backbone``'s genes.
+    the settings a finished run must match; the ``--n-genes`` HMHVG panel is drawn among ``panel_backbone``'s genes.
     """
     adata = c_sections(args)
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["fold", "backbone", "config"])
@@ -228,7 +228,7 @@ def run_loso(args, csv: Path, variants_of, stamp_of, panel_backbone: hs.Backbone
             if not todo:
                 continue
             train = adata[adata.obs["section"] != held_out].copy()
-            panel = hs.pp.select_genes(train, n_genes=200, vocabulary=panel_backbone)
+            panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=panel_backbone)
             for name in todo:
                 test = adata[adata.obs["section"] == held_out].copy()
                 row = run_variant(args, name, variants[name], train, test, panel, held_out, seed)
@@ -276,7 +276,7 @@ def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
 
     def stamp_of(seed):
         return (f"d{args.d_model} L{args.n_layers} e{args.epochs} s{args.n_samples}x{args.sampling_steps} seed{seed} "
-                f"bb{pretrained.checksum()}")  # fmt: skip
+                f"bb{pretrained.checksum()}{'' if args.n_genes == 200 else f' g{args.n_genes}'}{'' if args.views else ' v1'}")  # fmt: skip
 
     runs, order = run_loso(args, args.out / "loso_folds.csv", variants_of, stamp_of, pretrained)
     metrics = [f"{m}{suffix}" for suffix in ("", "_cp10k") for m in ("pcc_50", "pcc_mean", "coexpression")]
@@ -284,8 +284,8 @@ def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
     table, summary, paired = summarise(runs, metrics, "random init, frozen", order)
     return (
         f"Leave-one-section-out on {', '.join(args.folds)} (d={args.d_model}, L={args.n_layers}, {args.epochs} epochs, "
-        f"8 views, {args.n_samples} samples × {args.sampling_steps} steps, 200-gene HMHVG panel per fold, seeds "
-        f"{args.seeds}; metrics on log2(count+1) and on panel-cp10k; pc1_share = variance share of the predictions' "
+        f"{8 if args.views else 1} views, {args.n_samples} samples × {args.sampling_steps} steps, {args.n_genes}-gene HMHVG panel per fold, "
+        f"seeds {args.seeds}; metrics on log2(count+1) and on panel-cp10k; pc1_share = variance share of the predictions' "
         "first principal component; minutes = training + generation)\n\n"
         + table + "\n\nmean ± s.d. over folds (seeds averaged per fold first):\n\n" + summary
         + "\n\npaired with the random frozen backbone, per fold:\n\n" + paired
@@ -332,17 +332,19 @@ def part_priors(args, vocabulary: list[str]) -> str:
 
     def variants_of(seed):
         variants = {}
-        for arch, (prior_name, random_name) in PRIOR_VARIANTS.items():
-            variants[prior_name] = {"backbone": priors[arch]}
-        for arch, (prior_name, random_name) in PRIOR_VARIANTS.items():
-            random_bb = classes[arch].random(vocabulary, d_model=args.d_model, n_layers=args.n_layers,
-                                             n_heads=args.n_heads, seed=seed + 1, **random_kwargs[arch])  # fmt: skip
-            variants[random_name] = {"backbone": random_bb}
+        for arch, (prior_name, _) in PRIOR_VARIANTS.items():
+            if arch in args.prior_variants:
+                variants[prior_name] = {"backbone": priors[arch].train()}  # its dropout on in training, as HINGE's
+        for arch, (_, random_name) in PRIOR_VARIANTS.items():
+            if f"random-{arch}" in args.prior_variants:
+                random_bb = classes[arch].random(vocabulary, d_model=args.d_model, n_layers=args.n_layers,
+                                                 n_heads=args.n_heads, seed=seed + 1, **random_kwargs[arch])  # fmt: skip
+                variants[random_name] = {"backbone": random_bb}
         return variants
 
     def stamp_of(seed):
         return (f"d{args.d_model} L{args.n_layers} e{args.epochs} s{args.n_samples}x{args.sampling_steps} seed{seed} "
-                f"bb{priors['cellfm'].checksum()}+{priors['scgpt'].checksum()}")  # fmt: skip
+                f"g{args.n_genes}{'' if args.views else ' v1'} bb{priors['cellfm'].checksum()}+{priors['scgpt'].checksum()}")  # fmt: skip
 
     runs, order = run_loso(args, args.out / "priors_folds.csv", variants_of, stamp_of, priors["cellfm"])
     metrics = [f"{m}{suffix}" for suffix in ("", "_cp10k") for m in ("pcc_50", "pcc_mean", "coexpression")]
@@ -352,8 +354,8 @@ def part_priors(args, vocabulary: list[str]) -> str:
         f"Priors: d={args.d_model}, L={args.n_layers}, H={args.n_heads}, pre-trained {args.pretrain_epochs} epochs "
         f"on the count-only spots of patients A, D–H ({args.n_tokens} genes per spot, 20 % hidden, CellFM "
         "vocabulary), same data and settings for both shapes:\n\n" + "\n".join(lines)
-        + f"\n\nLeave-one-section-out on {', '.join(args.folds)} ({args.epochs} epochs, 8 views, {args.n_samples} "
-        f"samples × {args.sampling_steps} steps, 200-gene HMHVG panel per fold, seeds {args.seeds}; PCC and "
+        + f"\n\nLeave-one-section-out on {', '.join(args.folds)} ({args.epochs} epochs, {8 if args.views else 1} views, {args.n_samples} "
+        f"samples × {args.sampling_steps} steps, {args.n_genes}-gene HMHVG panel per fold, seeds {args.seeds}; PCC and "
         "co-expression on log2(count+1) and on panel-cp10k; coverage of the central 50 %/90 % intervals (Gaussian "
         "from the samples' s.d.) and CRPS on log2(count+1); minutes = training + generation)\n\n"
         + table + "\n\nmean ± s.d. over folds (seeds averaged per fold first):\n\n" + summary
@@ -404,6 +406,12 @@ def main() -> None:
     parser.add_argument("--n-layers", type=int, default=4)
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--n-tokens", type=int, default=256)
+    parser.add_argument("--n-genes", type=int, default=200, help="Panel size of `loso` and `priors`.")
+    parser.add_argument("--no-views", dest="views", action="store_false",
+                        help="Train `loso`/`priors` on the centre crop only (no 8 augmented views: 8× fewer steps).")
+    parser.add_argument("--prior-variants", nargs="+", default=["cellfm", "scgpt", "random-cellfm", "random-scgpt"],
+                        choices=["cellfm", "scgpt", "random-cellfm", "random-scgpt"],
+                        help="Variants `priors` runs (finished runs of the others are still reported).")
     parser.add_argument("--pretrain-epochs", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--n-samples", type=int, default=4)

@@ -130,7 +130,7 @@ def _inputs(n_genes=len(GENES), seed=0):
 def test_every_tensor_loads_exactly(tmp_path, naming, specials_first):
     state, vocab, _ = write_scgpt(tmp_path / "m", naming=naming, specials_first=specials_first)
     bb = hs.Backbone.from_scgpt(tmp_path / "m")
-    assert isinstance(bb, ScGPTBackbone) and bb.genes == GENES and not bb.training
+    assert isinstance(bb, ScGPTBackbone) and bb.genes == GENES
     assert (bb.config.d_model, bb.config.n_layers, bb.config.n_heads, bb.config.ffn_width) == (D, LAYERS, HEADS, D_HID)
     params = dict(bb.named_parameters())
     table = state["encoder.embedding.weight"]
@@ -148,7 +148,7 @@ def test_every_tensor_loads_exactly(tmp_path, naming, specials_first):
 @pytest.mark.parametrize("style", ["continuous", "category"])
 def test_forward_equals_reference_scgpt(tmp_path, style):
     state, vocab, settings = write_scgpt(tmp_path / "m", naming="plain", style=style)
-    bb = hs.Backbone.from_scgpt(tmp_path / "m")
+    bb = hs.Backbone.from_scgpt(tmp_path / "m").eval()
     genes = ["ERBB2", "CD3E", "VIM", "ACTB", "KRT19", "EPCAM"]
     values, visible = _inputs(len(genes))
     if style == "category":
@@ -165,7 +165,7 @@ def test_forward_equals_reference_scgpt(tmp_path, style):
 def test_hidden_genes_cannot_be_seen(tmp_path):
     """Changing a hidden gene's value changes nothing; changing a visible one changes the others' outputs."""
     write_scgpt(tmp_path / "m")
-    bb = hs.Backbone.from_scgpt(tmp_path / "m")
+    bb = hs.Backbone.from_scgpt(tmp_path / "m").eval()
     ids, _ = bb.token_ids(GENES)
     values, visible = _inputs()
     visible[:, 0], visible[:, 1] = 0.0, 1.0
@@ -254,7 +254,7 @@ def test_folder_errors(tmp_path):
 def test_mask_value_variant_without_flag_encoder(tmp_path):
     """A checkpoint without ``flag_encoder`` hides genes with the value embedding of ``mask_value``."""
     write_scgpt(tmp_path / "m", flag=False)
-    bb = hs.Backbone.from_scgpt(tmp_path / "m")
+    bb = hs.Backbone.from_scgpt(tmp_path / "m").eval()
     assert bb.config.hidden_token == "mask_value" and bb.flag_emb is None
     ids, _ = bb.token_ids(GENES)
     values, visible = _inputs()
@@ -297,17 +297,17 @@ def test_hinge_trains_and_generates_on_her2st(tmp_path, her2st_c):
     (folder / "args.json").write_text(json.dumps(settings))
     bb = hs.Backbone.from_scgpt(folder)
     assert len(bb.genes) == len(vocab) - 3
-    adata = her2st_c[:120].copy()
+    adata = her2st_c[:64].copy()
     hs.pp.histology_features(adata, views=1, show_progress_bar=False)
-    train, test = adata[:90].copy(), adata[90:].copy()
-    panel = hs.pp.select_genes(train, n_genes=30, section_key=None, vocabulary=bb)
+    train, test = adata[:48].copy(), adata[48:].copy()
+    panel = hs.pp.select_genes(train, n_genes=20, section_key=None, vocabulary=bb)
     hs.HINGE.setup_anndata(train, features_key="X_histology")
     model = hs.HINGE(train, bb, genes=panel, n_steps=10)
     frozen = {k: v.clone() for k, v in bb.state_dict().items()}
-    model.train(max_epochs=1, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
+    model.train(max_epochs=1, batch_size=16, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
     assert all(torch.equal(frozen[k], v) for k, v in bb.state_dict().items())
     hs.tl.generate(model, test, n_samples=2, n_steps=4, seed=0, show_progress_bar=False)
-    assert test.obsm["hinge"].shape == (test.n_obs, 30) and np.isfinite(test.obsm["hinge"].to_numpy()).all()
+    assert test.obsm["hinge"].shape == (test.n_obs, 20) and np.isfinite(test.obsm["hinge"].to_numpy()).all()
     model.save(tmp_path / "model")
     again = hs.HINGE.load(tmp_path / "model", adata=train)
     assert isinstance(again.module.backbone, ScGPTBackbone)

@@ -253,7 +253,6 @@ def load_scgpt(
                 parameter.copy_(table[specials["<cls>"]])
             else:
                 parameter.copy_(state[params[pname]])
-    model.eval()
     model.provenance.checkpoint = CheckpointRecord(format="scgpt", path=str(model_dir), name=config.name)
     logger.info(
         "Loaded scGPT %s from %s: %d genes, d=%d, L=%d, H=%d, %s values, hidden genes by %s; skipped %d head tensors",
