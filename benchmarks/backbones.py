@@ -208,8 +208,10 @@ def run_variant(args, name: str, kwargs: dict | None, train, test, panel, held_o
 
 
 def run_loso(args, csv: Path, variants_of, stamp_of, panel_backbone: hs.Backbone) -> tuple[pd.DataFrame, list[str]]:
-    """Leave one C section out for every seed and variant; finished runs are read from ``csv`` (same stamp) and
-    each new run is appended to it at once, so an interrupted run resumes where it stopped.
+    """Leave one C section out for every seed and variant.
+
+    Finished runs are read from ``csv`` (same stamp) and each new run is appended to it at once, so an interrupted
+    run resumes where it stopped.
 
     ``variants_of(seed)`` gives the variants (name → HINGE arguments, ``None`` for the ridge probe), ``stamp_of(seed)``
     the settings a finished run must match; the ``--n-genes`` HMHVG panel is drawn among ``panel_backbone``'s genes.
@@ -240,8 +242,11 @@ def run_loso(args, csv: Path, variants_of, stamp_of, panel_backbone: hs.Backbone
 
 
 def summarise(runs: pd.DataFrame, metrics: list[str], reference: str, order: list[str]) -> tuple[str, str, str]:
-    """Per-run table, mean ± s.d. over folds (seeds averaged per fold first), and per-fold differences of PCC-50 and
-    co-expression to the ``reference`` variant; all three as markdown."""
+    """Tabulate the runs as markdown.
+
+    Per-run table, mean ± s.d. over folds (seeds averaged per fold first), and per-fold differences of PCC-50 and
+    co-expression to the ``reference`` variant.
+    """
     folds = runs.groupby(["fold", "backbone"], sort=False)[metrics].mean().reset_index()
     agg = folds.groupby("backbone", sort=False)[metrics].agg(["mean", "std"])
     summary = pd.DataFrame(
@@ -276,7 +281,8 @@ def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
 
     def stamp_of(seed):
         return (f"d{args.d_model} L{args.n_layers} e{args.epochs} s{args.n_samples}x{args.sampling_steps} seed{seed} "
-                f"bb{pretrained.checksum()}{'' if args.n_genes == 200 else f' g{args.n_genes}'}{'' if args.views else ' v1'}")  # fmt: skip
+                f"bb{pretrained.checksum()}{'' if args.n_genes == 200 else f' g{args.n_genes}'}"
+                f"{'' if args.views else ' v1'}")  # fmt: skip
 
     runs, order = run_loso(args, args.out / "loso_folds.csv", variants_of, stamp_of, pretrained)
     metrics = [f"{m}{suffix}" for suffix in ("", "_cp10k") for m in ("pcc_50", "pcc_mean", "coexpression")]
@@ -284,8 +290,9 @@ def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
     table, summary, paired = summarise(runs, metrics, "random init, frozen", order)
     return (
         f"Leave-one-section-out on {', '.join(args.folds)} (d={args.d_model}, L={args.n_layers}, {args.epochs} epochs, "
-        f"{8 if args.views else 1} views, {args.n_samples} samples × {args.sampling_steps} steps, {args.n_genes}-gene HMHVG panel per fold, "
-        f"seeds {args.seeds}; metrics on log2(count+1) and on panel-cp10k; pc1_share = variance share of the predictions' "
+        f"{8 if args.views else 1} views, {args.n_samples} samples × {args.sampling_steps} steps, {args.n_genes}-gene "
+        f"HMHVG panel per fold, seeds {args.seeds}; metrics on log2(count+1) and on panel-cp10k; pc1_share = variance "
+        "share of the predictions' "
         "first principal component; minutes = training + generation)\n\n"
         + table + "\n\nmean ± s.d. over folds (seeds averaged per fold first):\n\n" + summary
         + "\n\npaired with the random frozen backbone, per fold:\n\n" + paired
@@ -299,8 +306,10 @@ PRIOR_VARIANTS = {
 
 
 def cached_prior(args, architecture: str, vocabulary: list[str]) -> tuple[hs.Backbone, float | None]:
-    """The prior of ``architecture`` pre-trained on the count-only sections (patients A, D–H, 90 % of the spots as
-    in ``pretrain``), read from ``<out>`` when a run with the same settings wrote it; minutes of pre-training."""
+    """Pre-train the prior of ``architecture`` on the count-only sections, or read it from ``<out>``.
+
+    Patients A, D–H, 90 % of the spots as in ``pretrain``; returns the backbone and the minutes of pre-training.
+    """
     stamp = (f"{architecture}_d{args.d_model}_L{args.n_layers}_H{args.n_heads}_t{args.n_tokens}"
              f"_e{args.pretrain_epochs}_seed{args.seed}")  # fmt: skip
     path = args.out / f"prior_{stamp}.pt"
@@ -318,8 +327,11 @@ def cached_prior(args, architecture: str, vocabulary: list[str]) -> tuple[hs.Bac
 
 
 def part_priors(args, vocabulary: list[str]) -> str:
-    """Which prior helps HINGE more: a CellFM-shaped or an scGPT-shaped backbone pre-trained on the same data with the
-    same budget, each frozen, against the same shapes with random weights; same features, panel and training."""
+    """Compare the priors under HINGE.
+
+    A CellFM-shaped and an scGPT-shaped backbone pre-trained on the same data with the same budget, each frozen,
+    against the same shapes with random weights; same features, panel and training.
+    """
     priors, random_kwargs, lines = {}, {"cellfm": {}, "scgpt": {"dropout": 0.1, "attention_dropout": 0.0}}, []
     for arch in PRIOR_VARIANTS:
         priors[arch], minutes = cached_prior(args, arch, vocabulary)
@@ -334,17 +346,20 @@ def part_priors(args, vocabulary: list[str]) -> str:
         variants = {}
         for arch, (prior_name, _) in PRIOR_VARIANTS.items():
             if arch in args.prior_variants:
-                variants[prior_name] = {"backbone": priors[arch].train()}  # its dropout on in training, as HINGE's
+                variants[prior_name] = {"backbone": priors[arch].train()}  # dropout on in training, as HINGE intends
         for arch, (_, random_name) in PRIOR_VARIANTS.items():
             if f"random-{arch}" in args.prior_variants:
-                random_bb = classes[arch].random(vocabulary, d_model=args.d_model, n_layers=args.n_layers,
-                                                 n_heads=args.n_heads, seed=seed + 1, **random_kwargs[arch])  # fmt: skip
+                random_bb = classes[arch].random(
+                    vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, seed=seed + 1,
+                    **random_kwargs[arch],
+                )
                 variants[random_name] = {"backbone": random_bb}
         return variants
 
     def stamp_of(seed):
         return (f"d{args.d_model} L{args.n_layers} e{args.epochs} s{args.n_samples}x{args.sampling_steps} seed{seed} "
-                f"g{args.n_genes}{'' if args.views else ' v1'} bb{priors['cellfm'].checksum()}+{priors['scgpt'].checksum()}")  # fmt: skip
+                f"g{args.n_genes}{'' if args.views else ' v1'} "
+                f"bb{priors['cellfm'].checksum()}+{priors['scgpt'].checksum()}")  # fmt: skip
 
     runs, order = run_loso(args, args.out / "priors_folds.csv", variants_of, stamp_of, priors["cellfm"])
     metrics = [f"{m}{suffix}" for suffix in ("", "_cp10k") for m in ("pcc_50", "pcc_mean", "coexpression")]
@@ -354,8 +369,9 @@ def part_priors(args, vocabulary: list[str]) -> str:
         f"Priors: d={args.d_model}, L={args.n_layers}, H={args.n_heads}, pre-trained {args.pretrain_epochs} epochs "
         f"on the count-only spots of patients A, D–H ({args.n_tokens} genes per spot, 20 % hidden, CellFM "
         "vocabulary), same data and settings for both shapes:\n\n" + "\n".join(lines)
-        + f"\n\nLeave-one-section-out on {', '.join(args.folds)} ({args.epochs} epochs, {8 if args.views else 1} views, {args.n_samples} "
-        f"samples × {args.sampling_steps} steps, {args.n_genes}-gene HMHVG panel per fold, seeds {args.seeds}; PCC and "
+        + f"\n\nLeave-one-section-out on {', '.join(args.folds)} ({args.epochs} epochs, {8 if args.views else 1} "
+        f"views, {args.n_samples} samples × {args.sampling_steps} steps, {args.n_genes}-gene HMHVG panel per fold, "
+        f"seeds {args.seeds}; PCC and "
         "co-expression on log2(count+1) and on panel-cp10k; coverage of the central 50 %/90 % intervals (Gaussian "
         "from the samples' s.d.) and CRPS on log2(count+1); minutes = training + generation)\n\n"
         + table + "\n\nmean ± s.d. over folds (seeds averaged per fold first):\n\n" + summary

@@ -1,5 +1,8 @@
-"""scGPT checkpoints as HINGE backbones (issue 15): the folder reader, the forward pass against a plain-torch
-reference of scGPT's, identity initialisation under SoftAdaLN, and HINGE on real her2st spots."""
+"""scGPT checkpoints as HINGE backbones (issue 15).
+
+The folder reader, the forward pass against a plain-torch reference of scGPT's, identity initialisation under
+SoftAdaLN, and HINGE on real her2st spots.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ D, LAYERS, HEADS, D_HID = 16, 2, 4, 24
 
 # ----------------------------------------------------------------- an scGPT folder written in scGPT's own naming
 def scgpt_state(vocab_size: int, *, naming="flash", style="continuous", n_bins=7, flag=True, seed=0, d=D):
-    """A random state dict with the keys scGPT's ``TransformerModel`` saves (heads HINGE does not use included)."""
+    """Draw a random state dict with the keys scGPT's ``TransformerModel`` saves (heads HINGE does not use included)."""
     g = torch.Generator().manual_seed(seed)
 
     def t(*shape):
@@ -41,9 +44,11 @@ def scgpt_state(vocab_size: int, *, naming="flash", style="continuous", n_bins=7
                   "value_encoder.enc_norm.bias": t(d)}  # fmt: skip
     if flag:
         state["flag_encoder.weight"] = t(2, d)
-    qkv = {"plain": ("self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj."),
-           "flash": ("self_attn.Wqkv.weight", "self_attn.Wqkv.bias", "self_attn.out_proj."),
-           "wrapped": ("self_attn._impl.Wqkv.weight", "self_attn._impl.Wqkv.bias", "self_attn._impl.out_proj.")}[naming]  # fmt: skip
+    qkv = {
+        "plain": ("self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj."),
+        "flash": ("self_attn.Wqkv.weight", "self_attn.Wqkv.bias", "self_attn.out_proj."),
+        "wrapped": ("self_attn._impl.Wqkv.weight", "self_attn._impl.Wqkv.bias", "self_attn._impl.out_proj."),
+    }[naming]
     for i in range(LAYERS):
         p = f"transformer_encoder.layers.{i}."
         state |= {p + qkv[0]: t(3 * d, d), p + qkv[1]: t(3 * d), p + qkv[2] + "weight": t(d, d),
@@ -58,7 +63,7 @@ def scgpt_state(vocab_size: int, *, naming="flash", style="continuous", n_bins=7
 
 
 def write_scgpt(folder, genes=GENES, *, specials_first=False, state=None, args=None, **state_kwargs):
-    """Write ``best_model.pt``, ``vocab.json`` and ``args.json`` as scGPT publishes them; returns (state, vocab, args)."""
+    """Write ``best_model.pt``, ``vocab.json`` and ``args.json`` as scGPT publishes them; return state, vocab, args."""
     folder.mkdir(parents=True, exist_ok=True)
     specials = ["<pad>", "<cls>", "<eoc>"]
     tokens = specials + list(genes) if specials_first else list(genes) + specials
@@ -79,20 +84,28 @@ def write_scgpt(folder, genes=GENES, *, specials_first=False, state=None, args=N
 
 # ----------------------------------------------------------------- scGPT's forward, in plain torch
 def reference_forward(state, vocab, settings, genes, values, visible):
-    """scGPT's ``TransformerModel`` (post-LN ``nn.TransformerEncoderLayer``s) with its generative masking: a hidden
-    gene is its gene embedding + ``flag_encoder(1)`` and no other token attends to it."""
+    """Run scGPT's ``TransformerModel`` forward (post-LN ``nn.TransformerEncoderLayer``s), generative masking.
+
+    A hidden gene is its gene embedding + ``flag_encoder(1)`` and no other token attends to it.
+    """
     d, style = settings["embsize"], settings["input_emb_style"]
-    s = {re.sub(r"self_attn\.(_impl\.)?Wqkv\.", "self_attn.in_proj_", k).replace("_impl.", ""): v
-         for k, v in state.items()}  # the flash names → nn.MultiheadAttention's, as scGPT's own loader does
+    s = {
+        re.sub(r"self_attn\.(_impl\.)?Wqkv\.", "self_attn.in_proj_", k).replace("_impl.", ""): v
+        for k, v in state.items()
+    }  # the flash names → nn.MultiheadAttention's, as scGPT's own loader does
 
     def gene_encoder(ids):
-        return F.layer_norm(s["encoder.embedding.weight"][ids], (d,), s["encoder.enc_norm.weight"], s["encoder.enc_norm.bias"])
+        return F.layer_norm(
+            s["encoder.embedding.weight"][ids], (d,), s["encoder.enc_norm.weight"], s["encoder.enc_norm.bias"]
+        )
 
     def value_encoder(x):
         if style == "category":
             return F.layer_norm(s["value_encoder.embedding.weight"][x.long()], (d,), s["value_encoder.enc_norm.weight"],
                                 s["value_encoder.enc_norm.bias"])  # fmt: skip
-        h = F.relu(F.linear(x.unsqueeze(-1).clamp(max=512), s["value_encoder.linear1.weight"], s["value_encoder.linear1.bias"]))
+        h = F.relu(
+            F.linear(x.unsqueeze(-1).clamp(max=512), s["value_encoder.linear1.weight"], s["value_encoder.linear1.bias"])
+        )
         h = F.linear(h, s["value_encoder.linear2.weight"], s["value_encoder.linear2.bias"])
         return F.layer_norm(h, (d,), s["value_encoder.norm.weight"], s["value_encoder.norm.bias"])
 
@@ -108,16 +121,18 @@ def reference_forward(state, vocab, settings, genes, values, visible):
     src_mask = (~allowed).repeat_interleave(settings["nheads"], dim=0)  # (B·H, N, N), True = not attended
     h = total
     for i in range(settings["nlayers"]):
-        layer = nn.TransformerEncoderLayer(d, settings["nheads"], settings["d_hid"], settings["dropout"], batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, settings["nheads"], settings["d_hid"], settings["dropout"], batch_first=True
+        )
         prefix = f"transformer_encoder.layers.{i}."
-        layer.load_state_dict({k[len(prefix):]: v for k, v in s.items() if k.startswith(prefix)})
+        layer.load_state_dict({k[len(prefix) :]: v for k, v in s.items() if k.startswith(prefix)})
         h = layer.eval()(h, src_mask=src_mask)
     fc = nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, 1))
-    fc.load_state_dict({k[len("decoder.fc."):]: v for k, v in s.items() if k.startswith("decoder.fc.")})
+    fc.load_state_dict({k[len("decoder.fc.") :]: v for k, v in s.items() if k.startswith("decoder.fc.")})
     return fc(h[:, 1:]).squeeze(-1)
 
 
-def _inputs(n_genes=len(GENES), seed=0):
+def _inputs(n_genes=10, seed=0):
     g = torch.Generator().manual_seed(seed)
     values = torch.rand(3, n_genes, generator=g) * 4
     visible = (torch.rand(3, n_genes, generator=g) > 0.4).float()
@@ -210,13 +225,22 @@ def test_gene_matching_and_special_tokens(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda s: s.pop("transformer_encoder.layers.1.linear2.weight"), r"missing \(1\): transformer_encoder\.layers\.1\.linear2\.weight \(expected \(16, 24\)\)"),
-        (lambda s: s.__setitem__("batch_encoder.embedding.weight", torch.zeros(3, D)),
-         r"unexpected \(1\): batch_encoder\.embedding\.weight"),
-        (lambda s: s.__setitem__("transformer_encoder.layers.0.linear1.weight", torch.zeros(32, D)),
-         r"mis-shaped \(1\): transformer_encoder\.layers\.0\.linear1\.weight: expected \(24, 16\), found \(32, 16\)"),
-        (lambda s: s.__setitem__("encoder.embedding.weight", torch.zeros(len(GENES) + 2, D)),
-         r"encoder\.embedding\.weight: expected \(13, 16\), found \(12, 16\)"),
+        (
+            lambda s: s.pop("transformer_encoder.layers.1.linear2.weight"),
+            r"missing \(1\): transformer_encoder\.layers\.1\.linear2\.weight \(expected \(16, 24\)\)",
+        ),
+        (
+            lambda s: s.__setitem__("batch_encoder.embedding.weight", torch.zeros(3, D)),
+            r"unexpected \(1\): batch_encoder\.embedding\.weight",
+        ),
+        (
+            lambda s: s.__setitem__("transformer_encoder.layers.0.linear1.weight", torch.zeros(32, D)),
+            r"mis-shaped \(1\): transformer_encoder\.layers\.0\.linear1\.weight: expected \(24, 16\), found \(32, 16\)",
+        ),
+        (
+            lambda s: s.__setitem__("encoder.embedding.weight", torch.zeros(len(GENES) + 2, D)),
+            r"encoder\.embedding\.weight: expected \(13, 16\), found \(12, 16\)",
+        ),
     ],
 )
 def test_one_precise_error(tmp_path, change, message):
@@ -247,7 +271,7 @@ def test_folder_errors(tmp_path):
         hs.Backbone.from_scgpt(tmp_path / "m")
     write_scgpt(tmp_path / "p")
     (tmp_path / "p" / "best_model.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(hs.FileIntegrityError, match="best_model.pt"):
+    with pytest.raises(hs.FileIntegrityError, match=r"best_model\.pt"):
         hs.Backbone.from_scgpt(tmp_path / "p")
 
 
@@ -272,7 +296,7 @@ def test_save_load_and_from_pretrained_cache(tmp_path, monkeypatch):
     assert loaded.provenance.checkpoint.format == "scgpt"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
-    with pytest.raises(ConnectionError, match="from_scgpt"):
+    with pytest.raises(ConnectionError, match=r"from_scgpt\("):
         hs.Backbone.from_pretrained("scgpt-human", cache_dir=tmp_path / "empty")
     assert time.perf_counter() - t0 < 5
 

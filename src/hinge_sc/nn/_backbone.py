@@ -13,7 +13,7 @@ from torch import nn
 
 from hinge_sc._random import seeded
 
-from ._backbone_io import checksum, load_backbone, save_backbone
+from ._backbone_io import architecture_class, checksum, load_backbone, save_backbone
 from ._cellfm import CELLFM_REVISION, check_vocabulary_given, download_cellfm, load_cellfm
 from ._config import CELLFM_SHAPES, BackboneConfig, MaskMechanism
 from ._genes import GeneVocabulary
@@ -331,10 +331,9 @@ class Backbone(nn.Module):
         >>> bb = hs.Backbone.from_scgpt("scGPT_human")
         >>> ids, report = bb.match_genes(adata.var_names)
         """
-        from ._scgpt import ScGPTBackbone
         from ._scgpt_checkpoint import load_scgpt
 
-        return load_scgpt(ScGPTBackbone, model_dir, ignore=ignore, name=name)
+        return load_scgpt(architecture_class(cls, "scgpt"), model_dir, ignore=ignore, name=name)
 
     @classmethod
     def from_pretrained(

@@ -58,7 +58,7 @@ def load_backbone(cls: type[Backbone], path: str | Path, *, map_location: str | 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise FileIntegrityError(f"{path} is not a hinge_sc backbone file (expected format {FORMAT!r}).")
     try:
-        cls = _architecture_class(cls, payload.get("architecture", "cellfm"))
+        cls = architecture_class(cls, payload.get("architecture", "cellfm"))
         model = cls(payload["genes"], cls.config_class(**payload["config"]))
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -67,8 +67,8 @@ def load_backbone(cls: type[Backbone], path: str | Path, *, map_location: str | 
     return model
 
 
-def _architecture_class(cls: type[Backbone], architecture: str) -> type[Backbone]:
-    """The class among ``cls``'s family (its root backbone class and every subclass) saved as ``architecture``."""
+def architecture_class(cls: type[Backbone], architecture: str) -> type[Backbone]:
+    """Find the class saved as ``architecture`` among ``cls``'s family (its root backbone class and every subclass)."""
     root = cls
     while "architecture" in dir(root.__base__):
         root = root.__base__

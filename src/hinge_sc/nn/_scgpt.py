@@ -17,12 +17,13 @@ from torch import nn
 from hinge_sc._random import seeded
 
 from ._backbone import Backbone
-from ._config import MaskMechanism
 from ._genes import GeneVocabulary
 from ._provenance import Provenance
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from ._config import MaskMechanism
 
 ValueEmbedding = Literal["continuous", "category"]
 HiddenToken = Literal["flag", "mask_value"]
@@ -196,9 +197,9 @@ class FeedForward(nn.Module):
 
 
 class ScGPTLayer(nn.Module):
-    r"""One post-LN transformer layer of scGPT: :math:`h \leftarrow \mathrm{LN}(h + \mathrm{Dropout}(F(h)))` for
-    attention then the feed-forward unit.
+    r"""One post-LN transformer layer of scGPT.
 
+    :math:`h \leftarrow \mathrm{LN}(h + \mathrm{Dropout}(F(h)))` for attention, then for the feed-forward unit.
     Offers the sub-layer interface :class:`~hinge_sc.nn.SoftAdaLNLayer` modulates (``attn``, ``ffn``,
     ``post_norm1``/``post_norm2``, ``residual``, ``masks_hidden_keys``), like :class:`~hinge_sc.nn.RetentionLayer`.
     Hidden genes are removed as keys in every layer (scGPT's generative mask).
@@ -207,7 +208,12 @@ class ScGPTLayer(nn.Module):
     masks_hidden_keys = True
 
     def __init__(
-        self, d_model: int, n_heads: int, d_hid: int, dropout: float, norm_eps: float,
+        self,
+        d_model: int,
+        n_heads: int,
+        d_hid: int,
+        dropout: float,
+        norm_eps: float,
         attention_dropout: float | None = None,
     ):
         super().__init__()
@@ -284,7 +290,11 @@ class ScGPTBackbone(Backbone):
         self.flag_emb = nn.Parameter(torch.zeros(2, d)) if config.hidden_token == "flag" else None
         self.encoder = nn.ModuleList(
             ScGPTLayer(
-                d, config.n_heads, config.ffn_width, config.dropout, config.norm_eps,
+                d,
+                config.n_heads,
+                config.ffn_width,
+                config.dropout,
+                config.norm_eps,
                 config.dropout if config.attention_dropout is None else config.attention_dropout,
             )
             for _ in range(config.n_layers)
@@ -302,7 +312,7 @@ class ScGPTBackbone(Backbone):
         seed: int | None = 0,
         **config_kwargs,
     ) -> ScGPTBackbone:
-        """A randomly initialised scGPT-shaped backbone (scGPT's initialisation).
+        """Build a randomly initialised scGPT-shaped backbone (scGPT's initialisation).
 
         Parameters
         ----------
@@ -316,7 +326,10 @@ class ScGPTBackbone(Backbone):
             Other fields of :class:`ScGPTConfig` (e.g. ``dropout``, ``d_hid``).
         """
         config = ScGPTConfig(
-            d_model=d_model, n_layers=n_layers, n_heads=n_heads, name=config_kwargs.pop("name", "random-scgpt"),
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            name=config_kwargs.pop("name", "random-scgpt"),
             **config_kwargs,
         )
         with seeded(seed) if seed is not None else contextlib.nullcontext():
@@ -325,8 +338,10 @@ class ScGPTBackbone(Backbone):
         return model
 
     def reset_parameters(self) -> None:
-        """scGPT's initialisation: gene rows uniform in ±0.1, packed projections Xavier-uniform with zero biases,
-        PyTorch's defaults elsewhere."""
+        """Initialise as scGPT does.
+
+        Gene rows uniform in ±0.1, packed projections Xavier-uniform with zero biases, PyTorch's defaults elsewhere.
+        """
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.LayerNorm | nn.Embedding):
                 module.reset_parameters()
@@ -382,4 +397,3 @@ class ScGPTBackbone(Backbone):
             f"name={c.name!r}, genes={len(self.genes)}, d={c.d_model}, L={c.n_layers}, H={c.n_heads}, "
             f"values={c.input_emb_style}, hidden={c.hidden_token}"
         )
-

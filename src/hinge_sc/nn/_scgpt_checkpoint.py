@@ -22,10 +22,11 @@ import torch
 from hinge_sc._files import load_tensors
 
 from ._provenance import CheckpointRecord
-from ._scgpt import ScGPTBackbone, ScGPTConfig
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from ._scgpt import ScGPTBackbone, ScGPTConfig
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def backbone_name(key: str) -> str | None:
 
 
 def scgpt_names(name: str) -> str:
-    """The scGPT state-dict key(s) that fill a :class:`ScGPTBackbone` parameter (alternatives joined by `` / ``)."""
+    """Name the scGPT state-dict key(s) that fill a :class:`ScGPTBackbone` parameter (alternatives joined by " / ")."""
     if name in ("gene_emb", "cls_token"):
         return "encoder.embedding.weight"
     m = re.fullmatch(r"encoder\.(\d+)\.(.+)", name)
@@ -108,11 +109,11 @@ def scgpt_names(name: str) -> str:
     return " / ".join(keys) or name
 
 
-def read_scgpt_vocabulary(
-    path: str | Path, pad_token: str = "<pad>"
-) -> tuple[list[str], list[int], dict[str, int]]:
-    """Read a ``vocab.json``: the genes (ordered by scGPT id, special tokens left out), their scGPT ids, and the
-    special tokens' ids."""
+def read_scgpt_vocabulary(path: str | Path, pad_token: str = "<pad>") -> tuple[list[str], list[int], dict[str, int]]:
+    """Read a ``vocab.json``.
+
+    Returns the genes (ordered by scGPT id, special tokens left out), their scGPT ids, and the special tokens' ids.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No scGPT vocabulary at {path}. {_HOW}")
@@ -132,7 +133,7 @@ def read_scgpt_vocabulary(
 
 
 def read_scgpt_args(path: str | Path) -> dict:
-    """The settings of an scGPT model (``args.json``)."""
+    """Read the settings of an scGPT model (``args.json``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No scGPT settings at {path}. {_HOW}")
@@ -144,9 +145,14 @@ def read_scgpt_args(path: str | Path) -> dict:
     return args
 
 
-def config_from_args(args: Mapping, state_shapes: Mapping[str, tuple[int, ...]], name: str) -> ScGPTConfig:
-    """The :class:`ScGPTConfig` an ``args.json`` describes (the value-encoder style and the hidden-gene embedding
-    also need the checkpoint's keys: bins of a ``category`` encoder, presence of ``flag_encoder``)."""
+def config_from_args(
+    config_class: type[ScGPTConfig], args: Mapping, state_shapes: Mapping[str, tuple[int, ...]], name: str
+) -> ScGPTConfig:
+    """Build the :class:`ScGPTConfig` an ``args.json`` describes.
+
+    The value-encoder rows and the hidden-gene embedding also need the checkpoint's keys (bins of a ``category``
+    encoder, presence of ``flag_encoder``).
+    """
     if args.get("pre_norm", False):
         raise ValueError("This scGPT model uses pre-LayerNorm layers (`pre_norm: true`); only post-LN is supported.")
     if args.get("use_batch_labels") or args.get("DSBN") or args.get("domain_spec_batchnorm"):
@@ -160,7 +166,7 @@ def config_from_args(args: Mapping, state_shapes: Mapping[str, tuple[int, ...]],
             raise ValueError(
                 f"value_encoder.embedding.weight has {rows} rows, fewer than args.json's n_bins={args.get('n_bins')}."
             )
-    return ScGPTConfig(
+    return config_class(
         d_model=int(args["embsize"]),
         n_layers=int(args["nlayers"]),
         n_heads=int(args["nheads"]),
@@ -191,8 +197,12 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_fit(
-    path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], n_vocab: int,
-    config: ScGPTConfig, ignore: Sequence[str],
+    path: Path,
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, tuple[int, ...]],
+    n_vocab: int,
+    config: ScGPTConfig,
+    ignore: Sequence[str],
 ) -> tuple[dict[str, str], list[str]]:
     """Match the state dict to the backbone's parameters; one ValueError lists every problem."""
     params: dict[str, str] = {}
@@ -236,7 +246,7 @@ def load_scgpt(
     n_vocab = len(genes) + len(specials)
     state = _read_state(model_dir / WEIGHTS_FILE)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    config = config_from_args(args, shapes, name or model_dir.name or "scgpt")
+    config = config_from_args(cls.config_class, args, shapes, name or model_dir.name or "scgpt")
     with torch.device("meta"):  # parameter shapes without allocating
         expected = {n: tuple(p.shape) for n, p in cls(genes, config).named_parameters()}
     expected.pop("cls_token")  # a row of the token table

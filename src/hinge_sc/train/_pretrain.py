@@ -19,7 +19,7 @@ from hinge_sc.nn._provenance import PretrainingRecord
 from ._datamodule import split_spots
 
 if TYPE_CHECKING:
-    from hinge_sc.nn import Backbone, ScGPTBackbone
+    from hinge_sc.nn import Backbone
 
 logger = logging.getLogger(__name__)
 
