@@ -311,13 +311,15 @@ def cached_prior(args, architecture: str, vocabulary: list[str]) -> tuple[hs.Bac
     Patients A, D–H, 90 % of the spots as in ``pretrain``; returns the backbone and the minutes of pre-training.
     """
     stamp = (f"{architecture}_d{args.d_model}_L{args.n_layers}_H{args.n_heads}_t{args.n_tokens}"
-             f"_e{args.pretrain_epochs}_seed{args.seed}")  # fmt: skip
+             f"_e{args.pretrain_epochs}_seed{args.seed}{f'_n{args.pretrain_spots}' if args.pretrain_spots else ''}")  # fmt: skip
     path = args.out / f"prior_{stamp}.pt"
     if path.is_file():
         backbone = hs.Backbone.load(path)
         return backbone, backbone.provenance.pretraining.history[-1].get("minutes")
     adata = read_count_sections(args.data, PRETRAIN_SECTIONS)
     train_idx, _ = split_spots(adata.n_obs, 0.1, args.seed)
+    if args.pretrain_spots and args.pretrain_spots < len(train_idx):  # the same random subset for every shape
+        train_idx = np.sort(np.random.default_rng(args.seed).choice(train_idx, args.pretrain_spots, replace=False))
     t0 = time.perf_counter()
     backbone = pretrain_prior(args, adata[train_idx], vocabulary, architecture)
     minutes = (time.perf_counter() - t0) / 60
@@ -367,7 +369,8 @@ def part_priors(args, vocabulary: list[str]) -> str:
     table, summary, paired = summarise(runs, metrics, PRIOR_VARIANTS["cellfm"][1], order)
     return (
         f"Priors: d={args.d_model}, L={args.n_layers}, H={args.n_heads}, pre-trained {args.pretrain_epochs} epochs "
-        f"on the count-only spots of patients A, D–H ({args.n_tokens} genes per spot, 20 % hidden, CellFM "
+        f"on {args.pretrain_spots or 'all'} count-only spots of patients A, D–H ({args.n_tokens} genes per spot, 20 % "
+        "hidden, CellFM "
         "vocabulary), same data and settings for both shapes:\n\n" + "\n".join(lines)
         + f"\n\nLeave-one-section-out on {', '.join(args.folds)} ({args.epochs} epochs, {8 if args.views else 1} "
         f"views, {args.n_samples} samples × {args.sampling_steps} steps, {args.n_genes}-gene HMHVG panel per fold, "
@@ -423,6 +426,8 @@ def main() -> None:
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--n-tokens", type=int, default=256)
     parser.add_argument("--n-genes", type=int, default=200, help="Panel size of `loso` and `priors`.")
+    parser.add_argument("--pretrain-spots", type=int, default=None,
+                        help="`priors`: pre-train on this many of the count-only spots (same subset for both shapes).")
     parser.add_argument("--no-views", dest="views", action="store_false",
                         help="Train `loso`/`priors` on the centre crop only (no 8 augmented views: 8× fewer steps).")
     parser.add_argument("--prior-variants", nargs="+", default=["cellfm", "scgpt", "random-cellfm", "random-scgpt"],

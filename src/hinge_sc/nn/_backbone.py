@@ -298,6 +298,7 @@ class Backbone(nn.Module):
         --------
         >>> bb = hs.Backbone.from_cellfm("CellFM_80M_weight.ckpt", vocabulary="expand_gene_info.csv")
         """
+        cls = architecture_class(cls, "cellfm")  # also when called on a sibling class (ScGPTBackbone)
         return load_cellfm(cls, ckpt_path, vocabulary=vocabulary, config=config, n_heads=n_heads, ignore=ignore)
 
     @classmethod

@@ -218,7 +218,8 @@ def _check_fit(
         shape = (n_vocab, config.d_model) if name == "gene_emb" else expected[name]
         if tuple(tensor.shape) != shape or not tensor.is_floating_point():
             wrong.append(f"{key}: expected {shape}, found {tuple(tensor.shape)} {tensor.dtype}")
-    missing = [f"{scgpt_names(name)} (expected {expected[name]})" for name in expected if name not in params]
+    stored = {**expected, "gene_emb": (n_vocab, config.d_model)}  # shapes as scGPT stores them
+    missing = [f"{scgpt_names(name)} (expected {stored[name]})" for name in expected if name not in params]
     if missing or unexpected or wrong:
         problems = [
             f"{label} ({len(items)}): {'; '.join(items[:10])}{' …' if len(items) > 10 else ''}"
