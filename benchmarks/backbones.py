@@ -5,6 +5,7 @@ Usage::
     python benchmarks/backbones.py --data ../shared/data --out bench_backbones            # everything
     python benchmarks/backbones.py --parts fullsize                                         # one part
     python benchmarks/backbones.py --parts loso --seeds 0 1   # reuses <out>/pretrained_backbone.pt
+    python benchmarks/backbones.py --parts priors --n-layers 2 --pretrain-epochs 2   # CellFM- vs scGPT-shaped prior
 
 Parts (each prints a markdown table and writes it to ``--out``):
 
@@ -22,6 +23,12 @@ Parts (each prints a markdown table and writes it to ``--out``):
     trainable capacity?), and a ridge probe as reference; same handcrafted features (8 views), same 200-gene
     HMHVG panel; PCC-50, mean PCC and co-expression per fold on both scales, over ``--seeds``. Finished runs are
     kept in ``<out>/loso_folds.csv`` and skipped when the script is run again with the same settings.
+``priors``
+    Which prior helps more: a CellFM-shaped and an scGPT-shaped backbone pre-trained on the same count-only spots with
+    the same settings (cached in ``<out>/prior_*.pt``), each frozen under HINGE, against both shapes with random
+    weights; leave one C section out with the same features, panel and training; PCC-50, mean PCC and co-expression
+    on both scales, coverage of the 50 %/90 % intervals and CRPS. Resumable like ``loso``
+    (``<out>/priors_folds.csv``).
 ``fullsize``
     CellFM-80M and -800M shapes with random weights: one forward/backward of the adapted model for a few spots
     on CPU, time and peak memory (resident set size).
@@ -74,15 +81,20 @@ def read_count_sections(data: Path, sections: list[str]) -> ad.AnnData:
     return adata
 
 
+def pretrain_prior(args, adata: ad.AnnData, vocabulary: list[str], architecture: str = "cellfm") -> hs.Backbone:
+    """Pre-train a prior of ``architecture`` on ``adata`` with the script's settings (the same for every shape)."""
+    return hs.Backbone.pretrain(
+        adata, vocabulary=vocabulary, architecture=architecture, d_model=args.d_model, n_layers=args.n_layers,
+        n_heads=args.n_heads, n_tokens=args.n_tokens, max_epochs=args.pretrain_epochs, batch_size=64, lr=1e-3,
+        seed=args.seed, accelerator=args.accelerator, show_progress_bar=False,
+    )
+
+
 def part_pretrain(args, vocabulary: list[str]) -> tuple[hs.Backbone, str]:
     adata = read_count_sections(args.data, PRETRAIN_SECTIONS)
     train_idx, test_idx = split_spots(adata.n_obs, 0.1, args.seed)
     t0 = time.perf_counter()
-    backbone = hs.Backbone.pretrain(
-        adata[train_idx], vocabulary=vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-        n_tokens=args.n_tokens, max_epochs=args.pretrain_epochs, batch_size=64, lr=1e-3, seed=args.seed,
-        accelerator=args.accelerator, show_progress_bar=False,
-    )
+    backbone = pretrain_prior(args, adata[train_idx], vocabulary)
     minutes = (time.perf_counter() - t0) / 60
     genes = [g for g in adata.var_names if backbone.token_ids([g])[1] == []]
     sub = adata[:, genes]
@@ -147,14 +159,20 @@ def prediction_pc1_share(test: ad.AnnData, key: str) -> float:
     return float(sv[0] ** 2 / (sv**2).sum())
 
 
+CALIBRATION = ("coverage_50", "coverage_90", "crps")
+
+
 def score(test: ad.AnnData, key: str, held_out: str) -> dict:
-    """PCC-50, mean PCC and co-expression on log2(count+1) and on panel-cp10k; PC1 share of the predictions."""
+    """PCC-50, mean PCC and co-expression on log2(count+1) and on panel-cp10k; PC1 share of the predictions; coverage
+    of the central 50 % and 90 % intervals (Gaussian from the samples' s.d.) and CRPS on log2(count+1)."""
     row = {}
     for scale, suffix in (("log2p1", ""), ("log1p_cp10k", "_cp10k")):
         _, summary = hs.tl.evaluate(test, key=key, scale=scale, key_added=f"{key}@{scale}", overwrite=True)
         s = summary.loc[held_out]
         for name, col in (("pcc_50", "pcc_50"), ("pcc_mean", "pcc_mean"), ("coexpression", "coexpr_pcc")):
             row[f"{name}{suffix}"] = s[col]
+        if scale == "log2p1":
+            row.update({c: s[c] for c in CALIBRATION})
     row["pc1_share"] = prediction_pc1_share(test, key)
     return row
 
@@ -177,7 +195,7 @@ def run_variant(args, name: str, kwargs: dict | None, train, test, panel, held_o
         hs.benchmark.RidgeProbe(10.0).fit(train, genes=panel).predict(test, key_added="pred")
     else:
         tr = train.copy()
-        hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key="X_histology_views")
+        hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key="X_histology_views" if args.views else None)
         model = hs.HINGE(tr, genes=panel, **kwargs)
         model.train(
             max_epochs=args.epochs, lr=1e-3, warmup_epochs=1, accelerator=args.accelerator, seed=seed,
@@ -189,18 +207,21 @@ def run_variant(args, name: str, kwargs: dict | None, train, test, panel, held_o
             "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
 
 
-def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
+def run_loso(args, csv: Path, variants_of, stamp_of, panel_backbone: hs.Backbone) -> tuple[pd.DataFrame, list[str]]:
+    """Leave one C section out for every seed and variant.
+
+    Finished runs are read from ``csv`` (same stamp) and each new run is appended to it at once, so an interrupted
+    run resumes where it stopped.
+
+    ``variants_of(seed)`` gives the variants (name → HINGE arguments, ``None`` for the ridge probe), ``stamp_of(seed)``
+    the settings a finished run must match; the ``--n-genes`` HMHVG panel is drawn among ``panel_backbone``'s genes.
+    """
     adata = c_sections(args)
-    csv = args.out / "loso_folds.csv"
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["fold", "backbone", "config"])
-    stamps, rows = [], []
+    stamps, rows, names = [], [], []
     for seed in args.seeds:
-        random_bb = hs.Backbone.random(
-            vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, seed=seed + 1
-        )
-        variants = {**loso_variants(pretrained, random_bb), "ridge (reference)": None}
-        stamp = (f"d{args.d_model} L{args.n_layers} e{args.epochs} s{args.n_samples}x{args.sampling_steps} seed{seed} "
-                 f"bb{pretrained.checksum()}")  # fmt: skip
+        variants, stamp = variants_of(seed), stamp_of(seed)
+        names = list(variants)
         stamps.append(stamp)
         kept = done[done["config"] == stamp].assign(seed=seed).to_dict("records")  # finished runs are kept
         rows.extend(kept)
@@ -209,7 +230,7 @@ def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
             if not todo:
                 continue
             train = adata[adata.obs["section"] != held_out].copy()
-            panel = hs.pp.select_genes(train, n_genes=200, vocabulary=pretrained)
+            panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=panel_backbone)
             for name in todo:
                 test = adata[adata.obs["section"] == held_out].copy()
                 row = run_variant(args, name, variants[name], train, test, panel, held_out, seed)
@@ -217,36 +238,147 @@ def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
                 logging.getLogger("benchmark").warning("%s", rows[-1])
                 pd.concat([done[~done["config"].isin(stamps)], pd.DataFrame(rows)]).to_csv(csv, index=False)
     runs = pd.DataFrame(rows)
-    runs = runs[runs["fold"].isin(args.folds)].drop(columns="config")
-    metrics = [f"{m}{suffix}" for suffix in ("", "_cp10k") for m in ("pcc_50", "pcc_mean", "coexpression")]
-    metrics.append("pc1_share")
-    folds = runs.groupby(["fold", "backbone"], sort=False)[metrics].mean().reset_index()  # seeds averaged first
+    return runs[runs["fold"].isin(args.folds)].drop(columns="config"), names
+
+
+def summarise(runs: pd.DataFrame, metrics: list[str], reference: str, order: list[str]) -> tuple[str, str, str]:
+    """Tabulate the runs as markdown.
+
+    Per-run table, mean ± s.d. over folds (seeds averaged per fold first), and per-fold differences of PCC-50 and
+    co-expression to the ``reference`` variant.
+    """
+    folds = runs.groupby(["fold", "backbone"], sort=False)[metrics].mean().reset_index()
     agg = folds.groupby("backbone", sort=False)[metrics].agg(["mean", "std"])
     summary = pd.DataFrame(
         {m: [f"{agg.loc[b, (m, 'mean')]:.3f} ± {agg.loc[b, (m, 'std')]:.3f}" for b in agg.index] for m in metrics},
         index=agg.index,
     )
-    reference = folds[folds["backbone"] == "random init, frozen"].set_index("fold")
+    ref = folds[folds["backbone"] == reference].set_index("fold")
     paired = {}
     for name, sub in folds.groupby("backbone", sort=False):
-        diff = sub.set_index("fold")["pcc_50"] - reference["pcc_50"]
-        co = sub.set_index("fold")["coexpression"] - reference["coexpression"]
+        diff = sub.set_index("fold")["pcc_50"] - ref["pcc_50"]
+        co = sub.set_index("fold")["coexpression"] - ref["coexpression"]
         paired[name] = {
-            "PCC-50 − random frozen": f"{diff.mean():+.3f} ({int((diff > 0).sum())}/{len(diff)} folds higher)",
-            "co-expr. − random frozen": f"{co.mean():+.3f} ({int((co > 0).sum())}/{len(co)} folds higher)",
+            f"PCC-50 − {reference}": f"{diff.mean():+.3f} ({int((diff > 0).sum())}/{len(diff)} folds higher)",
+            f"co-expr. − {reference}": f"{co.mean():+.3f} ({int((co > 0).sum())}/{len(co)} folds higher)",
         }
-    order = {n: i for i, n in enumerate(variants)}
-    runs = runs.sort_values(["fold", "seed", "backbone"], key=lambda c: c.map(order) if c.name == "backbone" else c)
+    rank = {n: i for i, n in enumerate(order)}
+    runs = runs.sort_values(["fold", "seed", "backbone"], key=lambda c: c.map(rank) if c.name == "backbone" else c)
     runs = runs[["fold", "seed", "backbone", *metrics, "minutes"]]
     return (
+        runs.round(3).to_markdown(index=False),
+        summary.to_markdown(),
+        pd.DataFrame.from_dict(paired, orient="index").to_markdown(),
+    )
+
+
+def part_loso(args, pretrained: hs.Backbone, vocabulary: list[str]) -> str:
+    def variants_of(seed):
+        random_bb = hs.Backbone.random(
+            vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, seed=seed + 1
+        )
+        return {**loso_variants(pretrained, random_bb), "ridge (reference)": None}
+
+    def stamp_of(seed):
+        return (f"d{args.d_model} L{args.n_layers} e{args.epochs} s{args.n_samples}x{args.sampling_steps} seed{seed} "
+                f"bb{pretrained.checksum()}{'' if args.n_genes == 200 else f' g{args.n_genes}'}"
+                f"{'' if args.views else ' v1'}")  # fmt: skip
+
+    runs, order = run_loso(args, args.out / "loso_folds.csv", variants_of, stamp_of, pretrained)
+    metrics = [f"{m}{suffix}" for suffix in ("", "_cp10k") for m in ("pcc_50", "pcc_mean", "coexpression")]
+    metrics.append("pc1_share")
+    table, summary, paired = summarise(runs, metrics, "random init, frozen", order)
+    return (
         f"Leave-one-section-out on {', '.join(args.folds)} (d={args.d_model}, L={args.n_layers}, {args.epochs} epochs, "
-        f"8 views, {args.n_samples} samples × {args.sampling_steps} steps, 200-gene HMHVG panel per fold, seeds "
-        f"{args.seeds}; metrics on log2(count+1) and on panel-cp10k; pc1_share = variance share of the predictions' "
+        f"{8 if args.views else 1} views, {args.n_samples} samples × {args.sampling_steps} steps, {args.n_genes}-gene "
+        f"HMHVG panel per fold, seeds {args.seeds}; metrics on log2(count+1) and on panel-cp10k; pc1_share = variance "
+        "share of the predictions' "
         "first principal component; minutes = training + generation)\n\n"
-        + runs.round(3).to_markdown(index=False)
-        + "\n\nmean ± s.d. over folds (seeds averaged per fold first):\n\n" + summary.to_markdown()
-        + "\n\npaired with the random frozen backbone, per fold:\n\n"
-        + pd.DataFrame.from_dict(paired, orient="index").to_markdown()
+        + table + "\n\nmean ± s.d. over folds (seeds averaged per fold first):\n\n" + summary
+        + "\n\npaired with the random frozen backbone, per fold:\n\n" + paired
+    )
+
+
+PRIOR_VARIANTS = {
+    "cellfm": ("CellFM-shaped prior, frozen", "random CellFM-shaped, frozen"),
+    "scgpt": ("scGPT-shaped prior, frozen", "random scGPT-shaped, frozen"),
+}
+
+
+def cached_prior(args, architecture: str, vocabulary: list[str]) -> tuple[hs.Backbone, float | None]:
+    """Pre-train the prior of ``architecture`` on the count-only sections, or read it from ``<out>``.
+
+    Patients A, D–H, 90 % of the spots as in ``pretrain``; returns the backbone and the minutes of pre-training.
+    """
+    stamp = (f"{architecture}_d{args.d_model}_L{args.n_layers}_H{args.n_heads}_t{args.n_tokens}"
+             f"_e{args.pretrain_epochs}_seed{args.seed}{f'_n{args.pretrain_spots}' if args.pretrain_spots else ''}")  # fmt: skip
+    path = args.out / f"prior_{stamp}.pt"
+    if path.is_file():
+        backbone = hs.Backbone.load(path)
+        return backbone, backbone.provenance.pretraining.history[-1].get("minutes")
+    adata = read_count_sections(args.data, PRETRAIN_SECTIONS)
+    train_idx, _ = split_spots(adata.n_obs, 0.1, args.seed)
+    if args.pretrain_spots and args.pretrain_spots < len(train_idx):  # the same random subset for every shape
+        train_idx = np.sort(np.random.default_rng(args.seed).choice(train_idx, args.pretrain_spots, replace=False))
+    t0 = time.perf_counter()
+    backbone = pretrain_prior(args, adata[train_idx], vocabulary, architecture)
+    minutes = (time.perf_counter() - t0) / 60
+    backbone.provenance.pretraining.history[-1]["minutes"] = minutes
+    backbone.save(path)
+    return backbone, minutes
+
+
+def part_priors(args, vocabulary: list[str]) -> str:
+    """Compare the priors under HINGE.
+
+    A CellFM-shaped and an scGPT-shaped backbone pre-trained on the same data with the same budget, each frozen,
+    against the same shapes with random weights; same features, panel and training.
+    """
+    priors, random_kwargs, lines = {}, {"cellfm": {}, "scgpt": {"dropout": 0.1, "attention_dropout": 0.0}}, []
+    for arch in PRIOR_VARIANTS:
+        priors[arch], minutes = cached_prior(args, arch, vocabulary)
+        history = priors[arch].provenance.pretraining.history
+        lines.append(f"- {arch}: {sum(p.numel() for p in priors[arch].parameters()) / 1e6:.2f} M parameters, final "
+                     f"train loss {history[-1].get('train_loss', float('nan')):.4f}, validation loss "
+                     f"{history[-1].get('validation_loss', float('nan')):.4f}, "
+                     f"{'cached' if minutes is None else f'{minutes:.1f} min'}")  # fmt: skip
+    classes = {"cellfm": hs.Backbone, "scgpt": hs.nn.ScGPTBackbone}
+
+    def variants_of(seed):
+        variants = {}
+        for arch, (prior_name, _) in PRIOR_VARIANTS.items():
+            if arch in args.prior_variants:
+                variants[prior_name] = {"backbone": priors[arch].train()}  # dropout on in training, as HINGE intends
+        for arch, (_, random_name) in PRIOR_VARIANTS.items():
+            if f"random-{arch}" in args.prior_variants:
+                random_bb = classes[arch].random(
+                    vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, seed=seed + 1,
+                    **random_kwargs[arch],
+                )
+                variants[random_name] = {"backbone": random_bb}
+        return variants
+
+    def stamp_of(seed):
+        return (f"d{args.d_model} L{args.n_layers} e{args.epochs} s{args.n_samples}x{args.sampling_steps} seed{seed} "
+                f"g{args.n_genes}{'' if args.views else ' v1'} "
+                f"bb{priors['cellfm'].checksum()}+{priors['scgpt'].checksum()}")  # fmt: skip
+
+    runs, order = run_loso(args, args.out / "priors_folds.csv", variants_of, stamp_of, priors["cellfm"])
+    metrics = [f"{m}{suffix}" for suffix in ("", "_cp10k") for m in ("pcc_50", "pcc_mean", "coexpression")]
+    metrics.extend(CALIBRATION)
+    table, summary, paired = summarise(runs, metrics, PRIOR_VARIANTS["cellfm"][1], order)
+    return (
+        f"Priors: d={args.d_model}, L={args.n_layers}, H={args.n_heads}, pre-trained {args.pretrain_epochs} epochs "
+        f"on {args.pretrain_spots or 'all'} count-only spots of patients A, D–H ({args.n_tokens} genes per spot, 20 % "
+        "hidden, CellFM "
+        "vocabulary), same data and settings for both shapes:\n\n" + "\n".join(lines)
+        + f"\n\nLeave-one-section-out on {', '.join(args.folds)} ({args.epochs} epochs, {8 if args.views else 1} "
+        f"views, {args.n_samples} samples × {args.sampling_steps} steps, {args.n_genes}-gene HMHVG panel per fold, "
+        f"seeds {args.seeds}; PCC and "
+        "co-expression on log2(count+1) and on panel-cp10k; coverage of the central 50 %/90 % intervals (Gaussian "
+        "from the samples' s.d.) and CRPS on log2(count+1); minutes = training + generation)\n\n"
+        + table + "\n\nmean ± s.d. over folds (seeds averaged per fold first):\n\n" + summary
+        + "\n\npaired with the random CellFM-shaped frozen backbone, per fold:\n\n" + paired
     )
 
 
@@ -287,12 +419,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("bench_backbones"))
     parser.add_argument("--parts", nargs="+", default=["pretrain", "transfer", "loso", "fullsize"],
-                        choices=["pretrain", "transfer", "loso", "fullsize"])
+                        choices=["pretrain", "transfer", "loso", "fullsize", "priors"])
     parser.add_argument("--folds", nargs="+", default=C_SECTIONS)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--n-layers", type=int, default=4)
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--n-tokens", type=int, default=256)
+    parser.add_argument("--n-genes", type=int, default=200, help="Panel size of `loso` and `priors`.")
+    parser.add_argument("--pretrain-spots", type=int, default=None,
+                        help="`priors`: pre-train on this many of the count-only spots (same subset for both shapes).")
+    parser.add_argument("--no-views", dest="views", action="store_false",
+                        help="Train `loso`/`priors` on the centre crop only (no 8 augmented views: 8× fewer steps).")
+    parser.add_argument("--prior-variants", nargs="+", default=["cellfm", "scgpt", "random-cellfm", "random-scgpt"],
+                        choices=["cellfm", "scgpt", "random-cellfm", "random-scgpt"],
+                        help="Variants `priors` runs (finished runs of the others are still reported).")
     parser.add_argument("--pretrain-epochs", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--n-samples", type=int, default=4)
@@ -325,6 +465,10 @@ def main() -> None:
         table = part_loso(args, pretrained, vocabulary)
         print(table, flush=True)
         (args.out / "loso.md").write_text(table)
+    if "priors" in args.parts:
+        table = part_priors(args, vocabulary)
+        print(table, flush=True)
+        (args.out / "priors.md").write_text(table)
     if "fullsize" in args.parts:
         table = part_fullsize(args)
         print(table, flush=True)

@@ -123,3 +123,18 @@ def test_progress_choice():
     assert not use_epoch_lines(False, io.StringIO())
     line = format_epoch(3, 20, {"train_loss": 1.5, "validation_loss": 2.0, "t_max": 17.0}, 2.44, 50)
     assert line == "Epoch 3/20: train_loss 1.5 (t ≤ 17 of 50) · validation_loss 2 (uniform t) · 2.4 s"
+
+def test_pretrain_scgpt_shaped_prior(count_only_section, tmp_path):
+    adata = count_only_section
+    bb = hs.Backbone.pretrain(
+        adata, architecture="scgpt", d_model=16, n_layers=1, n_heads=2, n_tokens=32, max_epochs=3, batch_size=32,
+        lr=3e-3, accelerator="cpu", show_progress_bar=False,
+    )  # fmt: skip
+    assert isinstance(bb, hs.nn.ScGPTBackbone) and bb.config.name == "hinge_sc-pretrained-scgpt"
+    assert bb.config.attention_dropout == 0.0 and bb.config.hidden_token == "flag"
+    val = [row["validation_loss"] for row in bb.provenance.pretraining.history]
+    assert len(val) == 3 and min(val[1:]) < val[0]
+    loaded = hs.Backbone.load(bb.save(tmp_path / "bb.pt"))
+    assert isinstance(loaded, hs.nn.ScGPTBackbone) and loaded.checksum() == bb.checksum()
+    with pytest.raises(ValueError, match="`architecture` must be one of"):
+        hs.Backbone.pretrain(adata, architecture="nope", max_epochs=1)

@@ -11,6 +11,8 @@ from ._genes import GeneVocabulary, match_genes, read_hgnc_aliases
 from ._inference import IncrementalDenoiser
 from ._mindspore import MindSporeCheckpoint, read_mindspore_checkpoint
 from ._provenance import CheckpointRecord, PretrainingRecord, Provenance
+from ._scgpt import ScGPTBackbone, ScGPTConfig, ScGPTLayer
+from ._scgpt_checkpoint import SCGPT_CHECKPOINTS, download_scgpt, read_scgpt_vocabulary
 from ._retention import MultiHeadRetention, RetentionLayer, SimpleGatedLinearUnit, per_head_rms_norm
 from ._softadaln import (
     ConditionEmbedding,
@@ -40,6 +42,10 @@ __all__ = [
     "PretrainingRecord",
     "Provenance",
     "RetentionLayer",
+    "SCGPT_CHECKPOINTS",
+    "ScGPTBackbone",
+    "ScGPTConfig",
+    "ScGPTLayer",
     "SimpleGatedLinearUnit",
     "SoftAdaLNLayer",
     "SoftBinningValueEncoder",
@@ -47,10 +53,12 @@ __all__ = [
     "ValueDecoder",
     "VarianceHead",
     "download_cellfm",
+    "download_scgpt",
     "match_genes",
     "modulate",
     "per_head_rms_norm",
     "read_hgnc_aliases",
     "read_mindspore_checkpoint",
+    "read_scgpt_vocabulary",
     "timestep_embedding",
 ]

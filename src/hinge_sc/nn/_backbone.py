@@ -13,7 +13,7 @@ from torch import nn
 
 from hinge_sc._random import seeded
 
-from ._backbone_io import checksum, load_backbone, save_backbone
+from ._backbone_io import architecture_class, checksum, load_backbone, save_backbone
 from ._cellfm import CELLFM_REVISION, check_vocabulary_given, download_cellfm, load_cellfm
 from ._config import CELLFM_SHAPES, BackboneConfig, MaskMechanism
 from ._genes import GeneVocabulary
@@ -94,6 +94,10 @@ class Backbone(nn.Module):
     >>> bb.save("backbone.pt"); hs.Backbone.load("backbone.pt")
     """
 
+    #: Name of the architecture, saved with the backbone so that :meth:`load` rebuilds the right class.
+    architecture = "cellfm"
+    config_class = BackboneConfig
+
     def __init__(self, genes: Sequence[str], config: BackboneConfig | None = None):
         super().__init__()
         self.vocabulary = GeneVocabulary(genes)
@@ -163,6 +167,7 @@ class Backbone(nn.Module):
         d_model: int = 128,
         n_layers: int = 4,
         n_heads: int = 8,
+        architecture: Literal["cellfm", "scgpt"] = "cellfm",
         n_tokens: int = 256,
         mask_ratio: float = 0.2,
         target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
@@ -200,6 +205,11 @@ class Backbone(nn.Module):
             Layer with raw counts (default ``X``).
         d_model, n_layers, n_heads
             Size of a new backbone.
+        architecture
+            Shape of a new backbone: ``"cellfm"`` (retention layers, :class:`Backbone`) or ``"scgpt"`` (softmax
+            transformer, :class:`~hinge_sc.nn.ScGPTBackbone`; hidden genes get its generative flag and are removed
+            as keys, as in scGPT's generative pre-training; dropout 0.1 and none on the attention weights). Same objective and
+            data for both.
         n_tokens
             Genes per sample.
         mask_ratio
@@ -235,7 +245,8 @@ class Backbone(nn.Module):
 
         return pretrain_backbone(
             adata, genes=genes, vocabulary=vocabulary, backbone=backbone, layer=layer, d_model=d_model,
-            n_layers=n_layers, n_heads=n_heads, n_tokens=n_tokens, mask_ratio=mask_ratio, target_scale=target_scale,
+            n_layers=n_layers, n_heads=n_heads, architecture=architecture, n_tokens=n_tokens, mask_ratio=mask_ratio,
+            target_scale=target_scale,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, validation_size=validation_size, seed=seed,
             accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
             show_progress_bar=show_progress_bar, allow_non_integer=allow_non_integer, **trainer_kwargs,
@@ -287,19 +298,58 @@ class Backbone(nn.Module):
         --------
         >>> bb = hs.Backbone.from_cellfm("CellFM_80M_weight.ckpt", vocabulary="expand_gene_info.csv")
         """
+        cls = architecture_class(cls, "cellfm")  # also when called on a sibling class (ScGPTBackbone)
         return load_cellfm(cls, ckpt_path, vocabulary=vocabulary, config=config, n_heads=n_heads, ignore=ignore)
+
+    @classmethod
+    def from_scgpt(cls, model_dir: str | Path, *, ignore: Sequence[str] = (), name: str | None = None) -> Backbone:
+        """Load an scGPT model folder (``best_model.pt``, ``vocab.json``, ``args.json``) as an scGPT-shaped backbone.
+
+        Returns a :class:`~hinge_sc.nn.ScGPTBackbone`, which plugs into :class:`hinge_sc.HINGE` like the CellFM-style
+        backbone. The state dict is read with ``torch.load(weights_only=True)``; the plain
+        (``self_attn.in_proj_weight``) and flash-attention (``self_attn.Wqkv.weight``, ``self_attn._impl.Wqkv.weight``)
+        names both load. Sizes come from ``args.json`` (``embsize``, ``nlayers``, ``nheads``, ``d_hid``,
+        ``input_emb_style``, ``pad_value``, ``mask_value``) and the vocabulary, and every tensor is checked against
+        them before the model is allocated. scGPT's heads HINGE does not use (MVC, classification, zero-probability)
+        are skipped; the ``<eoc>`` row of the token table is not used.
+
+        Parameters
+        ----------
+        model_dir
+            The folder, e.g. scGPT's whole-human model (MIT licence; link in :data:`hinge_sc.nn.SCGPT_CHECKPOINTS`).
+        ignore
+            Name prefixes of further state-dict tensors to skip.
+        name
+            Name recorded with models built on it (default: the folder's name).
+
+        Raises
+        ------
+        ValueError
+            Any tensor missing, unexpected or mis-shaped (each named, with the expected and found shape).
+
+        Examples
+        --------
+        >>> bb = hs.Backbone.from_scgpt("scGPT_human")
+        >>> ids, report = bb.match_genes(adata.var_names)
+        """
+        from ._scgpt_checkpoint import load_scgpt
+
+        return load_scgpt(architecture_class(cls, "scgpt"), model_dir, ignore=ignore, name=name)
 
     @classmethod
     def from_pretrained(
         cls,
-        name: Literal["cellfm-80m", "cellfm-800m"],
+        name: Literal["cellfm-80m", "cellfm-800m", "scgpt-human"],
         *,
         vocabulary: str | Path | Sequence[str] | None = None,
         cache_dir: str | Path | None = None,
         revision: str | None = None,
         show_progress_bar: bool = True,
     ) -> Backbone:
-        """Download a published CellFM checkpoint (once, cached) and load it with :meth:`from_cellfm`.
+        """Download a published checkpoint (once, cached) and load it with :meth:`from_cellfm` or :meth:`from_scgpt`.
+
+        ``"scgpt-human"`` is scGPT's whole-human model (MIT licence), a Google Drive folder fetched with ``gdown``
+        (``pip install gdown``) into ``cache_dir``; ``vocabulary`` and ``revision`` do not apply to it.
 
         The files are on Hugging Face, ``ShangguanNingyuan/CellFM`` (CC BY-NC-ND 4.0):
         ``CellFM_80M_weight.ckpt`` (1.03 GB) and ``base_weight.ckpt`` (800M, 9.66 GB). ``huggingface_hub``
@@ -310,7 +360,7 @@ class Backbone(nn.Module):
         Parameters
         ----------
         name
-            ``"cellfm-80m"`` or ``"cellfm-800m"``.
+            ``"cellfm-80m"``, ``"cellfm-800m"`` or ``"scgpt-human"``.
         vocabulary
             The matching CellFM CSV, see :meth:`from_cellfm` (not downloaded: it is not on Hugging Face).
         cache_dir
@@ -324,6 +374,10 @@ class Backbone(nn.Module):
         --------
         >>> bb = hs.Backbone.from_pretrained("cellfm-80m", vocabulary="expand_gene_info.csv")
         """
+        if name == "scgpt-human":
+            from ._scgpt_checkpoint import download_scgpt
+
+            return cls.from_scgpt(download_scgpt(name, cache_dir=cache_dir), name=name)
         check_vocabulary_given(vocabulary, name)
         path = download_cellfm(
             name, cache_dir=cache_dir, revision=revision or CELLFM_REVISION, show_progress_bar=show_progress_bar

@@ -13,7 +13,6 @@ import torch
 
 from hinge_sc._files import FileIntegrityError, load_tensors, refuse_existing, write_atomic
 
-from ._config import BackboneConfig
 from ._provenance import Provenance
 
 if TYPE_CHECKING:
@@ -45,6 +44,7 @@ def save_backbone(backbone: Backbone, path: str | Path, *, overwrite: bool = Fal
     refuse_existing([path], overwrite=overwrite)
     payload = {
         "format": FORMAT,
+        "architecture": backbone.architecture,
         "genes": backbone.genes,
         "config": asdict(backbone.config),
         "state_dict": backbone.state_dict(),
@@ -64,9 +64,10 @@ def load_backbone(cls: type[Backbone], path: str | Path, *, map_location: str | 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise FileIntegrityError(f"{path} is not a hinge_sc backbone file (expected format {FORMAT!r}).")
     try:
-        model = cls(payload["genes"], BackboneConfig(**payload["config"]))
+        cls = architecture_class(cls, payload.get("architecture", "cellfm"))
+        model = cls(payload["genes"], cls.config_class(**payload["config"]))
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise FileIntegrityError(f"{path} is an incomplete or inconsistent backbone file ({err}).") from None
     model.provenance = Provenance.from_dict(payload.get("meta"))
     record_source(model, "load", {"path": path})
@@ -116,3 +117,17 @@ def load_from_source(
         opts.pop("vocabulary", None)
         return cls.from_cellfm(files["ckpt_path"], vocabulary=vocabulary, config=config, **opts)
     raise ValueError(f"Unknown backbone reader {loader!r}; expected one of {LOADERS}.")
+
+def architecture_class(cls: type[Backbone], architecture: str) -> type[Backbone]:
+    """Find the class saved as ``architecture`` among ``cls``'s family (its root backbone class and every subclass)."""
+    root = cls
+    while "architecture" in dir(root.__base__):
+        root = root.__base__
+    family, stack = [], [root]
+    while stack:
+        family.append(stack.pop())
+        stack.extend(family[-1].__subclasses__())
+    for candidate in family:
+        if candidate.architecture == architecture:
+            return candidate
+    raise ValueError(f"unknown backbone architecture {architecture!r} (known: {[c.architecture for c in family]})")

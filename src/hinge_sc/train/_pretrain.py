@@ -322,6 +322,7 @@ def pretrain_backbone(
     d_model: int = 128,
     n_layers: int = 4,
     n_heads: int = 8,
+    architecture: str = "cellfm",
     n_tokens: int = 256,
     mask_ratio: float = 0.2,
     target_scale: str = "log2p1",
@@ -355,7 +356,7 @@ def pretrain_backbone(
         check_positive_int,
         check_trainer_kwargs,
     )
-    from hinge_sc.nn import Backbone
+    from hinge_sc.nn import Backbone, ScGPTBackbone
 
     check_trainer_kwargs(trainer_kwargs, RESERVED_TRAINER_KWARGS, where="`Backbone.pretrain`")
     check_positive_int(batch_size, argument="batch_size")
@@ -372,9 +373,17 @@ def pretrain_backbone(
     if absent:
         raise KeyError(f"{len(absent)} of `genes` are not in `adata.var_names`, e.g. {absent[:10]}.")
     if backbone is None:
-        backbone = Backbone.random(
+        architectures = {
+            "cellfm": (Backbone, {"name": "hinge_sc-pretrained"}),
+            # CellFM's dropout rate; no dropout of attention weights (costly on CPU, CellFM's retention has none)
+            "scgpt": (ScGPTBackbone, {"name": "hinge_sc-pretrained-scgpt", "dropout": 0.1, "attention_dropout": 0.0}),
+        }
+        if architecture not in architectures:
+            raise ValueError(f"`architecture` must be one of {sorted(architectures)}, got {architecture!r}.")
+        backbone_cls, options = architectures[architecture]
+        backbone = backbone_cls.random(
             genes if vocabulary is None else list(vocabulary),
-            d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=seed, name="hinge_sc-pretrained",
+            d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=seed, **options,
         )
     ids, missing = backbone.token_ids(genes)
     if missing:
