@@ -83,8 +83,14 @@ class IncrementalDenoiser:
 
     @staticmethod
     def supports(adapted: AdaptedBackbone) -> bool:
-        """Whether this path computes the same function as ``adapted`` (eval mode, no LoRA adapters)."""
-        return not adapted.training and not len(adapted.lora)
+        """Whether this path computes the same function as ``adapted``: the CellFM-style backbone (retention
+        layers), in eval mode, without LoRA adapters. Other architectures (e.g. scGPT-shaped) use the reference
+        sampler."""
+        return (
+            getattr(adapted.backbone, "architecture", "cellfm") == "cellfm"
+            and not adapted.training
+            and not len(adapted.lora)
+        )
 
     # ----------------------------------------------------------------------------------------- token cache
     def value_embedding(self, values: torch.Tensor) -> torch.Tensor:
