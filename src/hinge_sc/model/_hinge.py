@@ -441,6 +441,7 @@ class HINGE(BaseModelClass):
         strategy: str | None = None,
         seed: int = 0,
         show_progress_bar: bool = True,
+        calibrate_variance: bool = True,
         **trainer_kwargs,
     ) -> None:
         """Train the SoftAdaLN adaptation with the masked-diffusion objective (docs/method.md §5–6).
@@ -472,6 +473,10 @@ class HINGE(BaseModelClass):
             restored afterwards (they are not reseeded for the caller).
         show_progress_bar
             Show Lightning's progress bar.
+        calibrate_variance
+            With ``likelihood="gaussian"`` and validation spots: after training, scale the predicted variances by
+            :math:`\tau^2` fitted on the validation spots (:meth:`~hinge_sc.module.HINGEModule.calibrate_variance`),
+            recorded as ``train_params_["variance_scale"]``.
         **trainer_kwargs
             Other :class:`~scvi.train.Trainer` / :class:`lightning.pytorch.Trainer` arguments.
         """
@@ -519,6 +524,12 @@ class HINGE(BaseModelClass):
         # the logger keeps 0-d values with dtype object; give users numeric columns
         self.history_ = {k: v.apply(pd.to_numeric, errors="coerce") for k, v in (self.history_ or {}).items()}
         restored = plan.restore_best()
+        variance_scale = None
+        if calibrate_variance and self.module.likelihood == "gaussian" and data_module.n_val > 0:
+            device = self.device
+            batches = ({k: v.to(device) for k, v in b.items()} for b in data_module.val_dataloader())
+            variance_scale = self.module.calibrate_variance(batches, generator=torch.Generator(device).manual_seed(seed))
+            logger.info("Variance scale τ² = %.3f (fitted on %d validation spots)", variance_scale, data_module.n_val)
         obs_idx = arrays["obs_indices"]
         self.train_indices_ = obs_idx[data_module.train_idx]
         self.validation_indices_ = obs_idx[data_module.val_idx]
@@ -542,6 +553,7 @@ class HINGE(BaseModelClass):
             "n_views": int(arrays["views"].shape[1]) if "views" in arrays else 1,
             "best_epoch": plan.best_epoch,
             "best_validation_loss": plan.best_validation_loss if restored else None,
+            "variance_scale": variance_scale,
         }
         if any(p.requires_grad for p in self.module.backbone.parameters()):
             # fine-tuned: the model's backbone is now its own (a copy of the one passed in)
@@ -576,6 +588,7 @@ class HINGE(BaseModelClass):
         return_samples: bool = False,
         precision: Literal["32", "bf16"] = "32",
         reveal: Literal["mean", "sample"] | None = None,
+        mean_estimate: Literal["expected", "samples"] = "expected",
         show_progress_bar: bool = True,
     ) -> Prediction:
         """Generate panel expression from image features with the reverse masked-diffusion process.
@@ -607,6 +620,11 @@ class HINGE(BaseModelClass):
             What each reverse step writes into the genes it reveals: ``"mean"`` (the paper) or ``"sample"`` (a draw
             from the predicted distribution; needs ``likelihood="gaussian"``). ``None``: ``"sample"`` for a model
             with ``likelihood="gaussian"``, else ``"mean"``.
+        mean_estimate
+            How the returned mean is estimated from the ``S`` trajectories when genes are drawn (``reveal="sample"``):
+            ``"expected"`` averages each gene's expected value at its reveal step (Rao–Blackwellised, less
+            Monte-Carlo noise; docs/method.md §5.5), ``"samples"`` averages the drawn values. The same with
+            ``reveal="mean"``. The standard deviation and the samples are always those of the draws.
         show_progress_bar
             Progress bar over batches of spots.
 
@@ -637,18 +655,24 @@ class HINGE(BaseModelClass):
         device = self.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         seeds = spot_seeds(seed, adata.obs_names)  # each spot's stream: independent of batches and shards
-        chunks = []
+        if mean_estimate not in ("expected", "samples"):
+            raise ValueError(f"`mean_estimate` must be 'expected' or 'samples', found {mean_estimate!r}.")
+        chunks, means = [], []
         starts = range(0, adata.n_obs, batch_size)
         for start in tqdm(starts, desc="Generating", unit="batch", disable=not show_progress_bar):
             batch = torch.as_tensor(feats[start : start + batch_size], device=device)
             noise = Noise.per_spot(seeds[start : start + batch_size], n_samples, device)
             with autocast:
-                out = self.module.sample(batch, n_samples, n_steps, noise=noise, reveal=reveal)
+                out, expected = self.module.sample(batch, n_samples, n_steps, noise=noise, reveal=reveal,
+                                                   return_expected=True)  # fmt: skip
             chunks.append(out.float().cpu().numpy())
-        samples = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, len(self.panel_genes_)), np.float32)
+            means.append((expected if mean_estimate == "expected" else out).float().mean(dim=1).cpu().numpy())
+        n_genes = len(self.panel_genes_)
+        samples = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, n_genes), np.float32)
+        mean = np.concatenate(means) if means else np.zeros((0, n_genes), np.float32)
         index, columns = pd.Index(adata.obs_names), pd.Index(self.panel_genes_)
         return Prediction(
-            mean=pd.DataFrame(samples.mean(axis=1), index=index, columns=columns),
+            mean=pd.DataFrame(mean, index=index, columns=columns),
             std=pd.DataFrame(samples.std(axis=1), index=index, columns=columns),
             samples=samples if return_samples else None,
             seed=int(seed),

@@ -32,6 +32,7 @@ def generate(
     batch_size: int = 64,
     precision: Literal["32", "bf16"] = "32",
     reveal: Literal["mean", "sample"] | None = None,
+    mean_estimate: Literal["expected", "samples"] = "expected",
     show_progress_bar: bool = True,
 ) -> AnnData | None:
     """Generate spot expression from histology with a trained :class:`~hinge_sc.HINGE` model.
@@ -69,6 +70,8 @@ def generate(
         ``"bf16"`` runs the denoiser under bfloat16 autocast (see :meth:`hinge_sc.HINGE.generate`).
     reveal
         ``"mean"`` or ``"sample"`` (see :meth:`hinge_sc.HINGE.generate`); ``None`` picks by the model's likelihood.
+    mean_estimate
+        ``"expected"`` (Rao–Blackwellised) or ``"samples"`` (see :meth:`hinge_sc.HINGE.generate`).
     show_progress_bar
         Show a progress bar.
 
@@ -109,6 +112,7 @@ def generate(
         return_samples=save_samples,
         precision=precision,
         reveal=reveal,
+        mean_estimate=mean_estimate,
         show_progress_bar=show_progress_bar,
     )
     module = model.module
@@ -125,6 +129,8 @@ def generate(
         "mask_fill": module.mask_fill,
         "likelihood": module.likelihood,
         "reveal": module.resolve_reveal(reveal),
+        "mean_estimate": mean_estimate,
+        "variance_scale": model.train_params_.get("variance_scale"),
         "mask_mechanism": module.denoiser.mask_mechanism,
         "genes": list(model.panel_genes_),
         "backbone": dict(model.backbone_info_),
