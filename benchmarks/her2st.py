@@ -38,7 +38,9 @@ SCALES = ("log2p1", "log1p_cp10k")
 #: ``hinge_paper`` is the paper's configuration (mean reveal, no context). Each ``hinge_no_*`` removes one addition;
 #: ``hinge_no_rb`` and ``hinge_no_calibration`` reuse the trained ``hinge`` model of the fold and seed (they change
 #: generation only). ``hinge_pretrained`` is ``hinge`` with ``--pretrained-backbone``; ``hinge_gaussian`` the
-#: Gaussian-diffusion ablation on the context features.
+#: Gaussian-diffusion ablation on the context features. ``hinge_depth`` (the depth study): generation on the
+#: depth-normalised log1p CP10k scale, each spot's library size predicted from its image features by a ridge
+#: regression (alpha by leave-one-out CV) and multiplied back in, sample by sample, to give log2(count + 1).
 HINGE_VARIANTS = {
     "hinge": {},
     "hinge_paper": {"likelihood": "mse", "features": "plain"},
@@ -48,9 +50,10 @@ HINGE_VARIANTS = {
     "hinge_no_calibration": {"calibrate": False, "reuse": "hinge"},
     "hinge_pretrained": {"backbone": "pretrained"},
     "hinge_gaussian": {"likelihood": "mse", "cls": "gaussian"},
+    "hinge_depth": {"scale": "log1p_cp10k", "depth": True},
 }
 DEFAULT_VARIANT = {"likelihood": "gaussian", "features": "context", "mean_estimate": "expected", "calibrate": True,
-                   "backbone": "random", "cls": "hinge", "reuse": None}  # fmt: skip
+                   "backbone": "random", "cls": "hinge", "reuse": None, "scale": "log2p1", "depth": False}  # fmt: skip
 #: Baselines; ``*_plain`` get the features without spatial context, the others the same inputs as ``hinge``.
 BASELINES = ("ridge", "ridge_cv", "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean")
 METHODS = (*HINGE_VARIANTS, *BASELINES)
@@ -109,7 +112,7 @@ def train_hinge(method, train, panel, vocabulary, seed, args):
     tr = train.copy()
     cls.setup_anndata(tr, features_key=fk, views_key=vk, section_key="section")
     likelihood = {} if v["cls"] == "gaussian" else {"likelihood": v["likelihood"]}
-    model = cls(tr, backbone, genes=panel, n_steps=args.diffusion_steps,
+    model = cls(tr, backbone, genes=panel, n_steps=args.diffusion_steps, target_scale=v["scale"],
                 standardize_features=args.hinge_features == "standardized", seed=seed, **likelihood)
     t0 = time.perf_counter()
     model.train(
@@ -142,11 +145,38 @@ def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Pat
                    n_steps=args.sampling_steps, seed=seed, key_added=key, save_samples=True, overwrite=True,
                    show_progress_bar=False, **gen)  # fmt: skip
     gen_s = time.perf_counter() - t0
+    if v["depth"]:
+        add_back_depth(train, test, key, FEATURE_KEYS[v["features"]])
     epochs = len(model.history["train_loss"])
     samples = model.train_params_["n_train_spots"] * model.train_params_["n_views"] * epochs
     return {"model": model, "train_s": train_s, "generate_s": gen_s,
             "train_samples_per_s": samples / train_s if train_s > 0 else np.nan,  # 0: a reused model
             "generate_spots_per_s": test.n_obs / gen_s}  # fmt: skip
+
+
+def add_back_depth(train, test, key: str, features_key: str) -> None:
+    """Turn ``obsm[key]`` samples on log1p CP10k into log2(count + 1) with an image-predicted library size.
+
+    The log library size (total count over all genes) is regressed on the standardised features of the training
+    spots (ridge, alpha by leave-one-out CV over a log grid); each sample :math:`x` becomes
+    :math:`\log_2(1 + \hat L\,(e^{x} - 1) / 10^4)`. Mean and s.d. are recomputed from the converted samples.
+    """
+    from scipy.sparse import issparse
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    counts = train.X.toarray() if issparse(train.X) else np.asarray(train.X)
+    log_lib = np.log(np.maximum(counts.sum(axis=1), 1.0))
+    depth = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
+    depth.fit(np.asarray(train.obsm[features_key]), log_lib)
+    lib_hat = np.exp(depth.predict(np.asarray(test.obsm[features_key])))
+    samples = np.log2(1.0 + lib_hat[:, None, None] * np.expm1(test.obsm[f"{key}_samples"]) / 1e4)
+    genes, index = test.obsm[key].columns, test.obs_names
+    test.obsm[key] = pd.DataFrame(samples.mean(axis=1), index=index, columns=genes)
+    test.obsm[f"{key}_std"] = pd.DataFrame(samples.std(axis=1), index=index, columns=genes)
+    test.obsm[f"{key}_samples"] = samples.astype(np.float32)
+    test.uns[key]["params"] = {**test.uns[key]["params"], "target_scale": "log2p1", "depth": "ridge on features"}
 
 
 def run_baseline(method, train, test, panel, seed, args, key) -> dict:
