@@ -33,71 +33,150 @@ from performance import markdown, performance_table, to_markdown
 logger = logging.getLogger("her2st_benchmark")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCALES = ("log2p1", "log1p_cp10k")
-METHODS = ("hinge", "hinge_nll", "hinge_pretrained", "hinge_gaussian", "ridge", "ridge_cv", "ridge_prob", "mlp", "knn",
-           "mean")  # fmt: skip
-STOCHASTIC = {"hinge", "hinge_nll", "hinge_pretrained", "hinge_gaussian", "mlp"}
-#: HINGE variants: the likelihood of the reveal (``hinge_nll`` draws revealed genes from a predicted Gaussian).
-LIKELIHOOD = {"hinge_nll": "gaussian"}
+#: HINGE variants. ``hinge`` is the new default (issue 13): Gaussian reveal (a variance head, genes drawn), the
+#: Rao–Blackwellised mean, the variance calibrated on validation spots, features with spatial context (``--context``).
+#: ``hinge_paper`` is the paper's configuration (mean reveal, no context). Each ``hinge_no_*`` removes one addition;
+#: ``hinge_no_rb`` and ``hinge_no_calibration`` reuse the trained ``hinge`` model of the fold and seed (they change
+#: generation only). ``hinge_pretrained`` is ``hinge`` with ``--pretrained-backbone``; ``hinge_gaussian`` the
+#: Gaussian-diffusion ablation on the context features. ``hinge_depth`` (the depth study): generation on the
+#: depth-normalised log1p CP10k scale, each spot's library size predicted from its image features by a ridge
+#: regression (alpha by leave-one-out CV) and multiplied back in, sample by sample, to give log2(count + 1).
+HINGE_VARIANTS = {
+    "hinge": {},
+    "hinge_paper": {"likelihood": "mse", "features": "plain"},
+    "hinge_no_context": {"features": "plain"},
+    "hinge_no_nll": {"likelihood": "mse"},
+    "hinge_no_rb": {"mean_estimate": "samples", "reuse": "hinge"},
+    "hinge_no_calibration": {"calibrate": False, "reuse": "hinge"},
+    "hinge_pretrained": {"backbone": "pretrained"},
+    "hinge_gaussian": {"likelihood": "mse", "cls": "gaussian"},
+    "hinge_depth": {"scale": "log1p_cp10k", "depth": True},
+}
+DEFAULT_VARIANT = {"likelihood": "gaussian", "features": "context", "mean_estimate": "expected", "calibrate": True,
+                   "backbone": "random", "cls": "hinge", "reuse": None, "scale": "log2p1", "depth": False}  # fmt: skip
+#: Baselines; ``*_plain`` get the features without spatial context, the others the same inputs as ``hinge``.
+BASELINES = ("ridge", "ridge_cv", "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean")
+METHODS = (*HINGE_VARIANTS, *BASELINES)
+STOCHASTIC = {*HINGE_VARIANTS, "mlp"}
+#: obsm keys of the two feature sets: with spatial context (``--context``) and without.
+FEATURE_KEYS = {"context": "X_histology", "plain": "X_plain"}
 MARKERS = ("ERBB2", "GNAS", "KRT19", "FASN")
 #: Columns of the two result tables (metric → header).
 CORRELATION = {"pcc_10": "PCC-10", "pcc_50": "PCC-50", "pcc_200": "PCC-200", "pcc_mean": "mean PCC",
                "spearman_mean": "mean Spearman", "pcc_hvg50": "PCC HVG-50", "pcc_heg50": "PCC HEG-50"}  # fmt: skip
 STRUCTURE = {"mse": "MSE", "mae": "MAE", "rvd": "RVD", "coexpr_pcc": "co-expr. r", "coexpr_frobenius": "co-expr. d_F",
              "moran_generated": "Moran's I (gen.)", "moran_pcc": "Moran's I r", "coverage_50": "cov. 50%",
-             "coverage_90": "cov. 90%", "std_error_spearman": "s.d.–error ρ"}  # fmt: skip
+             "coverage_90": "cov. 90%", "crps": "CRPS", "energy_score": "energy", "std_error_spearman": "s.d.–error ρ"}  # fmt: skip
+
+
+def variant(method: str) -> dict:
+    """Settings of a HINGE variant (:data:`DEFAULT_VARIANT` updated by :data:`HINGE_VARIANTS`)."""
+    return DEFAULT_VARIANT | HINGE_VARIANTS[method]
 
 
 def load_features(args: argparse.Namespace):
-    """her2st sections with histology features, cached in ``<out>/features.h5ad``."""
+    """her2st sections with both feature sets (with and without spatial context), cached in ``<out>``."""
     import anndata as ad
 
     import hinge_sc as hs
 
-    cache = Path(args.out) / "features.h5ad"
+    cache = Path(args.out) / f"features_{args.context}.h5ad"
     if cache.is_file():
         adata = ad.read_h5ad(cache)
         if set(args.sections) <= set(adata.obs["section"].astype(str)) and "X_histology" in adata.obsm:
             logger.info("Read cached features from %s", cache)
             return adata[adata.obs["section"].isin(args.sections)].copy()
     adata = hs.datasets.her2st(sections=args.sections, path=Path(args.data) / "her2st", show_progress_bar=False)
-    hs.pp.histology_features(adata, views=args.views, show_progress_bar=False)
+    context = {"none": {}, "knn": {"context": "knn"}, "field": {"context": "field"}}[args.context]
+    hs.pp.histology_features(adata, views=args.views, show_progress_bar=False, **context)
+    hs.pp.histology_features(adata, views=args.views, key_added=FEATURE_KEYS["plain"], show_progress_bar=False)
     adata.write_h5ad(cache)
     logger.info("Computed histology features (%d spots, %s) and cached them in %s",
                 adata.n_obs, adata.obsm["X_histology"].shape, cache)  # fmt: skip
     return adata
 
 
-def run_hinge(method, train, test, panel, vocabulary, seed, args, key) -> dict:
-    """Train HINGE (or its Gaussian ablation) on ``train`` and generate ``test`` into ``obsm[key]``."""
+def train_hinge(method, train, panel, vocabulary, seed, args):
+    """A HINGE variant (or its Gaussian ablation) trained on ``train``; returns ``(model, seconds)``."""
     import hinge_sc as hs
 
-    cls = hs.benchmark.HINGEGaussian if method == "hinge_gaussian" else hs.HINGE
-    fk, vk = "X_histology", ("X_histology_views" if args.views > 1 else None)
-    if method == "hinge_pretrained":  # the same pre-trained backbone for every seed; the seed varies the adaptation
+    v = variant(method)
+    cls = hs.benchmark.HINGEGaussian if v["cls"] == "gaussian" else hs.HINGE
+    fk = FEATURE_KEYS[v["features"]]
+    vk = f"{fk}_views" if args.views > 1 else None
+    if v["backbone"] == "pretrained":  # the same pre-trained backbone for every seed; the seed varies the adaptation
         backbone = hs.Backbone.load(args.pretrained_backbone)
     else:
         backbone = hs.Backbone.random(vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                                       seed=seed)  # fmt: skip
     tr = train.copy()
     cls.setup_anndata(tr, features_key=fk, views_key=vk, section_key="section")
-    likelihood = {"likelihood": LIKELIHOOD[method]} if method in LIKELIHOOD else {}
-    model = cls(tr, backbone, genes=panel, n_steps=args.diffusion_steps,
+    likelihood = {} if v["cls"] == "gaussian" else {"likelihood": v["likelihood"]}
+    model = cls(tr, backbone, genes=panel, n_steps=args.diffusion_steps, target_scale=v["scale"],
                 standardize_features=args.hinge_features == "standardized", seed=seed, **likelihood)
     t0 = time.perf_counter()
     model.train(
         max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
         lr_milestones=(max(1, int(args.epochs * 0.5)), max(1, int(args.epochs * 0.875))), accelerator="cpu",
-        seed=seed, show_progress_bar=False,
+        seed=seed, show_progress_bar=False, calibrate_variance=v["calibrate"],
     )  # fmt: skip
-    train_s = time.perf_counter() - t0
+    return model, time.perf_counter() - t0
+
+
+def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Path) -> dict:
+    """Train a HINGE variant on ``train`` (or load the trained model it reuses) and generate ``test`` into
+    ``obsm[key]``. Trained ``hinge`` models are kept in ``runs`` for the variants that only change generation."""
+    import hinge_sc as hs
+
+    v = variant(method)
+    parent = v["reuse"] or method
+    saved = runs / f"{test.obs['section'].iloc[0]}_{parent}_s{seed}_model"
+    if v["reuse"] and (saved / "manifest.json").is_file():
+        model, train_s = hs.HINGE.load(saved), 0.0
+    else:
+        model, train_s = train_hinge(parent, train, panel, vocabulary, seed, args)
+        if parent == "hinge":
+            model.save(saved, overwrite=True)
+    if not v["calibrate"]:
+        model.module.log_variance_offset.zero_()
+    gen = {} if v["cls"] == "gaussian" else {"mean_estimate": v["mean_estimate"]}
     t0 = time.perf_counter()
-    hs.tl.generate(model, test, features_key=fk, n_samples=args.n_samples, n_steps=args.sampling_steps, seed=seed,
-                   key_added=key, save_samples=True, overwrite=True, show_progress_bar=False)  # fmt: skip
+    hs.tl.generate(model, test, features_key=FEATURE_KEYS[variant(parent)["features"]], n_samples=args.n_samples,
+                   n_steps=args.sampling_steps, seed=seed, key_added=key, save_samples=True, overwrite=True,
+                   show_progress_bar=False, **gen)  # fmt: skip
     gen_s = time.perf_counter() - t0
+    if v["depth"]:
+        add_back_depth(train, test, key, FEATURE_KEYS[v["features"]])
     epochs = len(model.history["train_loss"])
     samples = model.train_params_["n_train_spots"] * model.train_params_["n_views"] * epochs
-    return {"model": model, "train_s": train_s, "generate_s": gen_s, "train_samples_per_s": samples / train_s,
+    return {"model": model, "train_s": train_s, "generate_s": gen_s,
+            "train_samples_per_s": samples / train_s if train_s > 0 else np.nan,  # 0: a reused model
             "generate_spots_per_s": test.n_obs / gen_s}  # fmt: skip
+
+
+def add_back_depth(train, test, key: str, features_key: str) -> None:
+    r"""Turn ``obsm[key]`` samples on log1p CP10k into log2(count + 1) with an image-predicted library size.
+
+    The log library size (total count over all genes) is regressed on the standardised features of the training
+    spots (ridge, alpha by leave-one-out CV over a log grid); each sample :math:`x` becomes
+    :math:`\log_2(1 + \hat L\,(e^{x} - 1) / 10^4)`. Mean and s.d. are recomputed from the converted samples.
+    """
+    from scipy.sparse import issparse
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    counts = train.X.toarray() if issparse(train.X) else np.asarray(train.X)
+    log_lib = np.log(np.maximum(counts.sum(axis=1), 1.0))
+    depth = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
+    depth.fit(np.asarray(train.obsm[features_key]), log_lib)
+    lib_hat = np.exp(depth.predict(np.asarray(test.obsm[features_key])))
+    samples = np.log2(1.0 + lib_hat[:, None, None] * np.expm1(test.obsm[f"{key}_samples"]) / 1e4)
+    genes, index = test.obsm[key].columns, test.obs_names
+    test.obsm[key] = pd.DataFrame(samples.mean(axis=1), index=index, columns=genes)
+    test.obsm[f"{key}_std"] = pd.DataFrame(samples.std(axis=1), index=index, columns=genes)
+    test.obsm[f"{key}_samples"] = samples.astype(np.float32)
+    test.uns[key]["params"] = {**test.uns[key]["params"], "target_scale": "log2p1", "depth": "ridge on features"}
 
 
 def run_baseline(method, train, test, panel, seed, args, key) -> dict:
@@ -107,16 +186,18 @@ def run_baseline(method, train, test, panel, seed, args, key) -> dict:
     est = {
         "ridge": lambda: hs.benchmark.RidgeProbe(args.ridge_alpha),
         "ridge_cv": lambda: hs.benchmark.RidgeProbe("cv"),  # alpha by CV grouped by training section
+        "ridge_cv_plain": lambda: hs.benchmark.RidgeProbe("cv"),
         "ridge_prob": lambda: hs.benchmark.ProbabilisticRidge("cv", n_samples=args.n_samples, seed=seed),
         "mlp": lambda: hs.benchmark.MLPRegressor(max_epochs=args.mlp_epochs, seed=seed),
         "knn": lambda: hs.benchmark.KNNRetrieval(args.knn_k),
         "mean": lambda: hs.benchmark.TrainingMean(),
     }[method]()
     t0 = time.perf_counter()
-    views_key = "X_histology_views" if args.views > 1 and method == "mlp" else None
-    est.fit(train, genes=panel, views_key=views_key, section_key="section")
+    fk = FEATURE_KEYS["plain" if method.endswith("_plain") else "context"]
+    views_key = f"{fk}_views" if args.views > 1 and method == "mlp" else None
+    est.fit(train, genes=panel, features_key=fk, views_key=views_key, section_key="section")
     fit_s = time.perf_counter() - t0
-    est.predict(test, key_added=key, save_samples=True, overwrite=True)
+    est.predict(test, features_key=fk, key_added=key, save_samples=True, overwrite=True)
     return {"train_s": fit_s}
 
 
@@ -185,12 +266,12 @@ def figures(test, per_gene: pd.DataFrame, history, section: str, out: Path, meth
         hs.pl.gene_scores(table, kind="box", ax=axes[1], title="")
         fig.savefig(out / f"gene_scores_{scale}.png", dpi=110)
         plt.close(fig)
-    lead = "hinge" if "hinge" in methods else "ridge" if "ridge" in methods else methods[0]
+    lead = "hinge" if "hinge" in methods else "ridge_cv" if "ridge_cv" in methods else methods[0]
     ref = per_gene[(per_gene["method"] == lead) & (per_gene["scale"] == "log2p1") & (per_gene["section"] == section)]
     best = ref.groupby("gene")["pearson"].mean().dropna().sort_values(ascending=False)
     genes = [g for g in MARKERS if g in best.index][:2]
     genes += [g for g in best.index if g not in genes][: 4 - len(genes)]
-    for method in ("hinge", "ridge"):
+    for method in ("hinge", "hinge_paper", "ridge_cv"):
         key = f"{method}_s0"
         if key in test.obsm:
             axes = hs.pl.spatial_genes(test, genes, key=key, section=section, ncols=2,
@@ -223,8 +304,8 @@ def run_cached(method, seed, fold, train, test, panel, vocabulary, args, key, ru
         return pd.read_pickle(cache)
     torch.set_num_threads(args.threads)  # scanpy (in `hs.pp.select_genes`) resets torch's thread count
     t0 = time.perf_counter()
-    if method.startswith("hinge"):
-        info = run_hinge(method, train, test, panel, vocabulary, seed, args, key)
+    if method in HINGE_VARIANTS:
+        info = run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs)
     else:
         info = run_baseline(method, train, test, panel, seed, args, key)
     s, g = evaluate_all(test, key, method, seed, fold)
@@ -356,6 +437,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--n-genes", type=int, default=200)
     p.add_argument("--views", type=int, default=8, choices=(1, 8))
+    p.add_argument("--context", default="field", choices=("none", "knn", "field"),
+                   help="Spatial context of the features every method gets (`hs.pp.histology_features(context=)`); "
+                        "`*_plain` methods and `hinge_paper` get the features without context.")
     p.add_argument("--hinge-features", default="standardized", choices=("standardized", "raw"),
                    help="HINGE's `standardize_features` (the baselines always standardise with the training fold).")
     p.add_argument("--d-model", type=int, default=64)

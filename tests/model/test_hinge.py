@@ -253,14 +253,21 @@ def test_gaussian_likelihood_model_samples_revealed_genes(backbone, tmp_path):
     model = hs.HINGE(adata, backbone, n_steps=10, likelihood="gaussian")
     model.train(max_epochs=2, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
     assert {"mse_train", "nll_train"} <= set(model.history)
+    tau2 = model.train_params_["variance_scale"]  # fitted on the validation spots
+    assert tau2 > 0 and model.module.log_variance_offset.item() == pytest.approx(np.log(tau2), rel=1e-5)
     drawn = model.generate(n_samples=4, n_steps=5, seed=0, show_progress_bar=False)
+    by_draws = model.generate(n_samples=4, n_steps=5, seed=0, mean_estimate="samples", show_progress_bar=False)
+    pd.testing.assert_frame_equal(by_draws.std, drawn.std)  # same draws, two estimates of the mean
+    assert not np.allclose(by_draws.mean.to_numpy(), drawn.mean.to_numpy())
     means = model.generate(n_samples=4, n_steps=5, seed=0, reveal="mean", show_progress_bar=False)
     assert (drawn.mean.to_numpy() >= 0).all()
     assert drawn.std.to_numpy().mean() > 2 * means.std.to_numpy().mean()
     hs.tl.generate(model, adata, n_samples=2, n_steps=3, seed=0, show_progress_bar=False)
     assert adata.uns["hinge"]["params"]["likelihood"] == "gaussian"
     assert adata.uns["hinge"]["params"]["reveal"] == "sample"
+    assert adata.uns["hinge"]["params"]["mean_estimate"] == "expected"
     model.save(tmp_path / "m")
     loaded = hs.HINGE.load(tmp_path / "m")
     again = loaded.generate(adata, n_samples=4, n_steps=5, seed=0, show_progress_bar=False)
     pd.testing.assert_frame_equal(again.mean, drawn.mean)
+    assert loaded.module.log_variance_offset.item() == model.module.log_variance_offset.item()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from .conftest import synthetic_adata
-
 import hinge_sc as hs
+
+from .conftest import synthetic_adata
 
 
 def test_views_registered_by_default(caplog):

@@ -128,3 +128,69 @@ def test_gaussian_likelihood_loss_trains_the_variance_only_through_nll(module):
     torch.testing.assert_close(loss.loss, loss.extra_metrics["mse"] + loss.extra_metrics["nll"])
     loss.loss.backward()
     assert gaussian.denoiser.variance_head.out.weight.grad.abs().sum() > 0
+
+
+def test_rectified_mean_matches_monte_carlo():
+    """E[max(0, X)], X ~ N(mu, sigma^2), in closed form: against 400k draws, including mu < 0 and mu >> sigma."""
+    from hinge_sc.module._sampler import rectified_mean
+
+    mu = torch.tensor([-1.0, 0.0, 0.5, 3.0], dtype=torch.float64)
+    sigma = torch.tensor([1.0, 0.5, 2.0, 0.1], dtype=torch.float64)
+    draws = (mu + sigma * torch.randn(400_000, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    expected = draws.clamp_min(0).mean(0)
+    torch.testing.assert_close(rectified_mean(mu, 2 * sigma.log()), expected, atol=5e-3, rtol=0)
+    assert rectified_mean(torch.tensor([3.0]), torch.tensor([-20.0])).item() == pytest.approx(3.0)
+
+
+def test_expected_values_estimate_the_conditional_mean_with_less_noise():
+    """Gene 1's mean copies gene 0's drawn value: averaging the expected values (Rao–Blackwell) and averaging the
+    draws estimate the same mean (5), but the expected values vary less across samples."""
+    n_genes, n_rows = 2, 4000
+
+    def denoise(x_t, visible, t, visible_prev):
+        mean = torch.zeros_like(x_t)
+        mean[:, 0] = 5.0
+        mean[:, 1] = torch.where(visible[:, 0] > 0, x_t[:, 0], torch.full_like(x_t[:, 0], 5.0))
+        return mean, torch.zeros_like(x_t)  # sigma = 1, far from the floor at 0
+
+    noise = Noise.shared(torch.Generator().manual_seed(2), n_rows)
+    x, expected = sample_masked(denoise, lambda x, v, e: x * v, torch.as_tensor([0, 1, 2]), n_genes,
+                                grid=np.array([2, 1, 0]), noise=noise, reveal="sample", return_expected=True)  # fmt: skip
+    torch.testing.assert_close(expected.mean(0), torch.full((2,), 5.0), atol=0.05, rtol=0)
+    torch.testing.assert_close(x.mean(0), torch.full((2,), 5.0), atol=0.08, rtol=0)
+    assert (expected.var(0) < 0.8 * x.var(0)).all()  # gene 0: 0 vs 1; gene 1: 0.5 vs 1.5
+    x_mean, e_mean = sample_masked(denoise, lambda x, v, e: x * v, torch.as_tensor([0, 1, 2]), n_genes,
+                                   grid=np.array([2, 1, 0]), noise=noise, reveal="mean", return_expected=True)  # fmt: skip
+    assert torch.equal(x_mean, e_mean)
+
+
+def test_calibrate_variance_is_the_mean_squared_z_score(module):
+    """tau^2 = sum d (x0 - mean)^2 / sigma^2 / sum d, recomputed by hand from the same masks; sampling then draws
+    with sigma^2 tau^2."""
+    from hinge_sc._constants import MODULE_KEYS
+
+    gaussian = HINGEModule(module.backbone, module.token_ids, 6, n_steps=10, likelihood="gaussian").eval()
+    gen = torch.Generator().manual_seed(0)
+    batch = {"counts": torch.poisson(torch.full((16, 25), 4.0), generator=gen), "library": torch.full((16,), 200.0),
+             "features": torch.randn(16, 6, generator=gen)}  # fmt: skip
+    tau2 = gaussian.calibrate_variance([batch], n_repeats=2, generator=torch.Generator().manual_seed(5))
+    gaussian.log_variance_offset.zero_()
+    replay = torch.Generator().manual_seed(5)
+    num = den = 0.0
+    for _ in range(2):
+        inf = gaussian.inference(batch["counts"], batch["library"], batch["features"], generator=replay)
+        mean, log_var = gaussian.denoiser(inf[MODULE_KEYS.X_T], inf[MODULE_KEYS.VISIBLE], inf[MODULE_KEYS.CONDITION],
+                                          gaussian.token_ids, return_log_variance=True)  # fmt: skip
+        d = inf[MODULE_KEYS.VISIBLE_PREV] - inf[MODULE_KEYS.VISIBLE]
+        num += float((d * (inf[MODULE_KEYS.TARGET] - mean) ** 2 / log_var.exp()).sum())
+        den += float(d.sum())
+    assert tau2 == pytest.approx(num / den, rel=1e-5)
+    assert tau2 > 1.5  # an untrained head says sigma = 1; log2 counts of mean 4 are off by more
+    # a larger tau widens the draws
+    feats = torch.randn(2, 6, generator=gen)
+    narrow = gaussian.sample(feats, 64, generator=torch.Generator().manual_seed(1))
+    gaussian.log_variance_offset.fill_(float(np.log(tau2)))
+    wide = gaussian.sample(feats, 64, generator=torch.Generator().manual_seed(1))
+    assert wide.std(1).mean() > narrow.std(1).mean()
+    with pytest.raises(ValueError, match="likelihood='gaussian'"):
+        module.calibrate_variance([batch])

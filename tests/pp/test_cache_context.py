@@ -88,3 +88,20 @@ def test_field_context_sees_a_larger_patch(crop):
                                show_progress_bar=False).obsm["own"], rtol=1e-6)  # fmt: skip
     assert not np.allclose(x[:, :d], x[:, d:])
     assert own.shape[0] == crop.n_obs and crop.uns["X_histology"]["params"]["context_scale"] == 3.0
+
+
+@pytest.mark.parametrize("context", ["knn", "field"])
+def test_context_for_a_single_isolated_spot_and_a_spot_at_the_image_border(crop, context):
+    """Issue 13: a spot alone in its section gets its own features as knn context; a spot whose context field
+    reaches past the image edge still gets finite features (the field is padded, not dropped)."""
+    one = crop[:1].copy()
+    hs.pp.histology_features(one, views=1, context=context, show_progress_bar=False)
+    x = one.obsm["X_histology"]
+    d = len(FEATURE_NAMES)
+    assert x.shape == (1, 2 * d) and np.isfinite(x).all()
+    if context == "knn":
+        np.testing.assert_array_equal(x[0, d:], x[0, :d])
+    border = crop[:2].copy()
+    border.obsm["spatial"] = np.array([[4.0, 4.0], [200.0, 200.0]])  # px in the crop; the first at the corner
+    hs.pp.histology_features(border, views=1, context=context, show_progress_bar=False)
+    assert np.isfinite(border.obsm["X_histology"]).all()

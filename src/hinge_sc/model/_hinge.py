@@ -18,7 +18,7 @@ from hinge_sc._constants import FEATURE_PROVENANCE_KEY, REGISTRY_KEYS
 from hinge_sc._counts import panel_counts
 from hinge_sc._deprecation import renamed_argument
 from hinge_sc._random import seeded, spot_seeds
-from hinge_sc._scales import CP10K, clip_to_floor, rescale_total, to_counts
+from hinge_sc._scales import CP10K, rescale_total, to_counts
 from hinge_sc._validators import (
     check_counts,
     check_genes_given,
@@ -449,6 +449,7 @@ class HINGE(BaseModelClass):
         strategy: str | None = None,
         seed: int = 0,
         show_progress_bar: bool = True,
+        calibrate_variance: bool = True,
         **trainer_kwargs,
     ) -> None:
         """Train the SoftAdaLN adaptation with the masked-diffusion objective (docs/method.md §5–6).
@@ -480,6 +481,10 @@ class HINGE(BaseModelClass):
             restored afterwards (they are not reseeded for the caller).
         show_progress_bar
             Show Lightning's progress bar.
+        calibrate_variance
+            With ``likelihood="gaussian"`` and validation spots: after training, scale the predicted variances by
+            :math:`\tau^2` fitted on the validation spots (:meth:`~hinge_sc.module.HINGEModule.calibrate_variance`),
+            recorded as ``train_params_["variance_scale"]``.
         **trainer_kwargs
             Other :class:`~scvi.train.Trainer` / :class:`lightning.pytorch.Trainer` arguments.
         """
@@ -531,6 +536,13 @@ class HINGE(BaseModelClass):
         # the logger keeps 0-d values with dtype object; give users numeric columns
         self.history_ = {k: v.apply(pd.to_numeric, errors="coerce") for k, v in (self.history_ or {}).items()}
         restored = plan.restore_best()
+        variance_scale = None
+        if calibrate_variance and self.module.likelihood == "gaussian" and data_module.n_val > 0:
+            device = self.device
+            batches = ({k: v.to(device) for k, v in b.items()} for b in data_module.val_dataloader())
+            generator = torch.Generator(device).manual_seed(seed)
+            variance_scale = self.module.calibrate_variance(batches, generator=generator)
+            logger.info("Variance scale τ² = %.3f (fitted on %d validation spots)", variance_scale, data_module.n_val)
         obs_idx = arrays["obs_indices"]
         self.train_indices_ = obs_idx[data_module.train_idx]
         self.validation_indices_ = obs_idx[data_module.val_idx]
@@ -554,6 +566,7 @@ class HINGE(BaseModelClass):
             "n_views": int(arrays["views"].shape[1]) if "views" in arrays else 1,
             "best_epoch": plan.best_epoch,
             "best_validation_loss": plan.best_validation_loss if restored else None,
+            "variance_scale": variance_scale,
         }
         if any(p.requires_grad for p in self.module.backbone.parameters()):
             # fine-tuned: the model's backbone is now its own (a copy of the one passed in)
@@ -589,6 +602,7 @@ class HINGE(BaseModelClass):
         precision: Literal["32", "bf16"] = "32",
         reveal: Literal["mean", "sample"] | None = None,
         clip: bool = True,
+        mean_estimate: Literal["expected", "samples"] = "expected",
         show_progress_bar: bool = True,
         accelerator: str = "auto",
         devices: int | list[int] | str | None = None,
@@ -627,6 +641,11 @@ class HINGE(BaseModelClass):
         clip
             Clip each sample at the floor of the model scale (0 on ``log2(count + 1)`` and on log1p CP10k: no
             counts) before the mean and s.d. are taken; ``False`` returns the sampler's raw values.
+        mean_estimate
+            How the returned mean is estimated from the ``S`` trajectories when genes are drawn (``reveal="sample"``):
+            ``"expected"`` averages each gene's expected value at its reveal step (Rao–Blackwellised, less
+            Monte-Carlo noise; docs/method.md §5.5), ``"samples"`` averages the drawn values. The same with
+            ``reveal="mean"``. The standard deviation and the samples are always those of the draws.
         show_progress_bar
             Progress bar over the spots.
         accelerator, devices, strategy
@@ -641,30 +660,29 @@ class HINGE(BaseModelClass):
         ``adata.obs_names`` with the panel genes as columns, model scale) and optionally the samples.
         """
         adata, feats, seeds, seed = self._generation_inputs(adata, features_key, n_samples, precision, seed)
+        if mean_estimate not in ("expected", "samples"):
+            raise ValueError(f"`mean_estimate` must be 'expected' or 'samples', found {mean_estimate!r}.")
         batch_size = resolve_batch_size(batch_size, n_samples, self.device)
         check_positive_int(batch_size, argument="batch_size")
-        kwargs = {"n_samples": n_samples, "n_steps": n_steps, "precision": precision, "reveal": reveal}
+        kwargs = {"n_samples": n_samples, "n_steps": n_steps, "precision": precision, "reveal": reveal,
+                  "mean_estimate": mean_estimate, "clip": clip}  # fmt: skip
         index, columns = pd.Index(adata.obs_names), pd.Index(self.panel_genes_)
         if devices is not None or strategy is not None:
-            samples = generate_distributed(
+            samples, mean = generate_distributed(
                 self.module, feats, seeds, batch_size=batch_size, accelerator=accelerator,
                 devices=devices if devices is not None else "auto", strategy=strategy,
                 show_progress_bar=show_progress_bar, **kwargs,
             )  # fmt: skip
-            if clip:
-                samples = clip_to_floor(samples, self.module.target_scale)
-            mean, std = samples.mean(axis=1), samples.std(axis=1)
+            std = samples.std(axis=1)
         else:  # batch by batch: only the mean and s.d. (and the samples if asked for) are kept
             n, n_genes = adata.n_obs, len(self.panel_genes_)
             mean, std = np.zeros((n, n_genes), np.float32), np.zeros((n, n_genes), np.float32)
             samples = np.zeros((n, n_samples, n_genes), np.float32) if return_samples else None
             batches = batch_bounds(n, batch_size)
-            for start, stop, out in iter_batches(
+            for start, stop, out, point in iter_batches(
                 self.module, feats, seeds, batches, show_progress_bar=show_progress_bar, **kwargs
             ):
-                if clip:
-                    out = clip_to_floor(out, self.module.target_scale)
-                mean[start:stop], std[start:stop] = out.mean(axis=1), out.std(axis=1)
+                mean[start:stop], std[start:stop] = point, out.std(axis=1)
                 if samples is not None:
                     samples[start:stop] = out
         return Prediction(

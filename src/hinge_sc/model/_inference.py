@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hinge_sc._random import Noise
+from hinge_sc._scales import clip_to_floor
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -53,8 +54,11 @@ def sample_batch(
     n_steps: int | None,
     precision: Literal["32", "bf16"] = "32",
     reveal: Literal["mean", "sample"] | None = None,
-) -> np.ndarray:
-    """Samples ``(B, S, G)`` (float32, CPU) of one batch of spots, each from its own seed.
+    mean_estimate: Literal["expected", "samples"] = "expected",
+    clip: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Samples ``(B, S, G)`` and point predictions ``(B, G)`` (float32, CPU) of one batch of spots, each spot from its
+    own seed.
 
     Parameters
     ----------
@@ -64,15 +68,21 @@ def sample_batch(
         ``(B, D)`` raw image features.
     seeds
         ``(B,)`` per-spot seeds (:func:`hinge_sc._random.spot_seeds`).
-    n_samples, n_steps, precision, reveal
-        See :meth:`hinge_sc.HINGE.generate`.
+    n_samples, n_steps, precision, reveal, mean_estimate, clip
+        See :meth:`hinge_sc.HINGE.generate`; with ``clip`` the samples and the expected values are clipped at the
+        floor of the model scale before the point prediction is averaged.
     """
     device = next(module.parameters()).device
     batch = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
     noise = Noise.per_spot(seeds, n_samples, device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        out = module.sample(batch, n_samples, n_steps, noise=noise, reveal=reveal)
-    return out.float().cpu().numpy()
+        out, expected = module.sample(batch, n_samples, n_steps, noise=noise, reveal=reveal, return_expected=True)
+    samples, expected = out.float().cpu().numpy(), expected.float().cpu().numpy()
+    if clip:
+        samples = clip_to_floor(samples, module.target_scale)
+        expected = clip_to_floor(expected, module.target_scale)
+    point = (expected if mean_estimate == "expected" else samples).mean(axis=1)
+    return samples, point.astype(np.float32, copy=False)
 
 
 def iter_batches(
@@ -85,10 +95,13 @@ def iter_batches(
     n_steps: int | None,
     precision: Literal["32", "bf16"] = "32",
     reveal: Literal["mean", "sample"] | None = None,
+    mean_estimate: Literal["expected", "samples"] = "expected",
+    clip: bool = True,
     show_progress_bar: bool = True,
     n_total: int | None = None,
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Generate batch after batch: yields ``(start, stop, samples (stop - start, S, G))``.
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Generate batch after batch: yields ``(start, stop, samples (stop - start, S, G), point (stop - start, G))``
+    (see :func:`sample_batch`).
 
     Only one batch of samples is held at a time, so memory stays bounded for any number of spots.
 
@@ -104,9 +117,9 @@ def iter_batches(
     with tqdm(total=total, desc="Generating", unit="spot", disable=not show_progress_bar) as bar:
         bar.update(total - sum(b - a for a, b in batches))  # done before (resumed runs)
         for start, stop in batches:
-            samples = sample_batch(
+            samples, point = sample_batch(
                 module, features[start:stop], seeds[start:stop], n_samples=n_samples, n_steps=n_steps,
-                precision=precision, reveal=reveal,
+                precision=precision, reveal=reveal, mean_estimate=mean_estimate, clip=clip,
             )  # fmt: skip
             bar.update(stop - start)
-            yield start, stop, samples
+            yield start, stop, samples, point

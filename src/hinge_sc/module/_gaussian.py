@@ -125,7 +125,8 @@ class GaussianHINGEModule(HINGEModule):
         *,
         noise: Noise | None = None,
         reveal: str | None = None,
-    ) -> torch.Tensor:
+        return_expected: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         r"""Generate expression by DDIM sampling from pure noise.
 
         For each pair of grid steps ``t → s``: :math:`\hat z_0` from the denoiser,
@@ -150,10 +151,13 @@ class GaussianHINGEModule(HINGEModule):
             Per-spot random streams (see :meth:`hinge_sc.module.HINGEModule.sample`).
         reveal
             Not used (Gaussian diffusion reveals no genes); must be ``None``.
+        return_expected
+            Also return the expected values (here the samples themselves), as
+            :meth:`hinge_sc.module.HINGEModule.sample` does.
 
         Returns
         -------
-        ``(B, S, G)`` samples on the model scale.
+        ``(B, S, G)`` samples on the model scale (twice with ``return_expected``).
         """
         b, device = features.shape[0], features.device
         if reveal is not None:
@@ -177,4 +181,5 @@ class GaussianHINGEModule(HINGEModule):
             sigma = eta * ((1 - ab_s) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_s).sqrt()
             z = ab_s.sqrt() * z0 + (1 - ab_s - sigma**2).clamp_min(0).sqrt() * eps_hat
             z = z + sigma * noise.randn(self.n_genes)
-        return x0_hat.view(b, n_samples, self.n_genes)
+        out = x0_hat.view(b, n_samples, self.n_genes)
+        return (out, out) if return_expected else out

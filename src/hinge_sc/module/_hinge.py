@@ -133,6 +133,8 @@ class HINGEModule(DiffusionModule):
         self.register_buffer("n_hidden", torch.as_tensor(k, dtype=torch.long))  # k(t), t = 0 … T
         self.register_buffer("feature_mean", torch.zeros(self.n_features))
         self.register_buffer("feature_scale", torch.ones(self.n_features))
+        # log τ² added to the predicted log-variance when sampling (0: as trained; see `calibrate_variance`)
+        self.register_buffer("log_variance_offset", torch.zeros(()))
         self.denoiser = AdaptedBackbone(
             backbone,
             n_features,
@@ -286,8 +288,9 @@ class HINGEModule(DiffusionModule):
         noise: Noise | None = None,
         reveal: Literal["mean", "sample"] | None = None,
         incremental: bool = True,
-    ) -> torch.Tensor:
-        """Generate expression for a batch of spots.
+        return_expected: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        r"""Generate expression for a batch of spots.
 
         Parameters
         ----------
@@ -305,14 +308,18 @@ class HINGEModule(DiffusionModule):
         reveal
             ``"mean"`` (the paper: revealed genes get the predicted mean) or ``"sample"`` (a draw from the predicted
             Gaussian, needs ``likelihood="gaussian"``); ``None``: ``"sample"`` when the module predicts a variance.
+            Drawn values use the calibrated variance :math:`\tau^2\sigma^2` (:meth:`calibrate_variance`).
         incremental
             Use the incremental sampler (:func:`~hinge_sc.module.sample_incremental`: revealed genes keep their
             token embedding, only revealed genes are decoded; same values up to float rounding). ``False``, or a
             module in training mode or with LoRA adapters, runs the reference :func:`~hinge_sc.module.sample_masked`.
+        return_expected
+            Also return each gene's expected value at its reveal step (see
+            :func:`~hinge_sc.module.sample_masked`): a lower-variance estimate of the conditional mean.
 
         Returns
         -------
-        ``(B, S, G)`` samples on the model scale.
+        ``(B, S, G)`` samples on the model scale, and with ``return_expected`` the ``(B, S, G)`` expected values.
         """
         b = features.shape[0]
         noise = noise if noise is not None else Noise.shared(generator, b * n_samples, features.device)
@@ -328,15 +335,69 @@ class HINGEModule(DiffusionModule):
 
         def denoise(x_t, visible, t, visible_prev):
             c = condition(t, visible_prev)
-            return self.denoiser(x_t, visible, c, self.token_ids, return_log_variance=with_variance)
+            if not with_variance:
+                return self.denoiser(x_t, visible, c, self.token_ids)
+            mean, log_var = self.denoiser(x_t, visible, c, self.token_ids, return_log_variance=True)
+            return mean, log_var + self.log_variance_offset
 
         grid = reverse_step_grid(self.n_steps, n_steps)
         if incremental and IncrementalDenoiser.supports(self.denoiser):
             cache = IncrementalDenoiser(self.denoiser, self.token_ids)
-            x = sample_incremental(
+            out = sample_incremental(
                 cache, condition, self.n_hidden, self.n_genes, grid=grid, noise=noise, reveal=reveal,
-                mask_fill=self.mask_fill,
+                mask_fill=self.mask_fill, log_variance_offset=self.log_variance_offset, return_expected=return_expected,
             )  # fmt: skip
         else:
-            x = sample_masked(denoise, self.fill, self.n_hidden, self.n_genes, grid=grid, noise=noise, reveal=reveal)
-        return x.view(b, n_samples, self.n_genes)
+            out = sample_masked(denoise, self.fill, self.n_hidden, self.n_genes, grid=grid, noise=noise,
+                                reveal=reveal, return_expected=return_expected)  # fmt: skip
+        if return_expected:
+            return out[0].view(b, n_samples, self.n_genes), out[1].view(b, n_samples, self.n_genes)
+        return out.view(b, n_samples, self.n_genes)
+
+    @torch.no_grad()
+    def calibrate_variance(self, batches, *, n_repeats: int = 4, generator: torch.Generator | None = None) -> float:
+        r"""Fit the variance scale :math:`\tau^2` on held-out spots and store :math:`\log\tau^2` (docs/method.md §5.5).
+
+        For each batch and repeat, draw a step and masks as in training, predict the revealed genes' mean and
+        variance, and set
+
+        .. math::
+
+            \tau^2 = \frac{\sum d\,(x_0 - \hat x_0)^2 / \sigma^2}{\sum d},
+
+        the scale that maximises the Gaussian likelihood of the held-out residuals. The variance head is fit on
+        training spots, whose residuals are smaller than a new spot's; :math:`\tau^2 > 1` widens the draws.
+
+        Parameters
+        ----------
+        batches
+            Iterable of held-out batches (dicts with counts, library and features, as the data loaders give).
+        n_repeats
+            Draws of step and masks per batch.
+        generator
+            Seeded generator of the steps and masks.
+
+        Returns
+        -------
+        :math:`\tau^2` (1.0 when there is nothing to calibrate on).
+        """
+        if self.likelihood != "gaussian":
+            raise ValueError("`calibrate_variance` needs `likelihood='gaussian'` (a variance head).")
+        was_training = self.training
+        self.eval()
+        num = den = 0.0
+        for batch in batches:
+            for _ in range(n_repeats):
+                inf = self.inference(batch[MODULE_KEYS.COUNTS], batch[MODULE_KEYS.LIBRARY],
+                                     batch[MODULE_KEYS.FEATURES], generator=generator)  # fmt: skip
+                gen = self.generative(inf[MODULE_KEYS.X_T], inf[MODULE_KEYS.VISIBLE], inf[MODULE_KEYS.CONDITION])
+                weight = inf[MODULE_KEYS.VISIBLE_PREV] - inf[MODULE_KEYS.VISIBLE]
+                z2 = (gen[MODULE_KEYS.PREDICTION] - inf[MODULE_KEYS.TARGET]) ** 2 * torch.exp(
+                    -gen[MODULE_KEYS.LOG_VARIANCE]
+                )
+                num += float((z2 * weight).sum())
+                den += float(weight.sum())
+        self.train(was_training)
+        tau2 = num / den if den > 0 else 1.0
+        self.log_variance_offset.fill_(float(torch.log(torch.tensor(tau2))))
+        return tau2

@@ -11,9 +11,9 @@ from ._genes import GeneVocabulary, match_genes, read_hgnc_aliases
 from ._inference import IncrementalDenoiser
 from ._mindspore import MindSporeCheckpoint, read_mindspore_checkpoint
 from ._provenance import CheckpointRecord, PretrainingRecord, Provenance
+from ._retention import MultiHeadRetention, RetentionLayer, SimpleGatedLinearUnit, per_head_rms_norm
 from ._scgpt import ScGPTBackbone, ScGPTConfig, ScGPTLayer
 from ._scgpt_checkpoint import SCGPT_CHECKPOINTS, download_scgpt, read_scgpt_vocabulary
-from ._retention import MultiHeadRetention, RetentionLayer, SimpleGatedLinearUnit, per_head_rms_norm
 from ._softadaln import (
     ConditionEmbedding,
     FinalModulation,

@@ -112,7 +112,7 @@ def load_from_source(
     if loader == "from_cellfm":
         opts = dict(options)
         config = opts.pop("config", "auto")
-        config = BackboneConfig(**config) if isinstance(config, dict) else config
+        config = cls.config_class(**config) if isinstance(config, dict) else config
         vocabulary = files.get("vocabulary", opts.pop("vocabulary", None))
         opts.pop("vocabulary", None)
         return cls.from_cellfm(files["ckpt_path"], vocabulary=vocabulary, config=config, **opts)

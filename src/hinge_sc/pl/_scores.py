@@ -157,7 +157,8 @@ def gene_scores(
                     drawstyle="steps-post", **kwargs)  # fmt: skip
     if kind == "box":
         shown = [m for m in methods if values[m].size]  # a method without finite values (e.g. constant) has no box
-        ax.boxplot([values[m] for m in shown], tick_labels=shown, **kwargs)
+        if shown:  # matplotlib refuses an empty box plot
+            ax.boxplot([values[m] for m in shown], tick_labels=shown, **kwargs)
         if len(shown) > 3:
             ax.tick_params(axis="x", labelrotation=30)
         ax.set_ylabel(metric)

@@ -41,6 +41,7 @@ def generate(
     precision: Literal["32", "bf16"] = "32",
     reveal: Literal["mean", "sample"] | None = None,
     clip: bool = True,
+    mean_estimate: Literal["expected", "samples"] = "expected",
     show_progress_bar: bool = True,
     store: str | Path | None = None,
     resume: bool = False,
@@ -85,6 +86,8 @@ def generate(
     clip
         Clip the samples at the floor of the model scale (0: no counts), recorded as ``params["clipped_at"]``
         (``None`` when ``clip=False``).
+    mean_estimate
+        ``"expected"`` (Rao–Blackwellised) or ``"samples"`` (see :meth:`hinge_sc.HINGE.generate`).
     show_progress_bar
         Show a progress bar.
     store
@@ -138,7 +141,8 @@ def generate(
         check_key_free(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
     kwargs = {
         "features_key": features_key, "n_samples": n_samples, "n_steps": n_steps, "batch_size": batch_size,
-        "seed": seed, "precision": precision, "reveal": reveal, "clip": clip, "show_progress_bar": show_progress_bar,
+        "seed": seed, "precision": precision, "reveal": reveal, "clip": clip, "mean_estimate": mean_estimate,
+        "show_progress_bar": show_progress_bar,
     }  # fmt: skip
     if store is not None:
         if devices is not None or strategy is not None:
@@ -164,6 +168,8 @@ def generate(
         "likelihood": module.likelihood,
         "reveal": module.resolve_reveal(reveal),
         "clipped_at": SCALE_FLOOR[module.target_scale] if clip else None,
+        "mean_estimate": mean_estimate,
+        "variance_scale": model.train_params_.get("variance_scale"),
         "mask_mechanism": module.denoiser.mask_mechanism,
         "genes": list(model.panel_genes_),
         "backbone": dict(model.backbone_info_),

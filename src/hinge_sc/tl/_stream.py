@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from hinge_sc.model import Prediction
-from hinge_sc._scales import clip_to_floor
 from hinge_sc.model._inference import batch_bounds, iter_batches, resolve_batch_size
 
 if TYPE_CHECKING:
@@ -60,6 +59,7 @@ def generate_to_store(
     precision: Literal["32", "bf16"] = "32",
     reveal: Literal["mean", "sample"] | None = None,
     clip: bool = True,
+    mean_estimate: Literal["expected", "samples"] = "expected",
     save_samples: bool = False,
     resume: bool = False,
     overwrite: bool = False,
@@ -81,7 +81,9 @@ def generate_to_store(
         name)``, so a resumed run gives the values of an uninterrupted one.
     overwrite
         Replace an existing store (when not resuming).
-    model, adata, features_key, n_samples, n_steps, batch_size, seed, precision, reveal, save_samples
+    model, adata, features_key, n_samples, n_steps, batch_size, seed, precision, reveal
+        See :func:`hinge_sc.tl.generate`.
+    clip, mean_estimate, save_samples
         See :func:`hinge_sc.tl.generate`.
     show_progress_bar
         Progress bar over the spots (those of a resumed run's stored blocks count as done).
@@ -118,7 +120,7 @@ def generate_to_store(
         "seed": int(seed), "n_samples": int(n_samples), "n_steps": n_steps, "precision": precision,
         "reveal": model.module.resolve_reveal(reveal), "genes": list(model.panel_genes_), "n_spots": int(n),
         "obs_names_sha256": _obs_digest(adata.obs_names), "block": int(block), "save_samples": bool(save_samples),
-        "model": _fingerprint(model), "clip": bool(clip),
+        "model": _fingerprint(model), "clip": bool(clip), "mean_estimate": mean_estimate,
     }  # fmt: skip
     if stored is not None:
         differ = sorted(k for k in settings if stored.get(k) != settings[k] and k != "block")
@@ -145,18 +147,21 @@ def generate_to_store(
     if len(todo) < len(blocks):
         logger.info("Resuming: %d of %d blocks are in the store", len(blocks) - len(todo), len(blocks))
     batches = [(a + s, a + t) for i in todo for a, b in [blocks[i]] for s, t in batch_bounds(b - a, batch_size)]
-    kwargs = {"n_samples": n_samples, "n_steps": n_steps, "precision": precision, "reveal": reveal}
+    kwargs = {"n_samples": n_samples, "n_steps": n_steps, "precision": precision, "reveal": reveal,
+              "mean_estimate": mean_estimate, "clip": clip}  # fmt: skip
     buffer: list[np.ndarray] = []
-    for _, stop, out in iter_batches(
+    points: list[np.ndarray] = []
+    for _, stop, out, point in iter_batches(
         model.module, feats, seeds, batches, show_progress_bar=show_progress_bar, n_total=n, **kwargs
     ):
-        buffer.append(clip_to_floor(out, model.module.target_scale) if clip else out)
+        buffer.append(out)
+        points.append(point)
         i = (stop - 1) // block
         a, b = blocks[i]
         if stop == b:  # block complete: write it, then mark it done
-            samples = np.concatenate(buffer)
-            buffer = []
-            group["mean"][a:b] = samples.mean(axis=1)
+            samples, point = np.concatenate(buffer), np.concatenate(points)
+            buffer, points = [], []
+            group["mean"][a:b] = point
             group["std"][a:b] = samples.std(axis=1)
             if save_samples:
                 group["samples"][a:b] = samples

@@ -72,6 +72,15 @@ class HINGETrainingPlan(TrainingPlan):
         """Largest step drawn in the current epoch (warm-start curriculum)."""
         return curriculum_max_step(self.current_epoch, self.module.n_steps, self.t_cap, self.warmup_epochs)
 
+    def on_train_epoch_start(self):
+        """Put the module in training mode (its own rule: the frozen backbone's dropout per ``backbone_dropout``).
+
+        Lightning keeps the modes modules had when ``fit`` began, which depend on what was done with them before
+        (e.g. a backbone shared with a model that was trained and set to eval); this makes training independent
+        of that history.
+        """
+        self.module.train()
+
     def training_step(self, batch, batch_idx):
         _, _, out = self.forward(batch, inference_kwargs={"t_max": self.t_max})
         self.log("train_loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=self.use_sync_dist)
