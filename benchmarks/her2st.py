@@ -51,9 +51,11 @@ HINGE_VARIANTS = {
     "hinge_pretrained": {"backbone": "pretrained"},
     "hinge_gaussian": {"likelihood": "mse", "cls": "gaussian"},
     "hinge_depth": {"scale": "log1p_cp10k", "depth": True},
+    "hinge_readout": {"readout": True},
 }
 DEFAULT_VARIANT = {"likelihood": "gaussian", "features": "context", "mean_estimate": "expected", "calibrate": True,
-                   "backbone": "random", "cls": "hinge", "reuse": None, "scale": "log2p1", "depth": False}  # fmt: skip
+                   "backbone": "random", "cls": "hinge", "reuse": None, "scale": "log2p1", "depth": False,
+                   "readout": False}  # fmt: skip
 #: Baselines; ``*_plain`` get the features without spatial context, the others the same inputs as ``hinge``.
 BASELINES = ("ridge", "ridge_cv", "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean")
 METHODS = (*HINGE_VARIANTS, *BASELINES)
@@ -111,7 +113,7 @@ def train_hinge(method, train, panel, vocabulary, seed, args):
                                       seed=seed)  # fmt: skip
     tr = train.copy()
     cls.setup_anndata(tr, features_key=fk, views_key=vk, section_key="section")
-    likelihood = {} if v["cls"] == "gaussian" else {"likelihood": v["likelihood"]}
+    likelihood = {} if v["cls"] == "gaussian" else {"likelihood": v["likelihood"], "readout": v["readout"]}
     model = cls(tr, backbone, genes=panel, n_steps=args.diffusion_steps, target_scale=v["scale"],
                 standardize_features=args.hinge_features == "standardized", seed=seed, **likelihood)
     t0 = time.perf_counter()

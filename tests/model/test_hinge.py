@@ -104,12 +104,12 @@ def test_all_zero_spots_left_out(adata, backbone):
 
 
 def test_generate_shapes_and_seed(trained):
-    out = trained.generate(n_samples=4, seed=7, return_samples=True, show_progress_bar=False)
+    out = trained.generate(n_samples=4, seed=7, return_samples=True, mean_estimate="samples", show_progress_bar=False)
     assert out.mean.shape == (96, N_GENES) and out.std.shape == (96, N_GENES)
     assert list(out.mean.index) == list(trained.adata.obs_names)
     assert out.samples.shape == (96, 4, N_GENES)
     np.testing.assert_allclose(out.mean.to_numpy(), out.samples.mean(1), rtol=1e-6)
-    again = trained.generate(n_samples=4, seed=7, show_progress_bar=False)
+    again = trained.generate(n_samples=4, seed=7, mean_estimate="samples", show_progress_bar=False)
     pd.testing.assert_frame_equal(out.mean, again.mean)
     other = trained.generate(n_samples=4, seed=8, show_progress_bar=False)
     assert not np.allclose(out.mean, other.mean)
@@ -271,3 +271,37 @@ def test_gaussian_likelihood_model_samples_revealed_genes(backbone, tmp_path):
     again = loaded.generate(adata, n_samples=4, n_steps=5, seed=0, show_progress_bar=False)
     pd.testing.assert_frame_equal(again.mean, drawn.mean)
     assert loaded.module.log_variance_offset.item() == model.module.log_variance_offset.item()
+
+
+def test_defaults_and_paper_preset(backbone):
+    """Issue 13: the default is the Gaussian likelihood; ``PAPER_PRESET`` rebuilds the paper's configuration."""
+    adata = synthetic_adata()
+    _setup(adata)
+    assert hs.HINGE(adata, backbone, n_steps=10).module.likelihood == "gaussian"
+    preset = hs.HINGE.PAPER_PRESET
+    assert set(preset) == {"model", "train", "generate"}
+    paper = hs.HINGE(adata, backbone, **preset["model"])
+    assert paper.module.likelihood == "mse" and paper.module.n_steps == 50
+    assert paper.module.denoiser.variance_head is None and paper.module.denoiser.readout is None
+    train = preset["train"] | {"max_epochs": 1, "warmup_epochs": 0, "lr_milestones": (1,)}
+    paper.train(batch_size=32, accelerator="cpu", show_progress_bar=False, **train)
+    assert paper.train_params_.get("variance_scale") is None  # nothing to calibrate without a variance head
+    pred = paper.generate(n_samples=3, seed=0, return_samples=True, show_progress_bar=False,
+                          **preset["generate"] | {"n_steps": 5})  # fmt: skip
+    np.testing.assert_allclose(pred.samples.mean(1), pred.mean.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_readout_is_saved_and_loaded(backbone, tmp_path):
+    """Issue 13: the optional per-gene readout of the condition trains, is recorded and survives save/load."""
+    adata = synthetic_adata()
+    _setup(adata)
+    model = hs.HINGE(adata, backbone, n_steps=10, readout=True)
+    assert model.init_params_["non_kwargs"]["readout"] is True
+    model.train(max_epochs=2, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
+    assert model.module.denoiser.readout.weight.abs().sum() > 0  # trained away from zero
+    pred = model.generate(n_samples=2, n_steps=5, seed=0, show_progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = hs.HINGE.load(tmp_path / "m")
+    assert loaded.module.denoiser.readout is not None
+    pd.testing.assert_frame_equal(loaded.generate(adata, n_samples=2, n_steps=5, seed=0, show_progress_bar=False).mean,
+                                  pred.mean)  # fmt: skip

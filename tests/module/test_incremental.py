@@ -11,10 +11,10 @@ from hinge_sc.module import HINGEModule
 GENES = [f"G{i}" for i in range(30)]
 
 
-def _module(mask_mechanism, likelihood, mask_fill, n_layers=3):
+def _module(mask_mechanism, likelihood, mask_fill, n_layers=3, readout=False):
     bb = hs.Backbone.random(GENES, d_model=32, n_layers=n_layers, n_heads=4, seed=0)
     module = HINGEModule(bb, bb.token_ids(GENES)[0], n_features=5, n_steps=12, mask_mechanism=mask_mechanism,
-                         likelihood=likelihood, mask_fill=mask_fill)  # fmt: skip
+                         likelihood=likelihood, mask_fill=mask_fill, readout=readout)  # fmt: skip
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # move the adaptation away from its identity initialisation
         for p in module.parameters():
@@ -24,12 +24,13 @@ def _module(mask_mechanism, likelihood, mask_fill, n_layers=3):
 
 
 @pytest.mark.parametrize(
-    ("mask_mechanism", "likelihood", "mask_fill", "n_layers"),
-    [("mask_emb", "mse", "gauss", 3), ("zero_emb", "gaussian", "gauss", 2), ("zero_emb", "mse", "zero", 1)],
-)
+    ("mask_mechanism", "likelihood", "mask_fill", "n_layers", "readout"),
+    [("mask_emb", "mse", "gauss", 3, False), ("zero_emb", "gaussian", "gauss", 2, True),
+     ("zero_emb", "mse", "zero", 1, False), ("mask_emb", "gaussian", "gauss", 2, True)],
+)  # fmt: skip
 @pytest.mark.parametrize("n_steps", [None, 5])
-def test_incremental_equals_reference(mask_mechanism, likelihood, mask_fill, n_layers, n_steps):
-    module = _module(mask_mechanism, likelihood, mask_fill, n_layers)
+def test_incremental_equals_reference(mask_mechanism, likelihood, mask_fill, n_layers, readout, n_steps):
+    module = _module(mask_mechanism, likelihood, mask_fill, n_layers, readout)
     feats = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
     ref = module.sample(feats, 3, n_steps, torch.Generator().manual_seed(2), incremental=False)
     new = module.sample(feats, 3, n_steps, torch.Generator().manual_seed(2), incremental=True)

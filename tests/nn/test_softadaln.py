@@ -11,9 +11,10 @@ from hinge_sc.nn import AdaptedBackbone, ConditionEmbedding, ModulationHead, Sof
 GENES = [f"G{i}" for i in range(30)]
 
 
-def _adapted(head_rank=None, conditioning="sum"):
+def _adapted(head_rank=None, conditioning="sum", readout=False):
     bb = hs.Backbone.random(GENES, d_model=32, n_layers=4, n_heads=4, seed=0)
-    return AdaptedBackbone(bb, n_features=12, n_genes=20, conditioning=conditioning, head_rank=head_rank).eval()
+    return AdaptedBackbone(bb, n_features=12, n_genes=20, conditioning=conditioning, head_rank=head_rank,
+                           readout=readout).eval()  # fmt: skip
 
 
 def _inputs(seed=0):
@@ -35,9 +36,9 @@ def _force_identity(model):
         model.final.norm.b.fill_(-1e4)
 
 
-@pytest.mark.parametrize("head_rank", [None, 8])
-def test_identity_with_gates_forced_to_one(head_rank):
-    model = _adapted(head_rank)
+@pytest.mark.parametrize(("head_rank", "readout"), [(None, False), (8, False), (None, True)])
+def test_identity_with_gates_forced_to_one(head_rank, readout):
+    model = _adapted(head_rank, readout=readout)
     _force_identity(model)
     x, vis, c = _inputs()
     ids, _ = model.backbone.token_ids(GENES[:20])
@@ -55,6 +56,24 @@ def test_default_init_differs_only_through_gate():
     # the condition has no effect at initialisation: modulation heads output zeros
     c2 = torch.randn_like(c)
     torch.testing.assert_close(model(x, vis, c2, ids), adapted)
+
+
+def test_readout_adds_a_per_gene_linear_term_of_the_condition():
+    model = _adapted(readout=True)
+    x, vis, c = _inputs()
+    ids, _ = model.backbone.token_ids(GENES[:20])
+    before = model(x, vis, c, ids)
+    with torch.no_grad():
+        model.readout.weight[3, 0] = 2.0
+        model.readout.bias[5] = -1.0
+    after = model(x, vis, c, ids)
+    expected = before.clone()
+    expected[:, 3] += 2.0 * c[:, 0]
+    expected[:, 5] -= 1.0
+    torch.testing.assert_close(after, expected)
+    genes = torch.tensor([[3, 5], [5, 0], [0, 3]])
+    torch.testing.assert_close(model.readout_values(c, genes), torch.gather(model.readout(c), 1, genes))
+    assert model.trainable_parameters()["readout"] == 20 * 32 + 20
 
 
 def test_head_init():

@@ -86,6 +86,9 @@ class HINGEModule(DiffusionModule):
         :class:`~hinge_sc.nn.VarianceHead`), trained by the Gaussian negative log-likelihood of the residual of the
         (detached) mean, so the mean is trained exactly as with ``"mse"``; the sampler can then draw each revealed
         gene (``sample(..., reveal="sample")``).
+    readout
+        Per-gene linear readout of the condition added to the predicted mean (zero at initialisation; see
+        :class:`~hinge_sc.nn.AdaptedBackbone`).
 
     Notes
     -----
@@ -113,6 +116,7 @@ class HINGEModule(DiffusionModule):
         freeze_backbone: bool = True,
         lora_rank: int | None = None,
         likelihood: Likelihood = "mse",
+        readout: bool = False,
     ):
         super().__init__()
         if likelihood not in ("mse", "gaussian"):
@@ -145,6 +149,7 @@ class HINGEModule(DiffusionModule):
             freeze_backbone=freeze_backbone,
             lora_rank=lora_rank,
             variance_head=likelihood == "gaussian",
+            readout=readout,
         )
 
     @property

@@ -89,6 +89,10 @@ class AdaptedBackbone(nn.Module):
     variance_head
         Also predict a log-variance per gene (:class:`VarianceHead`, beyond the paper): the spread of the value a
         reveal step writes.
+    readout
+        Add a per-gene linear readout of the condition to the predicted mean, :math:`\hat x_0 \mathrel{+}= W c + b`
+        with ``W (G, d)`` (beyond the paper). It starts at zero, so the identity initialisation holds; it gives
+        the image a direct, gene-specific path to the prediction besides the modulation of the frozen backbone.
 
     Notes
     -----
@@ -107,6 +111,7 @@ class AdaptedBackbone(nn.Module):
         lora_rank: int | None = None,
         lora_alpha: float | None = None,
         variance_head: bool = False,
+        readout: bool = False,
     ):
         super().__init__()
         if mask_mechanism not in (None, "mask_emb", "zero_emb"):
@@ -129,6 +134,20 @@ class AdaptedBackbone(nn.Module):
         self.layers = nn.ModuleList(SoftAdaLNLayer(d, head_rank) for _ in backbone.encoder)
         self.final = FinalModulation(d)
         self.variance_head = VarianceHead(d) if variance_head else None
+        self.readout = None
+        if readout:
+            self.readout = nn.Linear(d, n_genes)
+            nn.init.zeros_(self.readout.weight)
+            nn.init.zeros_(self.readout.bias)
+
+    def readout_values(self, c: torch.Tensor, genes: torch.Tensor | None = None) -> torch.Tensor | float:
+        """The readout's ``(B, G)`` term for condition ``c (B, d)`` (``(B, r)`` at ``genes (B, r)``); 0 without."""
+        if self.readout is None:
+            return 0.0
+        if genes is None:
+            return self.readout(c)
+        weight, bias = self.readout.weight[genes], self.readout.bias[genes]  # (B, r, d), (B, r)
+        return torch.einsum("bd,brd->br", c, weight) + bias
 
     def forward(
         self,
@@ -164,7 +183,7 @@ class AdaptedBackbone(nn.Module):
         for layer, ada in zip(bb.encoder, self.layers, strict=True):
             h = ada(layer, h, c, key_mask)
         z = self.final(h[:, 1:], c)
-        mean = bb.value_dec(z)
+        mean = bb.value_dec(z) + self.readout_values(c)
         if not return_log_variance:
             return mean
         if self.variance_head is None:
@@ -176,6 +195,8 @@ class AdaptedBackbone(nn.Module):
         parts = {"condition_embedding": self.condition_embedding, "softadaln_layers": self.layers, "final": self.final}
         if self.variance_head is not None:
             parts["variance_head"] = self.variance_head
+        if self.readout is not None:
+            parts["readout"] = self.readout
         if len(self.lora):
             parts["lora"] = self.lora
         if any(p.requires_grad for p in self.backbone.parameters()):

@@ -190,7 +190,7 @@ class IncrementalDenoiser:
         final = self.adapted.final
         shift, scale = final.head(c)
         z = self._modulate(final.norm, h, shift, scale)
-        mean = self.backbone.value_dec(z)
+        mean = self.backbone.value_dec(z) + self.adapted.readout_values(c, genes)
         if not return_log_variance:
             return mean
         if self.adapted.variance_head is None:
