@@ -52,10 +52,12 @@ HINGE_VARIANTS = {
     "hinge_gaussian": {"likelihood": "mse", "cls": "gaussian"},
     "hinge_depth": {"scale": "log1p_cp10k", "depth": True},
     "hinge_readout": {"readout": True},
+    "hinge_skip": {"linear_skip": True},
+    "hinge_skip_readout": {"linear_skip": True, "readout": True},
 }
 DEFAULT_VARIANT = {"likelihood": "gaussian", "features": "context", "mean_estimate": "expected", "calibrate": True,
                    "backbone": "random", "cls": "hinge", "reuse": None, "scale": "log2p1", "depth": False,
-                   "readout": False}  # fmt: skip
+                   "readout": False, "linear_skip": False}  # fmt: skip
 #: Baselines; ``*_plain`` get the features without spatial context, the others the same inputs as ``hinge``.
 BASELINES = ("ridge", "ridge_cv", "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean")
 METHODS = (*HINGE_VARIANTS, *BASELINES)
@@ -113,7 +115,8 @@ def train_hinge(method, train, panel, vocabulary, seed, args):
                                       seed=seed)  # fmt: skip
     tr = train.copy()
     cls.setup_anndata(tr, features_key=fk, views_key=vk, section_key="section")
-    likelihood = {} if v["cls"] == "gaussian" else {"likelihood": v["likelihood"], "readout": v["readout"]}
+    likelihood = {} if v["cls"] == "gaussian" else {"likelihood": v["likelihood"], "readout": v["readout"],
+                                                      "linear_skip": v["linear_skip"]}
     model = cls(tr, backbone, genes=panel, n_steps=args.diffusion_steps, target_scale=v["scale"],
                 standardize_features=args.hinge_features == "standardized", seed=seed, **likelihood)
     t0 = time.perf_counter()

@@ -23,6 +23,7 @@ class _ModuleKeys(NamedTuple):
     CONDITION: str = "condition"
     PREDICTION: str = "x0_hat"
     LOG_VARIANCE: str = "log_variance"
+    SKIP: str = "linear_skip"
 
 
 REGISTRY_KEYS = _RegistryKeys()

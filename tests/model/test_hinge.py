@@ -305,3 +305,32 @@ def test_readout_is_saved_and_loaded(backbone, tmp_path):
     assert loaded.module.denoiser.readout is not None
     pd.testing.assert_frame_equal(loaded.generate(adata, n_samples=2, n_steps=5, seed=0, show_progress_bar=False).mean,
                                   pred.mean)  # fmt: skip
+
+
+def test_linear_skip_is_the_ridge_of_the_training_spots(backbone, tmp_path):
+    """Issue 13: ``linear_skip=True`` fits a ridge on the training spots (penalty by CV over sections) before
+    training and adds it to every prediction; it is recorded, saved and loaded."""
+    from sklearn.linear_model import Ridge
+
+    from hinge_sc.module import expression_target
+
+    adata = synthetic_adata()
+    _setup(adata)
+    model = hs.HINGE(adata, backbone, n_steps=10, linear_skip=True)
+    model.train(max_epochs=1, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
+    alpha = model.train_params_["linear_skip_alpha"]
+    assert alpha > 0
+    module = model.module
+    idx = model.train_indices_
+    feats = torch.as_tensor(adata.obsm["X_histology"][idx], dtype=torch.float32)
+    x = adata[idx, model.panel_genes_].X
+    counts = torch.as_tensor(x.toarray() if hasattr(x, "toarray") else np.asarray(x), dtype=torch.float32)
+    target = expression_target(counts, counts.sum(1), "log2p1")  # the library does not enter log2(count + 1)
+    ref = Ridge(alpha=alpha).fit(module.standardize(feats).numpy(), target.numpy())
+    np.testing.assert_allclose(module.skip_term(feats).numpy(), ref.predict(module.standardize(feats).numpy()),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    model.save(tmp_path / "m")
+    loaded = hs.HINGE.load(tmp_path / "m")
+    torch.testing.assert_close(loaded.module.skip_weight, module.skip_weight)
+    plain = hs.HINGE(adata, backbone, n_steps=10)
+    assert not plain.module.linear_skip and "skip_weight" not in dict(plain.module.named_buffers())

@@ -14,12 +14,14 @@ GENES = [f"G{i}" for i in range(30)]
 def _module(mask_mechanism, likelihood, mask_fill, n_layers=3, readout=False):
     bb = hs.Backbone.random(GENES, d_model=32, n_layers=n_layers, n_heads=4, seed=0)
     module = HINGEModule(bb, bb.token_ids(GENES)[0], n_features=5, n_steps=12, mask_mechanism=mask_mechanism,
-                         likelihood=likelihood, mask_fill=mask_fill, readout=readout)  # fmt: skip
+                         likelihood=likelihood, mask_fill=mask_fill, readout=readout, linear_skip=readout)  # fmt: skip
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # move the adaptation away from its identity initialisation
         for p in module.parameters():
             if p.requires_grad:
                 p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    if readout:  # and give the linear skip a value
+        module.set_linear_skip(torch.randn(5, len(GENES), generator=gen), torch.randn(len(GENES), generator=gen))
     return module.eval()
 
 

@@ -18,6 +18,7 @@ from hinge_sc._constants import FEATURE_PROVENANCE_KEY, REGISTRY_KEYS
 from hinge_sc._counts import panel_counts
 from hinge_sc._deprecation import renamed_argument
 from hinge_sc._random import seeded, spot_seeds
+from hinge_sc._ridge import fit_ridge_cv
 from hinge_sc._scales import CP10K, rescale_total, to_counts
 from hinge_sc._validators import (
     check_counts,
@@ -27,7 +28,7 @@ from hinge_sc._validators import (
     check_positive_int,
     check_unique_var_names,
 )
-from hinge_sc.module import HINGEModule
+from hinge_sc.module import HINGEModule, expression_target
 from hinge_sc.pp._spatialdata import resolve_table
 from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._progress import EpochLines, quiet_lightning, use_epoch_lines
@@ -105,6 +106,11 @@ class HINGE(BaseModelClass):
         Add a per-gene linear readout of the conditioning vector to the predicted mean (beyond the paper; starts at
         zero, so the identity initialisation holds): a direct image-to-gene path besides the modulation of the
         frozen backbone (:class:`~hinge_sc.nn.AdaptedBackbone`).
+    linear_skip
+        Add a fixed linear prediction from the image features to the predicted mean (beyond the paper). :meth:`train`
+        fits it first, by ridge regression on the training spots with the penalty chosen by cross-validation over the
+        training sections (``section_key``; else over spots), then trains the adaptation on what it misses. The
+        chosen penalty is recorded in ``train_params_["linear_skip_alpha"]``.
     seed
         Seed of the initialisation of every trainable part (drawn from a generator derived from it, never from
         the global RNG, which is left as it was): two models built with the same arguments are identical.
@@ -132,7 +138,7 @@ class HINGE(BaseModelClass):
     #: The defaults differ by the Gaussian likelihood, drawn reveals, the Rao–Blackwellised mean and variance
     #: calibration (docs/method.md §5); the README's benchmark compares the two.
     PAPER_PRESET: dict[str, dict] = {
-        "model": {"likelihood": "mse", "readout": False, "n_steps": 50},
+        "model": {"likelihood": "mse", "readout": False, "linear_skip": False, "n_steps": 50},
         "train": {"max_epochs": 40, "lr": 1e-4, "calibrate_variance": False},
         "generate": {"reveal": "mean", "mean_estimate": "samples", "n_steps": 50},
     }
@@ -163,6 +169,7 @@ class HINGE(BaseModelClass):
         standardize_features: bool = True,
         likelihood: Literal["mse", "gaussian"] = "gaussian",
         readout: bool = False,
+        linear_skip: bool = False,
         drop_missing_genes: bool = False,
         seed: int = 0,
         condition: Literal["sum", "concat"] | None = None,
@@ -196,6 +203,7 @@ class HINGE(BaseModelClass):
                 lora_rank=lora_rank,
                 likelihood=likelihood,
                 readout=readout,
+                linear_skip=linear_skip,
             )
         if standardize_features and self.adata is not None:
             self._set_feature_stats()
@@ -454,6 +462,24 @@ class HINGE(BaseModelClass):
             arrays["views"] = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.VIEWS_KEY))[keep]
         return arrays
 
+    def _fit_linear_skip(self, arrays: dict[str, np.ndarray], train_idx: np.ndarray) -> float:
+        """Fit the module's linear skip by ridge on the training spots (identity view); returns the penalty."""
+        module = self.module
+        feats = torch.as_tensor(arrays["features"][train_idx], dtype=torch.float32)
+        x = module.standardize(feats.to(module.feature_mean.device)).cpu().numpy()
+        y = expression_target(torch.as_tensor(arrays["counts"][train_idx], dtype=torch.float32),
+                              torch.as_tensor(arrays["library"][train_idx], dtype=torch.float32),
+                              module.target_scale).numpy()  # fmt: skip
+        section_key = self.setup_args.get("section_key")
+        groups = None
+        if section_key is not None:
+            groups = self.adata.obs[section_key].to_numpy()[arrays["obs_indices"][train_idx]]
+        coef, intercept, alpha = fit_ridge_cv(x, y, groups)
+        device = module.skip_weight.device
+        module.set_linear_skip(torch.as_tensor(coef, dtype=torch.float32, device=device),
+                               torch.as_tensor(intercept, dtype=torch.float32, device=device))  # fmt: skip
+        return alpha
+
     def train(
         self,
         max_epochs: int = 40,
@@ -524,6 +550,7 @@ class HINGE(BaseModelClass):
             batch_size=batch_size,
             seed=seed,
         )
+        skip_alpha = self._fit_linear_skip(arrays, data_module.train_idx) if self.module.linear_skip else None
         plan = self._training_plan_cls(
             self.module,
             lr=lr,
@@ -593,6 +620,7 @@ class HINGE(BaseModelClass):
             "best_epoch": plan.best_epoch,
             "best_validation_loss": plan.best_validation_loss if restored else None,
             "variance_scale": variance_scale,
+            "linear_skip_alpha": skip_alpha,
         }
         if any(p.requires_grad for p in self.module.backbone.parameters()):
             # fine-tuned: the model's backbone is now its own (a copy of the one passed in)

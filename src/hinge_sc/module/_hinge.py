@@ -89,6 +89,11 @@ class HINGEModule(DiffusionModule):
     readout
         Per-gene linear readout of the condition added to the predicted mean (zero at initialisation; see
         :class:`~hinge_sc.nn.AdaptedBackbone`).
+    linear_skip
+        Add a fixed linear function of the standardised image features to the predicted mean,
+        :math:`\hat x_0 \mathrel{+}= \tilde f W + b` (buffers ``skip_weight (D, G)`` and ``skip_bias (G,)``, zero
+        until :meth:`set_linear_skip`; :class:`~hinge_sc.HINGE` fits them by ridge on its training spots before
+        training). The adaptation then learns what the image's linear prediction misses.
 
     Notes
     -----
@@ -117,6 +122,7 @@ class HINGEModule(DiffusionModule):
         lora_rank: int | None = None,
         likelihood: Likelihood = "mse",
         readout: bool = False,
+        linear_skip: bool = False,
     ):
         super().__init__()
         if likelihood not in ("mse", "gaussian"):
@@ -139,6 +145,10 @@ class HINGEModule(DiffusionModule):
         self.register_buffer("feature_scale", torch.ones(self.n_features))
         # log τ² added to the predicted log-variance when sampling (0: as trained; see `calibrate_variance`)
         self.register_buffer("log_variance_offset", torch.zeros(()))
+        self.linear_skip = bool(linear_skip)
+        if self.linear_skip:
+            self.register_buffer("skip_weight", torch.zeros(self.n_features, self.n_genes))
+            self.register_buffer("skip_bias", torch.zeros(self.n_genes))
         self.denoiser = AdaptedBackbone(
             backbone,
             n_features,
@@ -183,6 +193,25 @@ class HINGEModule(DiffusionModule):
     def condition_vector(self, t: torch.Tensor, features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Conditioning vector from step ``t (B,)``, raw image features ``(B, D)`` (standardised here) and mask."""
         return self.denoiser.condition_embedding(t, self.standardize(features), visible)
+
+    @torch.no_grad()
+    def set_linear_skip(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set the linear skip: ``weight (D, G)`` and ``bias (G,)`` on the standardised features."""
+        if not self.linear_skip:
+            raise ValueError("This module has no linear skip; build it with `linear_skip=True`.")
+        if weight.shape != self.skip_weight.shape or bias.shape != self.skip_bias.shape:
+            raise ValueError(
+                f"The linear skip needs weight {tuple(self.skip_weight.shape)} and bias {tuple(self.skip_bias.shape)}, "
+                f"got {tuple(weight.shape)} and {tuple(bias.shape)}."
+            )
+        self.skip_weight.copy_(weight)
+        self.skip_bias.copy_(bias)
+
+    def skip_term(self, features: torch.Tensor) -> torch.Tensor | None:
+        r"""``(B, G)`` linear skip :math:`\tilde f W + b` of raw features ``(B, D)``; ``None`` without a skip."""
+        if not self.linear_skip:
+            return None
+        return self.standardize(features) @ self.skip_weight + self.skip_bias
 
     def fill(self, x: torch.Tensor, visible: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         r""":math:`m \odot x + (1 - m) \odot \epsilon`, :math:`\epsilon` = ``noise`` (N(0, 1)) or 0 (``"zero"``)."""
@@ -235,17 +264,23 @@ class HINGEModule(DiffusionModule):
             MODULE_KEYS.VISIBLE: visible,
             MODULE_KEYS.VISIBLE_PREV: visible_prev,
             MODULE_KEYS.CONDITION: c,
+            MODULE_KEYS.SKIP: self.skip_term(features),
         }
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict[str, torch.Tensor]:
-        return {k: inference_outputs[k] for k in (MODULE_KEYS.X_T, MODULE_KEYS.VISIBLE, MODULE_KEYS.CONDITION)}
+        keys = (MODULE_KEYS.X_T, MODULE_KEYS.VISIBLE, MODULE_KEYS.CONDITION, MODULE_KEYS.SKIP)
+        return {k: inference_outputs.get(k) for k in keys}
 
-    def generative(self, x_t: torch.Tensor, visible: torch.Tensor, condition: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the adapted backbone: ``x0_hat (B, G)`` (and its ``log_variance`` with ``likelihood="gaussian"``)."""
+    def generative(
+        self, x_t: torch.Tensor, visible: torch.Tensor, condition: torch.Tensor, linear_skip: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Run the adapted backbone: ``x0_hat (B, G)`` (and its ``log_variance`` with ``likelihood="gaussian"``),
+        plus the ``(B, G)`` ``linear_skip`` term when given."""
+        skip = 0.0 if linear_skip is None else linear_skip
         if self.likelihood == "mse":
-            return {MODULE_KEYS.PREDICTION: self.denoiser(x_t, visible, condition, self.token_ids)}
+            return {MODULE_KEYS.PREDICTION: self.denoiser(x_t, visible, condition, self.token_ids) + skip}
         mean, log_var = self.denoiser(x_t, visible, condition, self.token_ids, return_log_variance=True)
-        return {MODULE_KEYS.PREDICTION: mean, MODULE_KEYS.LOG_VARIANCE: log_var}
+        return {MODULE_KEYS.PREDICTION: mean + skip, MODULE_KEYS.LOG_VARIANCE: log_var}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         r"""Masked MSE over the revealed (or all hidden) entries, averaged over the entries of the batch.
@@ -338,12 +373,14 @@ class HINGEModule(DiffusionModule):
         def condition(t, visible_prev):
             return self.condition_vector(t, feats, visible_prev)
 
+        skip = self.skip_term(feats)
+
         def denoise(x_t, visible, t, visible_prev):
             c = condition(t, visible_prev)
+            out = self.generative(x_t, visible, c, skip)
             if not with_variance:
-                return self.denoiser(x_t, visible, c, self.token_ids)
-            mean, log_var = self.denoiser(x_t, visible, c, self.token_ids, return_log_variance=True)
-            return mean, log_var + self.log_variance_offset
+                return out[MODULE_KEYS.PREDICTION]
+            return out[MODULE_KEYS.PREDICTION], out[MODULE_KEYS.LOG_VARIANCE] + self.log_variance_offset
 
         grid = reverse_step_grid(self.n_steps, n_steps)
         if incremental and IncrementalDenoiser.supports(self.denoiser):
@@ -351,6 +388,7 @@ class HINGEModule(DiffusionModule):
             out = sample_incremental(
                 cache, condition, self.n_hidden, self.n_genes, grid=grid, noise=noise, reveal=reveal,
                 mask_fill=self.mask_fill, log_variance_offset=self.log_variance_offset, return_expected=return_expected,
+                mean_offset=skip,
             )  # fmt: skip
         else:
             out = sample_masked(denoise, self.fill, self.n_hidden, self.n_genes, grid=grid, noise=noise,
@@ -395,7 +433,7 @@ class HINGEModule(DiffusionModule):
             for _ in range(n_repeats):
                 inf = self.inference(batch[MODULE_KEYS.COUNTS], batch[MODULE_KEYS.LIBRARY],
                                      batch[MODULE_KEYS.FEATURES], generator=generator)  # fmt: skip
-                gen = self.generative(inf[MODULE_KEYS.X_T], inf[MODULE_KEYS.VISIBLE], inf[MODULE_KEYS.CONDITION])
+                gen = self.generative(**self._get_generative_input(batch, inf))
                 weight = inf[MODULE_KEYS.VISIBLE_PREV] - inf[MODULE_KEYS.VISIBLE]
                 z2 = (gen[MODULE_KEYS.PREDICTION] - inf[MODULE_KEYS.TARGET]) ** 2 * torch.exp(
                     -gen[MODULE_KEYS.LOG_VARIANCE]

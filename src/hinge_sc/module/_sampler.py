@@ -164,6 +164,7 @@ def sample_incremental(
     mask_fill: Literal["gauss", "zero"] = "gauss",
     log_variance_offset: torch.Tensor | float = 0.0,
     return_expected: bool = False,
+    mean_offset: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""The reverse process of :func:`sample_masked` with an :class:`~hinge_sc.nn.IncrementalDenoiser`.
 
@@ -185,6 +186,8 @@ def sample_incremental(
     log_variance_offset
         Added to the predicted log-variance (the calibration :math:`\log\tau^2` of
         :meth:`~hinge_sc.module.HINGEModule.calibrate_variance`).
+    mean_offset
+        ``(n, G)`` term added to the predicted means (the module's linear skip), or ``None``.
 
     Returns
     -------
@@ -210,6 +213,9 @@ def sample_incremental(
         c = condition(step, visibility(ranks, ranks.new_full((n,), k_s)))
         genes = order[:, k_s:k_t]
         out = denoiser.forward(c, genes, return_log_variance=with_variance)
+        if mean_offset is not None:
+            offset = torch.gather(mean_offset, 1, genes)
+            out = (out[0] + offset, out[1]) if with_variance else out + offset
         if with_variance:
             out = (out[0], out[1] + log_variance_offset)
         value = reveal_values(out, reveal, noise, genes=genes, n_genes=n_genes).to(x.dtype)
