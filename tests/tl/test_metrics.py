@@ -59,8 +59,15 @@ def test_panel_cp10k_by_hand():
 
 def test_intervals_and_coverage_by_hand():
     samples = np.arange(5.0).reshape(1, 5, 1)  # 0, 1, 2, 3, 4
-    lo, hi = central_interval(0.5, samples=samples)
+    lo, hi = central_interval(0.5, samples=samples, method="quantile")
     assert (lo.item(), hi.item()) == (1.0, 3.0)
+    lo, hi = central_interval(0.5, samples=samples)  # mean 2, s = √2.5, t_{4, 0.75} = 0.7407, √(1 + 1/5)
+    half = 0.74070 * np.sqrt(2.5) * np.sqrt(1.2)
+    assert lo.item() == pytest.approx(2 - half, abs=1e-4) and hi.item() == pytest.approx(2 + half, abs=1e-4)
+    lo, hi = central_interval(0.9, samples=samples[:, :1])  # one sample: a zero-width interval
+    assert lo.item() == hi.item() == 0.0
+    with pytest.raises(ValueError, match="`method`"):
+        central_interval(0.5, samples=samples, method="hdi")
     lo, hi = central_interval(0.9, mean=np.zeros((1, 1)), std=np.ones((1, 1)))
     assert hi.item() == pytest.approx(1.6448536) and lo.item() == pytest.approx(-1.6448536)
     y = np.array([[0.0, 1.0, 5.0, 3.0]])

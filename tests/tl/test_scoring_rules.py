@@ -93,3 +93,15 @@ def test_calibration_curve_of_overconfident_samples_is_below_the_diagonal():
 def test_shape_mismatch_raises(func, args):
     with pytest.raises(ValueError, match="`samples` must"):
         func(*args)
+
+
+@pytest.mark.parametrize("n_samples", [4, 8, 32])
+def test_few_calibrated_samples_cover_the_nominal_level_with_the_predictive_interval(n_samples):
+    """Issue 13: S draws from the true distribution; the t interval covers the nominal level, quantiles do not."""
+    rng = np.random.default_rng(n_samples)
+    y = rng.normal(size=(4000, 5))
+    x = rng.normal(size=(4000, n_samples, 5))
+    curve = calibration_curve(y, x, levels=(0.5, 0.9))
+    np.testing.assert_allclose(curve["coverage"], [0.5, 0.9], atol=0.015)
+    quantile = calibration_curve(y, x, levels=(0.5, 0.9), method="quantile")
+    assert (quantile["coverage"].to_numpy() < curve["coverage"].to_numpy() - 0.02).all()

@@ -46,8 +46,9 @@ def calibration(
 ) -> Axes:
     """Calibration curve: nominal against observed coverage of central intervals, one line per prediction key.
 
-    For each nominal level, the central interval of every spot and gene is taken from the empirical quantiles
-    of the stored samples (``obsm[key + "_samples"]``, see :func:`~hinge_sc.tl._metrics.calibration_curve`),
+    For each nominal level, the central interval of every spot and gene is the Student-t prediction interval of
+    the stored samples (``obsm[key + "_samples"]``; exact for Gaussian draws whatever their number, unlike empirical
+    quantiles, which are too narrow with few samples; see :func:`~hinge_sc.tl._uncertainty.central_interval`),
     and the observed coverage is the fraction of measured values inside it, on the evaluation scale of
     :func:`hinge_sc.tl.evaluate` (``scale``; the samples are transformed like the mean). A calibrated method
     lies on the diagonal; below it, the intervals are too narrow (over-confident). Spots with a NaN prediction

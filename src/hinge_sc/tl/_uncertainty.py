@@ -6,11 +6,11 @@ lower scores are better.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import norm, t
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,20 +23,44 @@ def interval_coverage(y_true: np.ndarray, lower: np.ndarray, upper: np.ndarray) 
 
 
 def central_interval(
-    level: float, *, samples: np.ndarray | None = None, mean: np.ndarray | None = None, std: np.ndarray | None = None
+    level: float,
+    *,
+    samples: np.ndarray | None = None,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+    method: Literal["predictive", "quantile"] = "predictive",
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Central ``level`` interval per spot and gene.
 
-    From ``samples`` (n_spots, S, n_genes): the empirical ``(1 − level)/2`` and ``(1 + level)/2`` quantiles
-    over the samples (linear interpolation; with few samples the interval is too narrow). Otherwise the
-    Gaussian interval :math:`\mu \pm z_{(1+level)/2}\,\sigma` from ``mean`` and ``std``.
+    From ``samples`` (n_spots, S, n_genes), ``method="predictive"`` (default): the Student-t prediction interval of
+    a new draw from the distribution the samples come from,
+
+    .. math::
+
+        \bar x \pm t_{S-1,\,(1+\text{level})/2}\; s\,\sqrt{1 + 1/S},
+
+    with :math:`\bar x` and :math:`s` the samples' mean and s.d. (``ddof=1``). It covers ``level`` of the draws of a
+    Gaussian whatever ``S``. ``method="quantile"``: the empirical ``(1 − level)/2`` and ``(1 + level)/2`` quantiles
+    over the samples (linear interpolation); with few samples this interval is too narrow even for a perfectly
+    calibrated sampler — with S = 8 Gaussian draws it covers about 72 % of new draws at level 0.9 and 40 % at 0.5
+    (S = 32: 85 % and 47 %) — so it measures the number of samples as much as the calibration. With one sample
+    both give a zero-width interval. Without samples: the Gaussian interval :math:`\mu \pm z_{(1+level)/2}\,\sigma`
+    from ``mean`` and ``std``.
     """
     if not 0 < level < 1:
         raise ValueError(f"`level` must be in (0, 1), found {level}.")
+    if method not in ("predictive", "quantile"):
+        raise ValueError(f"`method` must be 'predictive' or 'quantile', found {method!r}.")
     lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
     if samples is not None:
-        lo, hi = np.quantile(np.asarray(samples, dtype=np.float64), [lo_q, hi_q], axis=1)
-        return lo, hi
+        x = np.asarray(samples, dtype=np.float64)
+        n_samples = x.shape[1]
+        if method == "quantile" or n_samples < 2:
+            lo, hi = np.quantile(x, [lo_q, hi_q], axis=1)
+            return lo, hi
+        half = t.ppf(hi_q, n_samples - 1) * np.sqrt(1 + 1 / n_samples) * x.std(axis=1, ddof=1)
+        centre = x.mean(axis=1)
+        return centre - half, centre + half
     if mean is None or std is None:
         raise ValueError("Pass `samples`, or both `mean` and `std`.")
     z = norm.ppf(hi_q)
@@ -146,8 +170,13 @@ def energy_score(y_true: np.ndarray, samples: np.ndarray, *, fair: bool = True, 
 _LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def calibration_curve(y_true: np.ndarray, samples: np.ndarray, levels: Sequence[float] = _LEVELS) -> pd.DataFrame:
-    """Observed coverage of central intervals (from sample quantiles) at each nominal ``level``.
+def calibration_curve(
+    y_true: np.ndarray,
+    samples: np.ndarray,
+    levels: Sequence[float] = _LEVELS,
+    method: Literal["predictive", "quantile"] = "predictive",
+) -> pd.DataFrame:
+    """Observed coverage of central intervals (from the samples, see :func:`central_interval`) at each ``level``.
 
     Parameters
     ----------
@@ -157,6 +186,9 @@ def calibration_curve(y_true: np.ndarray, samples: np.ndarray, levels: Sequence[
         Samples, (n_spots, S, n_genes) or (n_spots, S).
     levels
         Nominal coverages, each in (0, 1).
+    method
+        Interval from the samples: ``"predictive"`` (Student-t prediction interval) or ``"quantile"`` (empirical
+        quantiles), see :func:`central_interval`.
 
     Returns
     -------
@@ -168,5 +200,5 @@ def calibration_curve(y_true: np.ndarray, samples: np.ndarray, levels: Sequence[
         y, x = y[:, None], x[..., None]
     if x.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[1]:
         raise ValueError(f"`samples` must be (n_spots, S, n_genes) for `y_true` {y.shape}, found {x.shape}.")
-    cov = [interval_coverage(y, *central_interval(float(level), samples=x)) for level in levels]
+    cov = [interval_coverage(y, *central_interval(float(level), samples=x, method=method)) for level in levels]
     return pd.DataFrame({"level": np.asarray(levels, dtype=np.float64), "coverage": cov})
