@@ -17,21 +17,30 @@ def test_tiny_benchmark_runs(tmp_path, her2st_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "bench"
-    methods = ["hinge", "hinge_paper", "hinge_no_rb", "hinge_no_calibration", "hinge_gaussian", "ridge", "ridge_cv",
+    methods = ["hinge", "hinge_paper", "hinge_no_readout", "hinge_no_rb", "hinge_no_calibration", "hinge_gaussian", "ridge", "ridge_cv",
                "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean"]  # fmt: skip
     text = module.main(["--out", str(out), "--data", str(DATA_DIR), "--tiny", "--methods", *methods])
     for name in ("results.md", "per_section.csv", "per_gene.csv", "performance.csv", "features_field.h5ad",
                  "gene_scores_log2p1.png", "spatial_hinge.png", "coexpression_ridge_cv.png",
                  "training_history_hinge.png"):  # fmt: skip
         assert (out / name).is_file(), name
-    assert (next((out / "runs").iterdir()) / "C3_hinge_s0_model" / "manifest.json").is_file()  # reused by variants
+    runs = next((out / "runs").iterdir())
+    assert (runs / "C3_hinge_no_readout_s0_model" / "manifest.json").is_file()  # reused by the generation variants
     per_section = pd.read_csv(out / "per_section.csv")
     assert set(per_section["method"]) == set(methods)
     assert per_section.loc[per_section["method"] == "hinge", "crps"].notna().all()
     rows = per_section.set_index(["method", "scale"])
     # the generation-only variants reuse the trained model: same draws, so the same coverage with the same s.d.
-    assert rows.loc[("hinge_no_rb", "log2p1"), "coverage_90"] == rows.loc[("hinge", "log2p1"), "coverage_90"]
-    assert rows.loc[("hinge_no_rb", "log2p1"), "pcc_50"] != rows.loc[("hinge", "log2p1"), "pcc_50"]
+    reused = rows.loc[("hinge_no_readout", "log2p1")]
+    assert rows.loc[("hinge_no_rb", "log2p1"), "coverage_90"] == reused["coverage_90"]
+    assert rows.loc[("hinge_no_rb", "log2p1"), "pcc_50"] != reused["pcc_50"]
     assert set(per_section["scale"]) == {"log2p1", "log1p_cp10k"} and set(per_section["section"]) == {"C3"}
     assert per_section.loc[per_section["method"] == "ridge", "pcc_50"].notna().all()
     assert "### log2p1: correlation" in text and "| hinge |" in text and "generated spots/s" in text
+    # --rescore scores the stored predictions again without refitting: same code, same numbers
+    cached = list(runs.glob("*.pkl"))
+    module.main(["--out", str(out), "--data", str(DATA_DIR), "--tiny", "--methods", "hinge", "ridge_prob", "--rescore",
+                 "--perf-genes"])  # fmt: skip
+    again = pd.read_csv(out / "per_section.csv").set_index(["method", "scale"])
+    assert again.loc[("hinge", "log2p1"), "coverage_90"] == rows.loc[("hinge", "log2p1"), "coverage_90"]
+    assert len(cached) == len(list(runs.glob("*.pkl")))  # nothing new was fitted

@@ -197,3 +197,25 @@ def test_load_with_data_of_another_feature_width(trained, tmp_path):
     other.obsm["X_histology"] = other.obsm["X_histology"][:, :7]
     with pytest.raises(ValueError, match=r"has 7 features per spot, but the model .* was trained on 10"):
         hs.HINGE.load(tmp_path / "m", adata=other)
+
+
+def test_folder_saved_before_an_argument_existed_loads_as_it_was_trained(backbone, tmp_path):
+    """A model saved before ``readout`` / ``linear_skip`` existed (and when ``likelihood`` defaulted to "mse") is
+    rebuilt with the values it was trained with, not today's defaults."""
+    from hinge_sc._files import write_manifest
+
+    adata = synthetic_adata()
+    hs.HINGE.setup_anndata(adata, features_key="X_histology")
+    model = hs.HINGE(adata, backbone, n_steps=10, likelihood="mse", readout=False)
+    model.save(tmp_path / "m", save_anndata=False)
+    folder = tmp_path / "m"
+    saved = json.loads((folder / "model.json").read_text())
+    params = saved["attributes"]["init_params_"]["non_kwargs"]
+    for name in ("readout", "linear_skip", "likelihood"):
+        params.pop(name)
+    (folder / "model.json").write_text(json.dumps(saved))
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    write_manifest(folder, list(manifest["files"]), meta={k: v for k, v in manifest.items() if k != "files"})
+    loaded = hs.HINGE.load(folder, adata=adata)
+    assert loaded.module.likelihood == "mse" and loaded.module.denoiser.readout is None
+    assert not loaded.module.linear_skip

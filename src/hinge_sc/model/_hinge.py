@@ -103,9 +103,11 @@ class HINGE(BaseModelClass):
         calibrated uncertainty) or ``"mse"`` (the paper: one value per revealed gene, squared error; see
         :attr:`PAPER_PRESET`). See docs/method.md §5.
     readout
-        Add a per-gene linear readout of the conditioning vector to the predicted mean (beyond the paper; starts at
-        zero, so the identity initialisation holds): a direct image-to-gene path besides the modulation of the
-        frozen backbone (:class:`~hinge_sc.nn.AdaptedBackbone`).
+        Add a per-gene linear readout of the conditioning vector to the predicted mean (default; beyond the paper,
+        which has none: ``False``). It starts at zero, so the identity initialisation holds, and gives the image a
+        direct, gene-specific path to the prediction besides the modulation of the frozen backbone
+        (:class:`~hinge_sc.nn.AdaptedBackbone`). On her2st it lifted co-expression consistency from about 0.1 to
+        0.6 (README).
     linear_skip
         Add a fixed linear prediction from the image features to the predicted mean (beyond the paper). :meth:`train`
         fits it first, by ridge regression on the training spots with the penalty chosen by cross-validation over the
@@ -168,7 +170,7 @@ class HINGE(BaseModelClass):
         lora_rank: int | None = None,
         standardize_features: bool = True,
         likelihood: Literal["mse", "gaussian"] = "gaussian",
-        readout: bool = False,
+        readout: bool = True,
         linear_skip: bool = False,
         drop_missing_genes: bool = False,
         seed: int = 0,

@@ -59,6 +59,9 @@ _BACKBONE_PREFIX = "denoiser.backbone."
 _RENAMED_STATE = {"mask_counts": "n_hidden", "denoiser.condition.": "denoiser.condition_embedding."}
 #: Arguments of :class:`HINGE` renamed since 0.1.0 (old → new).
 _RENAMED_PARAMS = {"condition": "conditioning"}
+#: Arguments of :class:`HINGE` added (or whose default changed) since models were first saved, with the value a
+#: model saved without them was built with: the model is rebuilt as it was trained.
+_PARAMS_BEFORE = {"likelihood": "mse", "readout": False, "linear_skip": False}
 _ATTRIBUTES = (
     "init_params_",
     "panel_genes_",
@@ -308,6 +311,8 @@ def load_model(
         if old in params:
             value = params.pop(old)
             params.setdefault(new, value)
+    for name, value in _PARAMS_BEFORE.items():
+        params.setdefault(name, value)
     if adata is not None:
         _check_features(adata, registry, path)
         setup_args = {k: v for k, v in registry["setup_args"].items() if k != "kwargs"}
