@@ -300,7 +300,7 @@ def config_hash(args: argparse.Namespace) -> str:
     """Short hash of the settings that change results: runs cached under it are reused by a later call."""
     import hashlib
 
-    skip = {"out", "folds", "methods", "seeds", "perf_genes", "perf_spots", "threads", "no_resume",
+    skip = {"out", "folds", "methods", "seeds", "perf_genes", "perf_spots", "threads", "no_resume", "rescore",
             "pretrained_backbone"}  # fmt: skip
     settings = json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, sort_keys=True)
     return hashlib.sha1(settings.encode()).hexdigest()[:10]
