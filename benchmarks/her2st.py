@@ -122,10 +122,21 @@ def train_hinge(method, train, panel, vocabulary, seed, args):
                                       seed=seed)  # fmt: skip
     tr = train.copy()
     cls.setup_anndata(tr, features_key=fk, views_key=vk, section_key="section")
-    likelihood = {} if v["cls"] == "gaussian" else {"likelihood": v["likelihood"], "readout": v["readout"],
-                                                      "linear_skip": v["linear_skip"]}
-    model = cls(tr, backbone, genes=panel, n_steps=args.diffusion_steps, target_scale=v["scale"],
-                standardize_features=args.hinge_features == "standardized", seed=seed, **likelihood)
+    likelihood = (
+        {}
+        if v["cls"] == "gaussian"
+        else {"likelihood": v["likelihood"], "readout": v["readout"], "linear_skip": v["linear_skip"]}
+    )
+    model = cls(
+        tr,
+        backbone,
+        genes=panel,
+        n_steps=args.diffusion_steps,
+        target_scale=v["scale"],
+        standardize_features=args.hinge_features == "standardized",
+        seed=seed,
+        **likelihood,
+    )
     t0 = time.perf_counter()
     model.train(
         max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
@@ -384,7 +395,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> str:
         test = adata[adata.obs["section"] == fold].copy()
         panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=vocabulary)
         for method in args.methods:
-            for seed in (args.seeds if method in STOCHASTIC else args.seeds[:1]):
+            for seed in args.seeds if method in STOCHASTIC else args.seeds[:1]:
                 key = f"{method}_s{seed}"
                 rec = run_cached(method, seed, fold, train, test, panel, vocabulary, args, key, runs)
                 for name, value in rec["obsm"].items():
@@ -433,9 +444,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> str:
         report.append(f"### Performance (synthetic data of real shapes; d={args.d_model}, L={args.n_layers}, batch 32, "
                       f"{args.n_samples} samples × {args.sampling_steps} steps, {args.threads} thread(s))\n\n"
                       + to_markdown(perf))  # fmt: skip
-    report.append(f"Compute time of the {len(timing_df)} runs (fit + predict + evaluate, summed; runs cached by an "
-                  f"earlier call keep their own time): {timing_df['total_s'].sum() / 60:.1f} min. This call: "
-                  f"{bench_s / 60:.1f} min for the runs, {(time.perf_counter() - start) / 60:.1f} min in all.")
+    report.append(
+        f"Compute time of the {len(timing_df)} runs (fit + predict + evaluate, summed; runs cached by an "
+        f"earlier call keep their own time): {timing_df['total_s'].sum() / 60:.1f} min. This call: "
+        f"{bench_s / 60:.1f} min for the runs, {(time.perf_counter() - start) / 60:.1f} min in all."
+    )
     text = "\n\n".join(report) + "\n"
     (out / "results.md").write_text(text)
     print(text)
@@ -449,18 +462,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=str(DATA), help="Shared data folder (with her2st/ and vocab/).")
     p.add_argument("--sections", nargs="+", default=["C2", "C3", "C4", "C5", "C6"])
     p.add_argument("--folds", nargs="+", default=None, help="Held-out sections (default: every section).")
-    p.add_argument("--methods", nargs="+", default=None, choices=METHODS,
-                   help="Default: all; hinge_pretrained only with --pretrained-backbone.")
-    p.add_argument("--pretrained-backbone", default=None,
-                   help="A saved hs.Backbone (e.g. from Backbone.pretrain) for the 'hinge_pretrained' method.")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=METHODS,
+        help="Default: all; hinge_pretrained only with --pretrained-backbone.",
+    )
+    p.add_argument(
+        "--pretrained-backbone",
+        default=None,
+        help="A saved hs.Backbone (e.g. from Backbone.pretrain) for the 'hinge_pretrained' method.",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--n-genes", type=int, default=200)
     p.add_argument("--views", type=int, default=8, choices=(1, 8))
-    p.add_argument("--context", default="field", choices=("none", "knn", "field"),
-                   help="Spatial context of the features every method gets (`hs.pp.histology_features(context=)`); "
-                        "`*_plain` methods and `hinge_paper` get the features without context.")
-    p.add_argument("--hinge-features", default="standardized", choices=("standardized", "raw"),
-                   help="HINGE's `standardize_features` (the baselines always standardise with the training fold).")
+    p.add_argument(
+        "--context",
+        default="field",
+        choices=("none", "knn", "field"),
+        help="Spatial context of the features every method gets (`hs.pp.histology_features(context=)`); "
+        "`*_plain` methods and `hinge_paper` get the features without context.",
+    )
+    p.add_argument(
+        "--hinge-features",
+        default="standardized",
+        choices=("standardized", "raw"),
+        help="HINGE's `standardize_features` (the baselines always standardise with the training fold).",
+    )
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--n-heads", type=int, default=4)
@@ -478,8 +507,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--perf-spots", type=int, nargs="+", default=[32, 128, 512])
     p.add_argument("--threads", type=int, default=1, help="Torch CPU threads (1 is fastest on a busy machine).")
     p.add_argument("--no-resume", action="store_true", help="Recompute runs cached in <out>/runs by an earlier call.")
-    p.add_argument("--rescore", action="store_true",
-                   help="Score the cached runs' stored predictions again (no refitting), e.g. after a metric changed.")
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="Score the cached runs' stored predictions again (no refitting), e.g. after a metric changed.",
+    )
     p.add_argument("--tiny", action="store_true", help="CI size: C2/C3, fold C3, one seed, 1 epoch, small model.")
     args = p.parse_args(argv)
     if args.methods is None:

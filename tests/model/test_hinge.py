@@ -76,7 +76,13 @@ def test_training_lowers_validation_loss_and_keeps_backbone_frozen(backbone):
     model = hs.HINGE(adata, backbone, n_steps=10)
     before = {k: v.clone() for k, v in model.module.backbone.state_dict().items()}
     model.train(
-        max_epochs=6, batch_size=32, lr=1e-3, warmup_epochs=1, validation_size=0.25, accelerator="cpu", show_progress_bar=False
+        max_epochs=6,
+        batch_size=32,
+        lr=1e-3,
+        warmup_epochs=1,
+        validation_size=0.25,
+        accelerator="cpu",
+        show_progress_bar=False,
     )
     after = model.module.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -334,3 +340,17 @@ def test_linear_skip_is_the_ridge_of_the_training_spots(backbone, tmp_path):
     torch.testing.assert_close(loaded.module.skip_weight, module.skip_weight)
     plain = hs.HINGE(adata, backbone, n_steps=10)
     assert not plain.module.linear_skip and "skip_weight" not in dict(plain.module.named_buffers())
+
+
+def test_default_sampling_steps(backbone):
+    """Issue 13/14: generation defaults to 10 reverse steps (T if smaller), chosen on validation spots."""
+    adata = synthetic_adata(n_spots=12)
+    _setup(adata)
+    model = hs.HINGE(adata, backbone, n_steps=50)
+    assert model.module.sampling_steps(None) == 10 and model.module.sampling_steps(50) == 50
+    assert hs.HINGE(adata, backbone, n_steps=6).module.sampling_steps(None) == 6
+    default = model.generate(n_samples=2, seed=0, show_progress_bar=False)
+    ten = model.generate(n_samples=2, n_steps=10, seed=0, show_progress_bar=False)
+    pd.testing.assert_frame_equal(default.mean, ten.mean)
+    hs.tl.generate(model, adata, n_samples=2, seed=0, show_progress_bar=False)
+    assert adata.uns["hinge"]["params"]["n_steps"] == 10 and adata.uns["hinge"]["params"]["n_steps_train"] == 50

@@ -677,7 +677,8 @@ class HINGE(BaseModelClass):
         n_samples
             Samples ``S`` per spot.
         n_steps
-            Reverse steps (≤ ``T``; fewer is faster).
+            Reverse steps (≤ ``T``; fewer is faster). Default: 10 (or ``T`` if smaller), chosen on validation spots
+            of the training sections, where 5–50 steps gave the same PCC and coverage (README); the paper uses ``T``.
         batch_size
             Spots per batch (each batch runs ``batch_size × n_samples`` sequences); does not change the values.
             Default: ``⌈32 / n_samples⌉`` on CPU (activations stay in the CPU caches), 256 on an accelerator.

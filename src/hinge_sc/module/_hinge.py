@@ -44,6 +44,12 @@ def expression_target(counts: torch.Tensor, library: torch.Tensor, scale: Target
     return to_model_scale(counts, scale, library)
 
 
+#: Reverse steps of generation when none are given (at most ``T``). Chosen on validation spots of the training
+#: sections (README, ``benchmarks/her2st_recipe.py``): 5, 10, 25 and 50 steps gave the same PCC and interval coverage,
+#: one step worse coverage; the paper samples all ``T = 50`` (``HINGE.PAPER_PRESET``).
+SAMPLING_STEPS = 10
+
+
 class HINGEModule(DiffusionModule):
     r"""Masked-diffusion denoiser around a frozen, SoftAdaLN-adapted backbone.
 
@@ -317,6 +323,10 @@ class HINGEModule(DiffusionModule):
         """The reveal rule :meth:`sample` uses: ``reveal``, or by default ``"sample"`` with a variance head."""
         return reveal or ("sample" if self.likelihood == "gaussian" else "mean")
 
+    def sampling_steps(self, n_steps: int | None) -> int:
+        """Reverse steps of a generation: ``n_steps``, or ``min(SAMPLING_STEPS, T)`` for ``None``."""
+        return min(SAMPLING_STEPS, self.n_steps) if n_steps is None else int(n_steps)
+
     @torch.inference_mode()
     def sample(
         self,
@@ -339,7 +349,7 @@ class HINGEModule(DiffusionModule):
         n_samples
             Samples ``S`` per spot.
         n_steps
-            Reverse steps (≤ ``T``); ``None`` uses ``T``.
+            Reverse steps (≤ ``T``); ``None`` uses :data:`SAMPLING_STEPS` (10, or ``T`` if smaller).
         generator
             Seeded generator for every random number of the batch (used when ``noise`` is not given).
         noise
@@ -382,7 +392,7 @@ class HINGEModule(DiffusionModule):
                 return out[MODULE_KEYS.PREDICTION]
             return out[MODULE_KEYS.PREDICTION], out[MODULE_KEYS.LOG_VARIANCE] + self.log_variance_offset
 
-        grid = reverse_step_grid(self.n_steps, n_steps)
+        grid = reverse_step_grid(self.n_steps, self.sampling_steps(n_steps))
         if incremental and IncrementalDenoiser.supports(self.denoiser):
             cache = IncrementalDenoiser(self.denoiser, self.token_ids)
             out = sample_incremental(

@@ -66,7 +66,7 @@ def generate(
     n_samples
         Samples per spot; the point prediction is their mean and the uncertainty their s.d.
     n_steps
-        Reverse diffusion steps (≤ the model's ``n_steps``).
+        Reverse diffusion steps (≤ the model's ``n_steps``); default 10 (or the model's ``n_steps`` if smaller).
     key_added
         Prefix of the keys written.
     save_samples
@@ -156,7 +156,7 @@ def generate(
     params = {
         "features_key": features_key or model.setup_args["features_key"],
         "n_samples": n_samples,
-        "n_steps": n_steps if n_steps is not None else module.n_steps,
+        "n_steps": module.sampling_steps(n_steps),
         "n_steps_train": module.n_steps,
         "seed": out.seed,
         "randomness": "per spot: (seed, obs name)",

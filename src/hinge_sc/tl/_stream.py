@@ -117,7 +117,7 @@ def generate_to_store(
     n, n_genes = adata.n_obs, len(model.panel_genes_)
     block = batch_size * -(-BLOCK_SPOTS // batch_size)
     settings = {
-        "seed": int(seed), "n_samples": int(n_samples), "n_steps": n_steps, "precision": precision,
+        "seed": int(seed), "n_samples": int(n_samples), "n_steps": model.module.sampling_steps(n_steps), "precision": precision,
         "reveal": model.module.resolve_reveal(reveal), "genes": list(model.panel_genes_), "n_spots": int(n),
         "obs_names_sha256": _obs_digest(adata.obs_names), "block": int(block), "save_samples": bool(save_samples),
         "model": _fingerprint(model), "clip": bool(clip), "mean_estimate": mean_estimate,
