@@ -137,8 +137,9 @@ class HINGE(BaseModelClass):
     #: The paper's configuration (HINGE, CVPR 2026), as arguments of the constructor, :meth:`train` and
     #: :meth:`generate`: squared error on the revealed genes, the predicted mean written into each revealed gene,
     #: the mean of the samples as the point prediction, ``T = 50`` reverse steps, 40 epochs at ``lr = 1e-4``.
-    #: The defaults differ by the Gaussian likelihood, drawn reveals, the Rao–Blackwellised mean and variance
-    #: calibration (docs/method.md §5); the README's benchmark compares the two.
+    #: The defaults differ by the Gaussian likelihood, drawn reveals, the Rao–Blackwellised mean, variance
+    #: calibration, the per-gene readout and 10 reverse steps (docs/method.md §4–5); the README's benchmark compares
+    #: the two.
     PAPER_PRESET: dict[str, dict] = {
         "model": {"likelihood": "mse", "readout": False, "linear_skip": False, "n_steps": 50},
         "train": {"max_epochs": 40, "lr": 1e-4, "calibrate_variance": False},
