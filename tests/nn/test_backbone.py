@@ -7,6 +7,7 @@ import torch
 
 import hinge_sc as hs
 from hinge_sc.nn import CELLFM_SHAPES, Backbone, BackboneConfig, MultiHeadRetention, RetentionLayer, per_head_rms_norm
+from hinge_sc.nn._retention import post_norm_residual
 
 GENES = [f"GENE{i}" for i in range(40)]
 
@@ -46,6 +47,41 @@ def test_retention_equals_quadratic_form():
     o = per_head_rms_norm((q @ k.transpose(-1, -2)) @ v).transpose(1, 2).reshape(b, n, 16)
     expected = ret.o_proj(o * torch.nn.functional.silu(ret.u_proj(x)))
     torch.testing.assert_close(ret(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_retention_with_key_mask_equals_masked_quadratic_form():
+    torch.manual_seed(1)
+    ret = MultiHeadRetention(16, 4)
+    x, mask = torch.randn(2, 7, 16), torch.tensor([[1.0, 1, 0, 1, 0, 1, 1], [1.0, 0, 0, 1, 1, 1, 0]])
+    b, n, h, dh = 2, 7, 4, 4
+    m = mask[:, None, :, None]
+    q = torch.relu(ret.q_proj(x)).view(b, n, h, dh).transpose(1, 2) / 2
+    k = torch.relu(ret.k_proj(x)).view(b, n, h, dh).transpose(1, 2) / 2 * m
+    v = ret.v_proj(x).view(b, n, h, dh).transpose(1, 2) / math.sqrt(n - 1) * m
+    o = per_head_rms_norm((q @ k.transpose(-1, -2)) @ v).transpose(1, 2).reshape(b, n, 16)
+    expected = ret.o_proj(o * torch.nn.functional.silu(ret.u_proj(x)))
+    torch.testing.assert_close(ret(x, mask), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_projections_respect_forward_hooks():
+    """LoRA adds its update with forward hooks on the projections; the fused matmul must not bypass them."""
+    torch.manual_seed(0)
+    layer = RetentionLayer(16, 4, 32, layer_index=1, n_layers=2).eval()
+    x = torch.randn(2, 5, 16)
+    plain = layer(x)
+    for lin in (layer.attn.k_proj, layer.ffn.v_proj):
+        lin.register_forward_hook(lambda module, inputs, output: output * 2.0)
+    hooked = layer(x)
+    assert not torch.allclose(plain, hooked, atol=1e-4)
+
+
+def test_post_norm_residual_is_deepnorm():
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(16, eps=1e-5)
+    torch.nn.init.normal_(norm.weight)
+    h, u, gate = torch.randn(3, 4, 16), torch.randn(3, 4, 16), torch.rand(3, 1, 16)
+    for g in (gate, 0.7, 1.0):
+        torch.testing.assert_close(post_norm_residual(norm, h, u, g, alpha=1.7), norm(1.7 * h + g * u))
 
 
 def test_hidden_tokens_are_not_keys_in_first_half():

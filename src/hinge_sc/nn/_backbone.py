@@ -500,7 +500,7 @@ class Backbone(nn.Module):
         if visible is not None:
             hidden = (1.0 - visible).unsqueeze(-1).to(v.dtype)
             if (mask_mechanism or self.config.mask_mechanism) == "mask_emb":
-                v = v * (1.0 - hidden) + hidden * self.value_enc.mask_emb
+                v = torch.lerp(v, self.value_enc.mask_emb.to(v.dtype), hidden)  # v (1 - hidden) + hidden · mask_emb
             else:
                 v = v + hidden * self.zero_emb
         gene = self.gene_emb[token_ids]  # (G, d), or (B, G, d) for per-sample token ids

@@ -11,12 +11,9 @@ from step to step or is thrown away. :class:`IncrementalDenoiser` computes the s
 - **Only the revealed genes are decoded.** A step keeps the prediction of the genes it reveals only, so the last
   layer runs its key/value projections on every token (they feed the retention of the others) and its query,
   gate, output and feed-forward projections, the final modulation and the value decoder on the revealed tokens only.
-- **Fused projections and fewer passes over memory**: one matmul for the four retention projections and one for
-  the two gated-unit projections; the constant scalings of ``Q``, ``K`` and ``V`` are dropped (the per-head RMS norm
-  that follows removes any positive factor); one key-mask multiply instead of two (``K^T (V ⊙ m)`` equals
-  ``(K ⊙ m)^T (V ⊙ m)`` for a 0/1 mask); SoftNorm as one ``lerp`` and the modulation as one ``addcmul``; the DeepNorm
-  residual :math:`\mathrm{LN}(\alpha h + g u)` as :math:`\mathrm{LN}(h + (g/\alpha) u)` with
-  :math:`\epsilon/\alpha^2` (exactly the same function).
+- The layer arithmetic is the training path's (:func:`~hinge_sc.nn._retention.retention_core`,
+  :func:`~hinge_sc.nn._retention.post_norm_residual`, :func:`~hinge_sc.nn._softadaln.modulate`), with the weights of
+  the projections stacked once per instance, so queries and keys/values can be split between different tokens.
 
 Dropout is not applied (eval mode), and backbones with LoRA adapters are not supported (their forward hooks would be
 bypassed): :meth:`IncrementalDenoiser.supports` tells the caller when to use the reference path.
@@ -29,10 +26,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from ._retention import post_norm_residual, retention_core
+from ._softadaln import modulate
+
 if TYPE_CHECKING:
     from ._adapted import AdaptedBackbone
-
-RMS_EPS_SQ = 1e-24  # (1e-12)²: rms = sqrt(mean(y²) + eps²) ≈ max(rms, 1e-12) of per_head_rms_norm
 
 
 class IncrementalDenoiser:
@@ -63,8 +61,9 @@ class IncrementalDenoiser:
             attn, ffn = layer.attn, layer.ffn
             self.layers.append(
                 {
-                    "w_qkvu": torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight,
-                                         attn.u_proj.weight]),
+                    "w_qkvu": torch.cat(
+                        [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.u_proj.weight]
+                    ),
                     "w_qu": torch.cat([attn.q_proj.weight, attn.u_proj.weight]),
                     "w_kv": torch.cat([attn.k_proj.weight, attn.v_proj.weight]),
                     "w_o": attn.o_proj.weight,
@@ -124,37 +123,10 @@ class IncrementalDenoiser:
             self._write(genes, values, self.backbone.zero_emb)
 
     # ----------------------------------------------------------------------------------------- forward
-    @staticmethod
-    def _retention_core(q, k, v, key_mask, n_heads):
-        """``RMS_head(Q (K^T V))`` for ``q (n, r, d)``, ``k, v (n, N, d)``: ``(n, r, d)``."""
-        n, r, d = q.shape
-        dh = d // n_heads
-        if key_mask is not None:
-            v = v * key_mask.unsqueeze(-1).to(v.dtype)
-        kh = k.reshape(n, -1, n_heads, dh).transpose(1, 2)  # (n, H, N, dh)
-        vh = v.reshape(n, -1, n_heads, dh).transpose(1, 2)
-        kv = kh.transpose(-1, -2) @ vh  # (n, H, dh, dh)
-        o = q.reshape(n, r, n_heads, dh).transpose(1, 2) @ kv  # (n, H, r, dh)
-        o = F.rms_norm(o.float(), (dh,), eps=RMS_EPS_SQ).to(q.dtype)
-        return o.transpose(1, 2).reshape(n, r, d)
-
-    @staticmethod
-    def _residual(norm, h, u, gate, alpha):
-        """``LN(α h + g u)`` as ``LN(h + (g/α) u)`` with ``eps/α²`` (the same function)."""
-        y = torch.addcmul(h, u, gate.unsqueeze(1) / alpha)
-        return F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps / alpha**2)
-
-    @staticmethod
-    def _modulate(softnorm, h, shift, scale):
-        """``SoftNorm(h) (1 + scale) + shift``, SoftNorm as ``lerp(h, LN(h), λ)``."""
-        ln = F.layer_norm(h.float(), (softnorm.d_model,), eps=softnorm.eps).to(h.dtype)
-        x = torch.lerp(h, ln, softnorm.weight.to(h.dtype))
-        return torch.addcmul(shift.unsqueeze(1), x, 1.0 + scale.unsqueeze(1))
-
     def _layer(self, p, h, c, key_mask, out_pos):
         ada = p["ada"]
         shift1, scale1, gate1, shift2, scale2, gate2 = ada.head(c)
-        x = self._modulate(ada.norm1, h, shift1, scale1)
+        x = modulate(ada.norm1(h), shift1, scale1)
         km = key_mask if p["masks_keys"] else None
         d = self.d
         if out_pos is None:  # every token is an output
@@ -167,11 +139,12 @@ class IncrementalDenoiser:
             h = torch.gather(h, 1, out_pos.unsqueeze(-1).expand(-1, -1, d))
             x = torch.gather(x, 1, out_pos.unsqueeze(-1).expand(-1, -1, d))
             q, u = F.linear(x, p["w_qu"]).split(d, dim=-1)
-        o = self._retention_core(F.relu(q), k, v, km, p["n_heads"]) * F.silu(u.contiguous())  # faster on a copy
-        h = self._residual(p["norm1"], h, F.linear(o, p["w_o"]), torch.sigmoid(gate1), p["alpha"])
-        x = self._modulate(ada.norm2, h, shift2, scale2)
+        o = retention_core(F.relu(q), k, v, km, p["n_heads"]) * F.silu(u.contiguous())  # faster on a copy
+        h = post_norm_residual(p["norm1"], h, F.linear(o, p["w_o"]), torch.sigmoid(gate1).unsqueeze(1), p["alpha"])
+        x = modulate(ada.norm2(h), shift2, scale2)
         a, b = F.linear(x, p["w_ffn"]).chunk(2, dim=-1)
-        return self._residual(p["norm2"], h, F.linear(a * b, p["w_ffn_o"]), torch.sigmoid(gate2), p["alpha"])
+        return post_norm_residual(p["norm2"], h, F.linear(a * b, p["w_ffn_o"]), torch.sigmoid(gate2).unsqueeze(1),
+                                  p["alpha"])  # fmt: skip
 
     def forward(
         self, c: torch.Tensor, genes: torch.Tensor, *, return_log_variance: bool = False
@@ -189,7 +162,7 @@ class IncrementalDenoiser:
             h = self._layer(p, h, c, key_mask, genes + 1 if i == last else None)
         final = self.adapted.final
         shift, scale = final.head(c)
-        z = self._modulate(final.norm, h, shift, scale)
+        z = modulate(final.norm(h), shift, scale)
         mean = self.backbone.value_dec(z) + self.adapted.readout_values(c, genes)
         if not return_log_variance:
             return mean

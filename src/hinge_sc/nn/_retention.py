@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,11 +14,61 @@ def per_head_rms_norm(x: torch.Tensor, eps: float = RMS_EPS) -> torch.Tensor:
 
     .. math::
 
-        \mathrm{RMS}(x) = x / \max(\lVert x \rVert_2 / \sqrt{d_h}, \epsilon)
+        \mathrm{RMS}(x) = x \big/ \sqrt{\lVert x \rVert_2^2 / d_h + \epsilon^2}
     """
-    x32 = x.float()
-    rms = x32.norm(dim=-1, keepdim=True) / math.sqrt(x.shape[-1])
-    return (x32 / rms.clamp_min(eps)).to(x.dtype)
+    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps**2).to(x.dtype)
+
+
+def retention_core(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, n_heads: int
+) -> torch.Tensor:
+    r"""Per-head :math:`\mathrm{RMS}(Q (K^\top V))` for activated ``q (B, r, d)`` and ``k, v (B, N, d)``.
+
+    The constant factors of :class:`MultiHeadRetention` (:math:`1/\sqrt{d_h}` on ``Q`` and ``K``, ``s`` on ``V``)
+    are left out: the per-head RMS norm removes any positive factor (its :math:`\epsilon` aside). A 0/1
+    ``key_mask (B, N)`` multiplies ``V`` only: :math:`K^\top (V \odot m) = (K \odot m)^\top (V \odot m)`. Queries
+    may be a subset of the ``N`` tokens (``r ≤ N``), as in the incremental sampler.
+
+    Returns
+    -------
+    ``(B, r, d)``.
+    """
+    b, r, d = q.shape
+    dh = d // n_heads
+    if key_mask is not None:
+        v = v * key_mask.unsqueeze(-1).to(v.dtype)
+    kh = k.reshape(b, -1, n_heads, dh).transpose(1, 2)  # (B, H, N, dh)
+    vh = v.reshape(b, -1, n_heads, dh).transpose(1, 2)
+    o = q.reshape(b, r, n_heads, dh).transpose(1, 2) @ (kh.transpose(-1, -2) @ vh)  # (B, H, r, dh)
+    return per_head_rms_norm(o).transpose(1, 2).reshape(b, r, d)
+
+
+def post_norm_residual(
+    norm: nn.LayerNorm, h: torch.Tensor, u: torch.Tensor, gate: torch.Tensor | float = 1.0, alpha: float = 1.0
+) -> torch.Tensor:
+    r"""Post-LayerNorm residual :math:`\mathrm{LN}(\alpha h + g\,u)`.
+
+    Computed as :math:`\mathrm{LN}(h + (g/\alpha)\,u)` with :math:`\epsilon/\alpha^2`: the same function, one pass
+    over memory fewer.
+
+    ``gate`` is a float or broadcasts against ``u`` (e.g. ``(B, 1, d)``); ``alpha`` is DeepNorm's
+    :math:`(2L)^{1/4}` (1 for a plain post-LN layer).
+    """
+    if isinstance(gate, torch.Tensor):
+        y = torch.addcmul(h, u, gate / alpha)
+    else:
+        y = torch.add(h, u, alpha=gate / alpha)
+    return F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps / alpha**2)
+
+
+def _fused(linears: tuple[nn.Linear, ...]) -> torch.Tensor | None:
+    """Stack the weights of bias-free ``linears`` for one matmul.
+
+    ``None`` when one of them has forward hooks (LoRA adapters), which a fused matmul would bypass.
+    """
+    if any(lin._forward_hooks or lin._forward_pre_hooks for lin in linears):
+        return None
+    return torch.cat([lin.weight for lin in linears])
 
 
 class MultiHeadRetention(nn.Module):
@@ -32,7 +80,8 @@ class MultiHeadRetention(nn.Module):
         V = (x W_v)\, s,\; U = \mathrm{SiLU}(x W_u),\;
         O = \mathrm{RMS}_\text{head}\big(Q (K^\top V)\big) \odot U,\; \text{out} = O W_o
 
-    with :math:`s = 1/\sqrt{G}` (``G`` gene tokens). Cost is linear in the number of tokens.
+    with :math:`s = 1/\sqrt{G}` (``G`` gene tokens). Cost is linear in the number of tokens. The four input
+    projections run as one matmul, and the constant factors cancel in the RMS norm (:func:`retention_core`).
 
     Parameters
     ----------
@@ -65,23 +114,14 @@ class MultiHeadRetention(nn.Module):
         -------
         ``(B, N, d)``.
         """
-        b, n, d = x.shape
-        h, dh = self.n_heads, self.d_head
-        scale_v = 1.0 / math.sqrt(max(n - 1, 1))
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, n, h, dh).transpose(1, 2)
-
-        q = heads(F.relu(self.q_proj(x))) / math.sqrt(dh)
-        k = heads(F.relu(self.k_proj(x))) / math.sqrt(dh)
-        v = heads(self.v_proj(x)) * scale_v
-        u = F.silu(self.u_proj(x))
-        if key_mask is not None:
-            km = key_mask[:, None, :, None].to(k.dtype)
-            k, v = k * km, v * km
-        o = per_head_rms_norm(q @ (k.transpose(-1, -2) @ v))  # (B, H, N, dh)
-        o = o.transpose(1, 2).reshape(b, n, d) * u
-        return self.o_proj(o)
+        projections = (self.q_proj, self.k_proj, self.v_proj, self.u_proj)
+        weight = _fused(projections)
+        if weight is None:
+            q, k, v, u = (lin(x) for lin in projections)
+        else:
+            q, k, v, u = F.linear(x, weight).split(x.shape[-1], dim=-1)
+        o = retention_core(F.relu(q), F.relu(k), v, key_mask, self.n_heads)
+        return self.o_proj(o * F.silu(u.contiguous()))  # SiLU is faster on a contiguous copy
 
 
 class SimpleGatedLinearUnit(nn.Module):
@@ -99,8 +139,10 @@ class SimpleGatedLinearUnit(nn.Module):
         self.o_proj = nn.Linear(d_ffn, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, N, d) → (B, N, d)``."""
-        return self.o_proj(self.u_proj(x) * self.v_proj(x))
+        """``(B, N, d) → (B, N, d)``; the two input projections run as one matmul."""
+        weight = _fused((self.u_proj, self.v_proj))
+        a, b = (self.u_proj(x), self.v_proj(x)) if weight is None else F.linear(x, weight).chunk(2, dim=-1)
+        return self.o_proj(a * b)
 
 
 class RetentionLayer(nn.Module):
@@ -146,7 +188,7 @@ class RetentionLayer(nn.Module):
 
     def residual(self, norm: nn.LayerNorm, h: torch.Tensor, u: torch.Tensor, gate: torch.Tensor | float = 1.0):
         """DeepNorm post-LN residual ``LN(α·h + gate·Dropout(u))`` (the gate is 1 in the plain backbone)."""
-        return norm(self.alpha * h + gate * self.dropout(u))
+        return post_norm_residual(norm, h, self.dropout(u), gate, self.alpha)
 
     def forward(self, h: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, N, d) → (B, N, d)``; ``key_mask`` is used only in the first half of the layers."""

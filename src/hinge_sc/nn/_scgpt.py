@@ -19,6 +19,7 @@ from hinge_sc._random import seeded
 from ._backbone import Backbone
 from ._genes import GeneVocabulary
 from ._provenance import Provenance
+from ._retention import post_norm_residual
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -225,7 +226,7 @@ class ScGPTLayer(nn.Module):
 
     def residual(self, norm: nn.LayerNorm, h: torch.Tensor, u: torch.Tensor, gate: torch.Tensor | float = 1.0):
         """Post-LN residual ``LN(h + gate·Dropout(u))`` (the gate is 1 in the plain backbone)."""
-        return norm(h + gate * self.dropout(u))
+        return post_norm_residual(norm, h, self.dropout(u), gate)
 
     def forward(self, h: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, N, d) → (B, N, d)``."""

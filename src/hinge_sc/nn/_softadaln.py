@@ -107,12 +107,12 @@ class SoftNorm(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         lam = self.weight
-        return (1.0 - lam) * h + lam * F.layer_norm(h.float(), (self.d_model,), eps=self.eps).to(h.dtype)
+        return torch.lerp(h, F.layer_norm(h.float(), (self.d_model,), eps=self.eps).to(h.dtype), lam.to(h.dtype))
 
 
 def modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     r""":math:`h\,(1 + \text{scale}) + \text{shift}`, with ``shift``/``scale`` ``(B, d)`` broadcast over tokens."""
-    return h * (1.0 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    return torch.addcmul(shift.unsqueeze(1), h, 1.0 + scale.unsqueeze(1))
 
 
 class ModulationHead(nn.Module):
