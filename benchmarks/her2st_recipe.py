@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/her2st_recipe.py --out her2st_recipe                       # trains on C2–C5 (about 10 min)
     python benchmarks/her2st_recipe.py --out her2st_recipe --model q13/runs/<hash>/C6_hinge_s0_model
+    python benchmarks/her2st_recipe.py --out lr3e-3 --epochs 6 --lr 3e-3 --samples 8 --steps 10  # a training recipe
 
 A HINGE model (the benchmark's default configuration, see ``benchmarks/her2st.py``) is trained on the sections other
 than ``--held-out`` — or loaded from ``--model`` — and only its **validation spots** (the ``validation_size``
@@ -11,7 +12,9 @@ fraction of the training sections held out by ``HINGE.train``) are generated: th
 at. For samples S ∈ ``--samples`` (nested: the first S of the largest S, one run) at ``--steps-for-samples``
 sampling steps, and for sampling steps ∈ ``--steps`` at ``--samples-for-steps`` samples, the table gives PCC-50 and
 mean PCC on log2(count + 1) and log1p CP10k, coverage of the central 50 % / 90 % intervals, CRPS, and the generation
-time per spot. Writes ``recipe.md`` (printed) and ``recipe.csv`` to ``--out``.
+time per spot. Writes ``recipe.md`` (printed) and ``recipe.csv`` to ``--out``. Training settings (``--epochs``,
+``--lr``, ``--batch-size``, ``--diffusion-steps``, …) are those of ``benchmarks/her2st.py``: one call per training
+recipe compares recipes on the same validation spots (the split depends only on the seed).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/performance.py                                   # CPU fp32, 200 → 2,000 genes, spots, S
     python benchmarks/performance.py --precision bf16                  # CPU bf16 autocast
-    python benchmarks/performance.py --genes 200 --spots 32 --profile  # + torch.profiler breakdown of generation
+    python benchmarks/performance.py --genes 200 --spots 32 --profile  # + torch.profiler breakdown of generation and training
     python benchmarks/performance.py --shape cellfm-800m --head-rank 64 --genes 200 --spots 64 --device cuda \\
         --precision bf16 --batch-size 8                                 # full size on a GPU, bf16 autocast
 
@@ -14,7 +14,9 @@ Per configuration (each in a fresh ``spawn`` process so that its peak memory is 
   optimiser step) and per generated spot-step (one reverse step of one sample of one spot) of the incremental sampler
   that ``generate`` uses, and of the reference sampler (every token embedded and decoded each step).
 - **Matmul peak** of the same device and precision, measured in the same process (best of several 1024³ and 2048³
-  matmuls, before and after the workload).
+  matmuls, before and after the workload), and the rate of one matmul of the model's own most common shape (a
+  training batch of tokens, ``B (G + 1) × d``, times a ``d × d`` weight) as a share of it: the ceiling of
+  achieved/peak if the model did nothing but such matmuls.
 - **Achieved / peak** = counted FLOPs / time / peak, for training steps and for generation. On CPU the time is the
   process's CPU time (``time.process_time``, one thread by default), so that other processes sharing the cores do not
   count; on CUDA wall time after synchronising. ``gen_effective_util`` uses the reference sampler's FLOPs: the
@@ -40,6 +42,7 @@ COLUMNS = {
     "n_samples": "S",
     "precision": "precision",
     "peak_gflops": "matmul peak (GFLOP/s)",
+    "model_matmul_vs_peak": "d×d matmul/peak",
     "train_mflop_per_sample": "train MFLOP/sample",
     "train_util": "train achieved/peak",
     "train_samples_per_s": "train samples/s",
@@ -58,21 +61,26 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def matmul_peak(device, dtype, clock, sync, sizes=(1024, 2048), repeats: int = 2) -> float:
-    """Best FLOP/s of square matmuls on ``device`` in ``dtype`` (the bound the workload is compared with)."""
+def matmul_rate(m: int, k: int, n: int, device, dtype, clock, sync, repeats: int = 2) -> float:
+    """Best FLOP/s of an ``(m, k) @ (k, n)`` matmul on ``device`` in ``dtype``."""
     import torch
 
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    a @ b
     best = 0.0
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        a @ a
-        for _ in range(repeats):
-            sync()
-            t0 = clock()
-            a @ a
-            sync()
-            best = max(best, 2 * n**3 / max(clock() - t0, 1e-9))
+    for _ in range(repeats):
+        sync()
+        t0 = clock()
+        a @ b
+        sync()
+        best = max(best, 2 * m * k * n / max(clock() - t0, 1e-9))
     return best
+
+
+def matmul_peak(device, dtype, clock, sync, sizes=(1024, 2048), repeats: int = 2) -> float:
+    """Best FLOP/s of square matmuls on ``device`` in ``dtype`` (the bound the workload is compared with)."""
+    return max(matmul_rate(n, n, n, device, dtype, clock, sync, repeats) for n in sizes)
 
 
 def count_flops(fn) -> int:
@@ -176,7 +184,12 @@ def measure(
     generate()
     sync()
     gen_s, gen_wall = clock() - t0, time.perf_counter() - w0
-    peak = max(peak, matmul_peak(dev, torch.bfloat16 if bf16 else torch.float32, clock, sync))
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    peak = max(peak, matmul_peak(dev, dtype, clock, sync))
+    # the model's most common matmul, a training batch of tokens times a d × d weight: what one matmul of the
+    # model's own shape reaches alone, the ceiling of achieved/peak when nothing else took time
+    d = backbone.config.d_model
+    model_matmul = matmul_rate(batch_size * (n_genes + 1), d, d, dev, dtype, clock, sync, repeats=5)
     mem = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb()
     total = n_spots * n_samples * n_steps
     row = {
@@ -188,6 +201,7 @@ def measure(
         "device": dev.type,
         "threads": threads,
         "peak_gflops": peak / 1e9,
+        "model_matmul_vs_peak": model_matmul / peak,
         "train_mflop_per_sample": train_flops / batch_size / 1e6,
         "train_util": train_flops / best / peak,
         "train_samples_per_s": train_rate,
@@ -211,6 +225,10 @@ def measure(
         with torch_profile(activities=activities) as prof:
             generate(True, probe)
         row["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+        module.train()
+        with torch_profile(activities=activities) as prof:
+            train_step()
+        row["train_profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
     return row
 
 
@@ -259,7 +277,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def main() -> None:
-    """Print the performance table (and the generation profile) for the configurations given on the command line."""
+    """Print the performance table (and the profiles) for the configurations given on the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--genes", type=int, nargs="+", default=[200, 1000, 2000])
     parser.add_argument("--spots", type=int, nargs="+", default=[16, 64])
@@ -278,7 +296,7 @@ def main() -> None:
                         help="Full-size backbone shape (overrides --d-model/--n-layers/--n-heads).")
     parser.add_argument("--head-rank", type=int, default=None, help="Low-rank SoftAdaLN heads.")
     parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="bf16 autocast.")
-    parser.add_argument("--profile", action="store_true", help="Print a torch.profiler table of generation.")
+    parser.add_argument("--profile", action="store_true", help="Print torch.profiler tables of generation and training.")
     parser.add_argument("--csv", default=None, help="Also write the table to this CSV file.")
     args = parser.parse_args()
     table = performance_table(
@@ -288,9 +306,10 @@ def main() -> None:
         threads=args.threads, shape=args.shape, head_rank=args.head_rank, precision=args.precision,
         profile=args.profile,
     )  # fmt: skip
-    if "profile" in table:
-        for text in table.pop("profile").dropna().unique()[:1]:
-            print(f"Generation profile (first configuration):\n{text}\n")
+    for column, what in (("profile", "Generation"), ("train_profile", "Training step")):
+        if column in table:
+            for text in table.pop(column).dropna().unique()[:1]:
+                print(f"{what} profile (first configuration):\n{text}\n")
     if args.csv:
         table.to_csv(args.csv, index=False)
     print(f"uptime load (1 min) during the runs: {', '.join(f'{v:.1f}' for v in table['load_1min'])}")
