@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/her2st.py --out her2st_benchmark            # C2–C6, 5 folds, 3 seeds (about 25 min, 2 cores)
+    python benchmarks/her2st.py --out her2st_benchmark            # C2–C6, 5 folds, 3 seeds (~9 CPU-min per HINGE run)
     python benchmarks/her2st.py --out tiny --tiny                  # CI: C2/C3, one fold, one seed, 1 epoch
 
 Every method gets the same inputs per fold: the handcrafted histology features of ``hs.pp.histology_features``
