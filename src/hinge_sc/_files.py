@@ -7,6 +7,7 @@ with :mod:`json`. A file that fails to load is named in the error, never with ad
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     import torch
 
@@ -53,20 +54,42 @@ def refuse_existing(paths: Sequence[Path], *, overwrite: bool) -> None:
         )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path`` in one step.
 
-    An interrupted write leaves ``path`` as it was (absent or the previous version), never half-written.
+    An interrupted write leaves ``path`` as it was (absent or the previous version), never half-written. The file
+    gets the permissions an ordinary ``open`` would give it (``0o666`` less the umask; ``mkstemp`` alone would make it
+    private), and temporary files that an earlier, killed write of the same ``path`` left behind are removed once
+    this write has succeeded.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; pass the path of a file to write (e.g. {path / 'model.json'}).")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(f"{path.parent} is a file, so {path} cannot be written in it; pass another path.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+        for stale in path.parent.glob(f"{glob.escape(_tmp_prefix(path))}*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -94,6 +117,97 @@ def read_json(path: str | Path) -> Any:
         raise FileIntegrityError(
             f"{path} could not be read as JSON ({err}); the file is truncated or corrupt."
         ) from err
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+#: A file in every folder hinge_sc writes as one output (a generation store, a ``.zarr`` written by the CLI): the
+#: mark that lets ``overwrite=True`` replace that folder, and nothing else.
+OUTPUT_MARKER = ".hinge_sc_output.json"
+#: The root attribute of an ``.h5ad`` written by the command line (the same mark, for a file).
+H5AD_MARKER_ATTR = "hinge_sc_output"
+#: What a zarr store holds besides its arrays and groups.
+ZARR_METADATA = frozenset({".zgroup", ".zattrs", ".zmetadata", ".zarray", "zarr.json"})
+
+
+def mark_output(folder: str | Path, *, kind: str) -> None:
+    """Write :data:`OUTPUT_MARKER` into ``folder``: hinge_sc wrote this folder as one output of ``kind``."""
+    from hinge_sc import __version__
+
+    write_json(Path(folder) / OUTPUT_MARKER, {"written_by": "hinge_sc", "kind": kind, "version": __version__})
+
+
+def output_kind(path: str | Path) -> str | None:
+    """The kind recorded by :func:`mark_output` in folder ``path`` (or the mark of an ``.h5ad`` file), else None."""
+    path = Path(path)
+    if path.is_dir():
+        marker = path / OUTPUT_MARKER
+        if not marker.is_file():
+            return None
+        try:
+            record = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return record.get("kind") if isinstance(record, dict) and record.get("written_by") == "hinge_sc" else None
+    if path.is_file():
+        try:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                kind = f.attrs.get(H5AD_MARKER_ATTR)
+        except (OSError, ValueError):
+            return None
+        return kind.decode() if isinstance(kind, bytes) else (str(kind) if kind is not None else None)
+    return None
+
+
+def check_replaceable(path: str | Path, *, argument: str, kinds: Sequence[str], allowed: Iterable[str] = ()) -> None:
+    """Raise unless ``path`` is absent or an output of one of ``kinds`` that hinge_sc wrote (so it may be replaced).
+
+    A folder must carry :data:`OUTPUT_MARKER` with one of ``kinds`` and hold nothing but the entries in ``allowed``
+    (and zarr metadata), so that files a user put into it are never deleted. Anything else — a folder of the user's
+    files, another program's zarr store, an ``.h5ad`` hinge_sc did not write — is refused.
+
+    Raises
+    ------
+    FileExistsError
+        Naming the path, what was found and what to do.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink():
+        raise FileExistsError(
+            f"`{argument}` {path} is a symbolic link; hinge_sc does not replace links. Remove it or pass another path."
+        )
+    kind = output_kind(path)
+    what = "folder" if path.is_dir() else "file"
+    if kind not in kinds:
+        raise FileExistsError(
+            f"`{argument}` {path} is a {what} that hinge_sc did not write (no hinge_sc output mark of kind "
+            f"{' or '.join(map(repr, kinds))}), so `overwrite` does not replace it: nothing was deleted. Pass another "
+            "path, or remove it yourself if you no longer need it."
+        )
+    if path.is_dir():
+        known = {OUTPUT_MARKER, *ZARR_METADATA, *allowed}
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in known)
+        if foreign:
+            raise FileExistsError(
+                f"`{argument}` {path} was written by hinge_sc but now also holds {len(foreign)} entr(y/ies) it did not "
+                f"write ({', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}), so `overwrite` does not replace "
+                "it: nothing was deleted. Move those files out, or pass another path."
+            )
+
+
+def remove_output(path: str | Path, *, argument: str, kinds: Sequence[str], allowed: Iterable[str] = ()) -> None:
+    """Delete ``path`` after :func:`check_replaceable` has accepted it (a no-op when ``path`` is absent)."""
+    import shutil
+
+    path = Path(path)
+    check_replaceable(path, argument=argument, kinds=kinds, allowed=allowed)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 # ---------------------------------------------------------------------------------------------------- JSON codec
@@ -209,13 +323,41 @@ def load_tensors(path: str | Path, *, map_location: str | torch.device = "cpu", 
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if not _builds_objects(path, str(err)):  # garbage, not a pickle of objects
+            raise FileIntegrityError(
+                f"{path} could not be read as a hinge_sc {what} (not a torch tensor file); the file is truncated or "
+                "corrupt."
+            ) from None
         raise FileIntegrityError(
             f"{path} holds objects other than tensors and plain data, which hinge_sc never loads (unpickling them "
             f"could run code). It is not a hinge_sc {what}, or it was written by an older version; see the "
             "changelog for how to convert a file you trust."
         ) from None
-    except (EOFError, RuntimeError, OSError, ValueError) as err:
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No {what} at {path}; check the path.") from None
+    except IsADirectoryError:
+        raise FileIntegrityError(f"{path} is a folder, not a {what}; pass the path of the file.") from None
+    except Exception as err:  # torch's reader fails on garbage with EOFError, IndexError, RuntimeError, …
         raise FileIntegrityError(
             f"{path} could not be read as a hinge_sc {what} ({type(err).__name__}); the file is truncated or corrupt."
         ) from None
+
+
+def _builds_objects(path: Path, message: str) -> bool:
+    """Whether a file the weights-only reader refused is a pickle that builds objects (rather than garbage)."""
+    import pickletools
+    import zipfile
+
+    if "Unsupported global" in message or "Unsupported class" in message:
+        return True
+    if zipfile.is_zipfile(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            for opcode, _, _ in pickletools.genops(fh):
+                if opcode.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"):
+                    return True
+    except Exception:  # not a pickle at all
+        return False
+    return False

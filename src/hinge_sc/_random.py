@@ -35,6 +35,16 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def global_numpy_rng_kept() -> Iterator[None]:
+    """Restore numpy's global RNG after the block (scvi-tools' count check draws from it with ``np.random.choice``)."""
+    state = np.random.get_state()
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def spot_seeds(seed: int, keys: Iterable[object]) -> np.ndarray:
     """A 63-bit seed per spot from ``(seed, key)`` (BLAKE2b; stable across machines, processes and versions).
 

@@ -185,3 +185,73 @@ def check_genes(genes: Sequence[str], available: Iterable[str], *, argument: str
     if missing:
         shown = ", ".join(map(repr, missing[:20])) + (f" … ({len(missing)} in all)" if len(missing) > 20 else "")
         raise KeyError(f"`{argument}` has genes missing from {where}: {shown}. Pass `{argument}=` without them.")
+
+
+# ---------------------------------------------------------------------------------------------------- sizes
+class TooLargeError(ValueError):
+    """An argument or a file implies an allocation larger than this machine can hold: refused before allocating."""
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: free physical memory, bounded by ``RLIMIT_AS`` where one is set."""
+    import os
+
+    limit = 1 << 62
+    try:
+        limit = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            used = 0
+            with open("/proc/self/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("VmSize:"):
+                        used = int(line.split()[1]) * 1024
+            limit = min(limit, max(soft - used, 0))
+    except (ImportError, OSError, ValueError):
+        pass
+    return int(limit)
+
+
+def format_bytes(n_bytes: float) -> str:
+    """``n_bytes`` in B, KiB … PiB."""
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            return f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} PiB"
+
+
+def check_allocation(n_bytes: float, *, what: str, fix: str) -> None:
+    """Raise :class:`TooLargeError` when ``n_bytes`` (what ``what`` needs) exceeds the memory still available.
+
+    Parameters
+    ----------
+    n_bytes
+        Bytes the caller is about to allocate (an estimate of the largest array).
+    what
+        What needs them, with the sizes that imply them (e.g. ``"4,000 spots × 10⁹ samples × 200 genes"``).
+    fix
+        What the user can change (names the argument).
+    """
+    available = available_memory()
+    if n_bytes > available:
+        raise TooLargeError(
+            f"{what} needs {format_bytes(n_bytes)}, more than the {format_bytes(available)} of memory available. "
+            f"{fix}"
+        )
+
+
+def check_seed(seed: Any, *, argument: str = "seed") -> None:
+    """Raise unless ``seed`` is ``None`` or an integer in 0 … 2⁶³ − 1 (not a bool, float or string)."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"`{argument}` must be an integer or None, found {type(seed).__name__} {seed!r}. Pass e.g. 0.")
+    if not 0 <= int(seed) < 2**63:
+        raise ValueError(f"`{argument}` must be in 0 … 2⁶³ − 1, found {seed}. Pass e.g. `{argument}=0`.")

@@ -13,7 +13,7 @@ from hinge_sc.nn import AdaptedBackbone, IncrementalDenoiser
 
 from ._base import DiffusionModule, LossOutput
 from ._sampler import reverse_step_grid, sample_incremental, sample_masked
-from ._schedule import hidden_schedule, ranks_of, visibility
+from ._schedule import check_n_steps, hidden_schedule, ranks_of, visibility
 
 if TYPE_CHECKING:
     from hinge_sc.nn import Backbone
@@ -141,7 +141,7 @@ class HINGEModule(DiffusionModule):
         expression_target(torch.zeros(1, 1), torch.ones(1), target_scale)  # validates the name
         self.n_genes = int(token_ids.numel())
         self.n_features = int(n_features)
-        self.n_steps = int(n_steps)
+        self.n_steps = check_n_steps(n_steps)
         self.mask_fill, self.loss_on, self.target_scale = mask_fill, loss_on, target_scale
         self.backbone_dropout = backbone_dropout
         self.register_buffer("token_ids", token_ids.long().clone())

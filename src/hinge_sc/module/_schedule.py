@@ -7,6 +7,7 @@ Notation: ``m_t`` in {0, 1}^G with 1 = visible; ``t = 0`` all visible, ``t = T``
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal
 
 import numpy as np
@@ -36,6 +37,22 @@ def poly_auto_exponent(n_genes: int, n_steps: int) -> float:
     if n_genes < 1 or n_steps < 2:
         raise ValueError(f"`n_genes` must be ≥ 1 and `n_steps` ≥ 2, got {n_genes} and {n_steps}.")
     return float(min(max(math.log(n_genes) / math.log(n_steps), 1.05), 4.0))
+
+
+#: Largest diffusion length ``T`` (the paper uses 50; the schedule and the sampler's step grid are ``O(T)``).
+MAX_DIFFUSION_STEPS = 10_000
+
+
+def check_n_steps(n_steps: object, *, argument: str = "n_steps") -> int:
+    """Return ``n_steps`` (the diffusion length ``T``) as an int after checking it is an integer in 1 … 10,000."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral):
+        raise TypeError(f"`{argument}` (the diffusion length T) must be an integer, found {n_steps!r}.")
+    if not 1 <= int(n_steps) <= MAX_DIFFUSION_STEPS:
+        raise ValueError(
+            f"`{argument}` (the diffusion length T) must be in 1 … {MAX_DIFFUSION_STEPS:,}, found {n_steps:,}; the "
+            "paper uses 50. A saved model that declares more is corrupt or was edited."
+        )
+    return int(n_steps)
 
 
 def hidden_schedule(

@@ -65,10 +65,23 @@ def load_backbone(cls: type[Backbone], path: str | Path, *, map_location: str | 
         raise FileIntegrityError(f"{path} is not a hinge_sc backbone file (expected format {FORMAT!r}).")
     try:
         cls = architecture_class(cls, payload.get("architecture", "cellfm"))
-        model = cls(payload["genes"], cls.config_class(**payload["config"]))
-        model.load_state_dict(payload["state_dict"])
+        genes, config, state = payload["genes"], cls.config_class(**payload["config"]), payload["state_dict"]
+        if not isinstance(state, dict) or not isinstance(genes, list):
+            raise TypeError("`genes` must be a list and `state_dict` a mapping of tensors")
+        with torch.device("meta"):  # the shapes the config implies, without allocating them
+            expected = {k: tuple(v.shape) for k, v in cls(genes, config).state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+        wrong = sorted(k for k in expected if found.get(k) != expected[k])
+        if wrong or len(found) != len(state):
+            details = "; ".join(f"{k}: config implies {expected[k]}, file holds {found.get(k)}" for k in wrong[:5])
+            raise ValueError(f"its config and vocabulary do not fit its tensors ({details})")
+        model = cls(genes, config)
+        model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise FileIntegrityError(f"{path} is an incomplete or inconsistent backbone file ({err}).") from None
+        raise FileIntegrityError(
+            f"{path} is an incomplete or inconsistent backbone file ({err}); it is corrupt or was edited. Use the "
+            "file as `Backbone.save` wrote it."
+        ) from None
     model.provenance = Provenance.from_dict(payload.get("meta"))
     record_source(model, "load", {"path": path})
     return model

@@ -8,6 +8,29 @@ from typing import Literal
 
 MaskMechanism = Literal["mask_emb", "zero_emb"]
 
+#: Largest sizes a backbone may declare (the published CellFM-800M is d=1536, L=40, H=48; scGPT d=512, L=12). A file
+#: that declares more is refused before anything is allocated, so a forged or corrupt config fails fast.
+MAX_BACKBONE_SIZES = MappingProxyType(
+    {"d_model": 16_384, "n_layers": 256, "n_heads": 1_024, "d_ffn": 131_072, "d_hid": 131_072, "n_bins": 65_536,
+     "n_input_bins": 65_536}  # fmt: skip
+)
+
+
+def check_sizes(config: object) -> None:
+    """Raise a ValueError naming every size field of ``config`` that is not an integer in 1 … its bound."""
+    problems = []
+    for field, bound in MAX_BACKBONE_SIZES.items():
+        value = getattr(config, field, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
+            problems.append(f"`{field}`={value!r} (expected an integer in 1 … {bound:,})")
+    if problems:
+        raise ValueError(
+            f"Backbone sizes out of range: {', '.join(problems)}. A file that declares them is corrupt or was edited; "
+            "use the file as it was written."
+        )
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
@@ -45,8 +68,7 @@ class BackboneConfig:
     name: str = "random"
 
     def __post_init__(self):
-        if min(self.d_model, self.n_layers, self.n_heads, self.n_bins) < 1:
-            raise ValueError(f"Backbone sizes must be positive, got {self}.")
+        check_sizes(self)
         if self.mask_mechanism not in ("mask_emb", "zero_emb"):
             raise ValueError(f"`mask_mechanism` must be 'mask_emb' or 'zero_emb', got {self.mask_mechanism!r}.")
 

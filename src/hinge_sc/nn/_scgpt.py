@@ -17,6 +17,7 @@ from torch import nn
 from hinge_sc._random import seeded
 
 from ._backbone import Backbone
+from ._config import check_sizes
 from ._genes import GeneVocabulary
 from ._provenance import Provenance
 from ._retention import post_norm_residual
@@ -86,8 +87,7 @@ class ScGPTConfig:
     name: str = "scgpt"
 
     def __post_init__(self):
-        if min(self.d_model, self.n_layers, self.n_heads) < 1:
-            raise ValueError(f"Backbone sizes must be positive, got {self}.")
+        check_sizes(self)
         if self.d_model % self.n_heads:
             raise ValueError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads}).")
         if self.input_emb_style not in ("continuous", "category"):

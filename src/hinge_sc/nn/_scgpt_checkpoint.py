@@ -109,6 +109,15 @@ def scgpt_names(name: str) -> str:
     return " / ".join(keys) or name
 
 
+def _read_json_file(path: Path, what: str) -> object:
+    """``json.load`` of ``path`` with an error that names the file and its role."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} could not be read as the {what}: it is not valid UTF-8 JSON ({err}). {_HOW}") from None
+
+
 def read_scgpt_vocabulary(path: str | Path, pad_token: str = "<pad>") -> tuple[list[str], list[int], dict[str, int]]:
     """Read a ``vocab.json``.
 
@@ -117,8 +126,7 @@ def read_scgpt_vocabulary(path: str | Path, pad_token: str = "<pad>") -> tuple[l
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No scGPT vocabulary at {path}. {_HOW}")
-    with open(path, encoding="utf-8") as f:
-        vocab = json.load(f)
+    vocab = _read_json_file(path, "scGPT vocabulary (vocab.json)")
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
         raise ValueError(f"{path} is not an scGPT vocabulary (a JSON object token → integer id).")
     ids = sorted(vocab.values())
@@ -137,8 +145,9 @@ def read_scgpt_args(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No scGPT settings at {path}. {_HOW}")
-    with open(path, encoding="utf-8") as f:
-        args = json.load(f)
+    args = _read_json_file(path, "scGPT settings file (args.json)")
+    if not isinstance(args, dict):
+        raise ValueError(f"{path} is not an scGPT args.json (a JSON object of settings), found {type(args).__name__}.")
     missing = [k for k in ("embsize", "nlayers", "nheads") if k not in args]
     if missing:
         raise ValueError(f"{path} lacks {missing}: it is not an scGPT args.json. {_HOW}")
@@ -166,6 +175,13 @@ def config_from_args(
             raise ValueError(
                 f"value_encoder.embedding.weight has {rows} rows, fewer than args.json's n_bins={args.get('n_bins')}."
             )
+    try:
+        return _config(config_class, args, style, n_input_bins, state_shapes, name)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"args.json describes no usable scGPT model: {err}") from None
+
+
+def _config(config_class, args, style, n_input_bins, state_shapes, name) -> ScGPTConfig:
     return config_class(
         d_model=int(args["embsize"]),
         n_layers=int(args["nlayers"]),

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hinge_sc._validators import check_allocation
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -137,6 +139,11 @@ class SlideImage:
         side = max(1, round(side_px / d))
         size = side if out_size is None else int(out_size)
         h, w = int(arr.shape[0]), int(arr.shape[1])
+        check_allocation(
+            3 * (len(xy) * size * size + 2 * side * side),
+            what=f"{len(xy):,} patches of {side:,} px (resized to {size:,} px) from {self.source}",
+            fix="Pass a smaller `patch_size_um` (112 µm is the default) or `batch_size`, and check the image's µm/px.",
+        )
         boxes = []
         for cx, cy in np.asarray(xy, dtype=float) / d:
             left, top = round(cx) - side // 2, round(cy) - side // 2
@@ -189,14 +196,31 @@ def pil_pixel_limit(path: str | os.PathLike) -> Iterator[None]:
 
     The header is read with the limit lifted, the limit is set to that image's pixel count (never lowered) for the
     block, and PIL's limit is restored afterwards, so that other images opened by the process keep PIL's guard.
+    The limit is bounded by memory: an image whose decoded RGB pixels (twice, for PIL's conversion) would not fit
+    in the memory available — a decompression bomb, or a whole slide that should be a pyramidal TIFF — is refused
+    from its header, before anything is decoded.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     before = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as im:  # the header only
-            width, height = im.size
+        try:
+            with Image.open(path) as im:  # the header only
+                width, height = im.size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"No image file at {path}; check the path.") from None
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise ValueError(
+                f"{path} could not be read as an image ({type(err).__name__}: {err}); it is not an image or it is "
+                "truncated. Pass a JPEG, PNG or TIFF slide image."
+            ) from None
+        check_allocation(
+            2 * 3 * width * height,
+            what=f"Decoding the image {path} ({width:,} × {height:,} px)",
+            fix="A slide this large must be a pyramidal TIFF/SVS, which is read lazily (e.g. `vips tiffsave in.png "
+            "out.tif --tile --pyramid`); otherwise the file is corrupt or a decompression bomb.",
+        )
         if before is not None:
             Image.MAX_IMAGE_PIXELS = max(int(before), width * height)
         yield
@@ -262,7 +286,10 @@ def open_image_file(
             reduce *= 2
         if reduce > 1:
             im.draft("RGB", (im.size[0] // reduce, im.size[1] // reduce))
-        arr = np.asarray(im.convert("RGB"))
+        try:
+            arr = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as err:  # truncated data after a valid header
+            raise ValueError(f"{path} could not be decoded ({err}); the image file is truncated or corrupt.") from None
     return SlideImage([arr], [full_w / arr.shape[1]], str(path))
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._deprecation import renamed_argument
-from .._validators import check_positive_finite
+from .._validators import TooLargeError, check_positive_finite
 from ._image import SlideImage, from_array, open_image_file, tiff_microns_per_pixel
 
 if TYPE_CHECKING:
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Most virtual spots one slide is tiled into (a 2 × 2 cm section at a 10 µm pitch is 4 million).
+MAX_SPOTS = 5_000_000
 #: Longest side (px) of the thumbnail on which tissue is detected.
 MASK_MAX_SIDE = 2000
 
@@ -81,6 +83,13 @@ def _open(image: Any, image_key: str | None) -> tuple[SlideImage, str | None, An
 
 def _grid(h: int, w: int, spacing_px: float, grid: str) -> tuple[np.ndarray, np.ndarray]:
     """Spot centres (n, 2) in px and their (row, col) indices, on a hexagonal or square lattice."""
+    n_spots = (h / spacing_px + 1) * (w / spacing_px + 1) * (2 / np.sqrt(3) if grid == "hex" else 1.0)
+    if n_spots > MAX_SPOTS:
+        raise TooLargeError(
+            f"A {grid} grid of pitch {spacing_px:.3g} px over a {w:,} × {h:,} px slide has ≈ {n_spots:,.0f} spots, more "
+            f"than {MAX_SPOTS:,}. Pass a larger `spacing_um` (spots of 55 µm every 100 µm are Visium's) or check "
+            "`microns_per_pixel`."
+        )
     if grid == "hex":
         dy = spacing_px * np.sqrt(3) / 2
         rows = np.arange(spacing_px / 2, h, dy)

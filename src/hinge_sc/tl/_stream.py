@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from hinge_sc._files import check_replaceable, mark_output, remove_output
 from hinge_sc.model import Prediction
 from hinge_sc.model._inference import batch_bounds, iter_batches, resolve_batch_size
 
@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 #: Spots per block of the store (rounded up to whole batches): the unit of writing and of resuming.
 BLOCK_SPOTS = 256
 ATTRS_KEY = "hinge_sc_generate"
+#: The output mark of a generation store (see :func:`hinge_sc._files.mark_output`) and the entries it may hold.
+STORE_KIND = "generation_store"
+STORE_ENTRIES = ("mean", "std", "samples", "done")
 
 
 def _fingerprint(model: HINGE) -> str:
@@ -38,6 +41,14 @@ def _fingerprint(model: HINGE) -> str:
 
 def _obs_digest(obs_names) -> str:
     return hashlib.sha256("\n".join(map(str, obs_names)).encode()).hexdigest()[:16]
+
+
+def _array_digest(values: np.ndarray) -> str:
+    """SHA-256 (16 hex digits) of an array's shape, dtype and bytes: a store belongs to one set of features."""
+    values = np.ascontiguousarray(values)
+    h = hashlib.sha256(f"{values.shape}{values.dtype.str}".encode())
+    h.update(values.tobytes())
+    return h.hexdigest()[:16]
 
 
 def _create(group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype) -> Any:
@@ -80,7 +91,8 @@ def generate_to_store(
         store's seed. The settings must match the stored ones. Each spot's values depend only on ``(seed, obs
         name)``, so a resumed run gives the values of an uninterrupted one.
     overwrite
-        Replace an existing store (when not resuming).
+        Replace an existing store (when not resuming). Only a store written by this function is replaced or resumed:
+        a folder of other files, or another program's zarr store, is refused and left as it is.
     model, adata, features_key, n_samples, n_steps, batch_size, seed, precision, reveal
         See :func:`hinge_sc.tl.generate`.
     clip, mean_estimate, save_samples
@@ -91,25 +103,27 @@ def generate_to_store(
     Raises
     ------
     FileExistsError
-        ``store`` exists and neither ``resume`` nor ``overwrite`` is set.
+        ``store`` exists and neither ``resume`` nor ``overwrite`` is set, or it is not a store hinge_sc wrote.
     ValueError
         ``resume`` with settings, spots or a model that differ from the store's.
     """
     import zarr
 
     path = Path(store)
-    exists = path.exists()
+    exists = path.exists() or path.is_symlink()
     if exists and not resume and not overwrite:
         raise FileExistsError(
             f"`store` {str(path)!r} already exists. Pass `resume=True` to continue the run stored there, or "
             "`overwrite=True` to replace it."
         )
+    if exists:  # only a store this function wrote is resumed or replaced: never a folder of the user's files
+        check_replaceable(path, argument="store", kinds=(STORE_KIND,), allowed=STORE_ENTRIES)
     stored = None
     if exists and resume:
-        group = zarr.open_group(str(path), mode="a")
-        stored = dict(group.attrs.get(ATTRS_KEY, {}))
+        stored = dict(zarr.open_group(str(path), mode="r").attrs.get(ATTRS_KEY, {}))
         if not stored:
             raise ValueError(f"`store` {str(path)!r} holds no hinge_sc generation run to resume.")
+        group = zarr.open_group(str(path), mode="a")
         if seed is None:
             seed = stored["seed"]
     adata, feats, seeds, seed = model._generation_inputs(adata, features_key, n_samples, precision, seed)
@@ -119,7 +133,7 @@ def generate_to_store(
     settings = {
         "seed": int(seed), "n_samples": int(n_samples), "n_steps": model.module.sampling_steps(n_steps), "precision": precision,
         "reveal": model.module.resolve_reveal(reveal), "genes": list(model.panel_genes_), "n_spots": int(n),
-        "obs_names_sha256": _obs_digest(adata.obs_names), "block": int(block), "save_samples": bool(save_samples),
+        "obs_names_sha256": _obs_digest(adata.obs_names), "features_sha256": _array_digest(feats), "block": int(block), "save_samples": bool(save_samples),
         "model": _fingerprint(model), "clip": bool(clip), "mean_estimate": mean_estimate,
     }  # fmt: skip
     if stored is not None:
@@ -132,9 +146,9 @@ def generate_to_store(
             )
         block = int(stored["block"])
     else:
-        if exists:
-            shutil.rmtree(path)
+        remove_output(path, argument="store", kinds=(STORE_KIND,), allowed=STORE_ENTRIES)
         group = zarr.open_group(str(path), mode="w")
+        mark_output(path, kind=STORE_KIND)
         _create(group, "mean", (n, n_genes), (block, n_genes), "float32")
         _create(group, "std", (n, n_genes), (block, n_genes), "float32")
         if save_samples:
