@@ -107,6 +107,15 @@ def load_features(args: argparse.Namespace):
     return adata
 
 
+def recipe(args: argparse.Namespace):
+    """The package's training recipe (``--recipe``) with the overrides given on the command line."""
+    import hinge_sc as hs
+
+    changes = {"max_epochs": args.epochs, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
+               "batch_size": args.batch_size}  # fmt: skip
+    return hs.model.RECIPES[args.recipe].replace(**{k: v for k, v in changes.items() if v is not None})
+
+
 def train_hinge(method, train, panel, vocabulary, seed, args):
     """A HINGE variant (or its Gaussian ablation) trained on ``train``; returns ``(model, seconds)``."""
     import hinge_sc as hs
@@ -138,11 +147,8 @@ def train_hinge(method, train, panel, vocabulary, seed, args):
         **likelihood,
     )
     t0 = time.perf_counter()
-    model.train(
-        max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
-        lr_milestones=(max(1, int(args.epochs * 0.5)), max(1, int(args.epochs * 0.875))), accelerator="cpu",
-        seed=seed, show_progress_bar=False, calibrate_variance=v["calibrate"],
-    )  # fmt: skip
+    model.train(recipe=recipe(args).replace(calibrate_variance=v["calibrate"]), accelerator="cpu", seed=seed,
+                show_progress_bar=False)  # fmt: skip
     return model, time.perf_counter() - t0
 
 
@@ -424,8 +430,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> str:
               f"Folds: {', '.join(folds)}; seeds {args.seeds} for {sorted(STOCHASTIC & set(args.methods))}; "
               f"{args.n_genes}-gene HMHVG panel per fold; features `{adata.uns['X_histology']['params']['encoder']}` "
               f"({adata.obsm['X_histology'].shape[1]}-d, {args.views} views); HINGE d={args.d_model} L={args.n_layers} "
-              f"H={args.n_heads}, random backbone (hinge_pretrained: {args.pretrained_backbone}), {args.epochs} "
-              f"epochs, lr {args.lr}, {args.n_samples} samples × {args.sampling_steps} steps, {args.hinge_features} "
+              f"H={args.n_heads}, random backbone (hinge_pretrained: {args.pretrained_backbone}), recipe "
+              f"`{args.recipe}` {recipe(args).to_dict()}, {args.n_samples} samples × {args.sampling_steps} steps, {args.hinge_features} "
               "features. Mean ± s.d. over held-out sections "
               "(seeds averaged first).",
               summary_tables(per_section_df, per_gene_df, list(args.methods))]  # fmt: skip
@@ -493,13 +499,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--n-heads", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--warmup-epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3, help="Chosen on validation spots (benchmarks/her2st_recipe.py).")
+    p.add_argument("--recipe", default="default", choices=("default", "paper"),
+                   help="Training recipe of the package (hs.model.RECIPES); the options below override its fields.")
+    p.add_argument("--epochs", type=int, default=None, help="Default: the recipe's max_epochs.")
+    p.add_argument("--warmup-epochs", type=int, default=None, help="Default: the recipe's.")
+    p.add_argument("--batch-size", type=int, default=None, help="Default: the recipe's.")
+    p.add_argument("--lr", type=float, default=None, help="Default: the recipe's.")
     p.add_argument("--diffusion-steps", type=int, default=50)
     p.add_argument("--sampling-steps", type=int, default=10)
-    p.add_argument("--n-samples", type=int, default=4)
+    p.add_argument("--n-samples", type=int, default=8)
     p.add_argument("--ridge-alpha", type=float, default=10.0)
     p.add_argument("--knn-k", type=int, default=50)
     p.add_argument("--mlp-epochs", type=int, default=30)

@@ -11,15 +11,21 @@ __version__ = "0.1.0"
 # a library leaves logging to its user (the command line configures it once)
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-_SUBMODULES = ("pp", "tl", "pl", "datasets", "benchmark", "io")
-_LAZY = {"HINGE": "hinge_sc.model", "Backbone": "hinge_sc.nn", "FileIntegrityError": "hinge_sc._files"}
+_SUBMODULES = ("pp", "tl", "pl", "datasets", "benchmark", "io", "model")
+_LAZY = {
+    "HINGE": "hinge_sc.model", "TrainingRecipe": "hinge_sc.model", "DEFAULT_RECIPE": "hinge_sc.model",
+    "PAPER_RECIPE": "hinge_sc.model", "Backbone": "hinge_sc.nn", "FileIntegrityError": "hinge_sc._files",
+}  # fmt: skip
 
-__all__ = ["HINGE", "Backbone", "FileIntegrityError", "benchmark", "datasets", "io", "pl", "pp", "tl"]
+__all__ = [
+    "DEFAULT_RECIPE", "HINGE", "PAPER_RECIPE", "Backbone", "FileIntegrityError", "TrainingRecipe", "benchmark",
+    "datasets", "io", "model", "pl", "pp", "tl",
+]  # fmt: skip
 
 if TYPE_CHECKING:
-    from . import benchmark, datasets, io, pl, pp, tl
+    from . import benchmark, datasets, io, model, pl, pp, tl
     from ._files import FileIntegrityError
-    from .model import HINGE
+    from .model import DEFAULT_RECIPE, HINGE, PAPER_RECIPE, TrainingRecipe
     from .nn import Backbone
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,47 +139,75 @@ def read_input(path: str | Path, kind: str, args: argparse.Namespace) -> Any:
     )
 
 
+#: The output mark of files and folders the command line writes (see :func:`hinge_sc._files.mark_output`).
+CLI_OUTPUT_KIND = "cli_output"
+#: What a SpatialData ``.zarr`` written by the command line holds at its root.
+SPATIALDATA_ENTRIES = ("images", "labels", "points", "shapes", "tables")
+
+
 def check_output(path: str | Path, flag: str, *, overwrite: bool, folder: bool = False) -> Path:
-    """Check before any work that ``path`` can be written: its suffix, and no earlier output without ``overwrite``."""
+    """Check before any work that ``path`` can be written: its suffix, and no earlier output without ``overwrite``.
+
+    With ``overwrite``, an ``.h5ad`` / ``.zarr`` output is replaced only when hinge_sc wrote it (its output mark); a
+    folder of other files, another program's store or a file hinge_sc did not write is refused, and nothing is
+    deleted. A model folder (``folder=True``) is never deleted: saving replaces only the model's own files.
+    """
+    from hinge_sc._files import check_replaceable
+
     path = Path(path)
     if not folder and not path.name.lower().endswith(OUTPUT_SUFFIXES):
         raise UsageError(f"`{flag}` {path} must end in `.h5ad` (AnnData) or `.zarr` (SpatialData).")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"`{flag}` {path}: its parent {path.parent} is a file, not a folder; pass another path.")
     if folder and path.exists() and not path.is_dir():
         raise UsageError(f"`{flag}` {path} exists and is not a folder; pass another path.")
     if path.exists() and (not folder or any(path.iterdir())) and not overwrite:
         raise UsageError(f"`{flag}` {path} already exists; pass `--overwrite` to replace it, or another path.")
+    if not folder and path.exists():
+        try:
+            check_replaceable(path, argument=flag, kinds=(CLI_OUTPUT_KIND,), allowed=SPATIALDATA_ENTRIES)
+        except FileExistsError as err:
+            raise UsageError(str(err).replace("`overwrite`", "`--overwrite`")) from None
+    writable = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise UsageError(f"`{flag}` {path} cannot be written: {writable} is not writable for you; pass another path.")
     return path
 
 
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
 def write_output(data: Any, path: str | Path) -> None:
-    """Write AnnData to ``.h5ad`` / ``.zarr`` or SpatialData to ``.zarr``.
+    """Write AnnData to ``.h5ad`` / ``.zarr`` or SpatialData to ``.zarr``, marked as written by hinge_sc.
 
-    An AnnData is converted to SpatialData for ``.zarr``. The data are written beside ``path``, which is then
-    replaced in one step (``--overwrite`` was checked before any work).
+    An AnnData is converted to SpatialData for ``.zarr``. The data are written into a new temporary path beside
+    ``path``, which then replaces ``path`` (checked by :func:`check_output`: only an earlier hinge_sc output is ever
+    replaced).
     """
+    import shutil
+    import tempfile
+
     import hinge_sc as hs
+    from hinge_sc._files import H5AD_MARKER_ATTR, mark_output, remove_output
     from hinge_sc.pp._spatialdata import is_spatialdata
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    _remove(tmp)
-    if path.name.lower().endswith(".h5ad"):
-        adata = hs.io.from_spatialdata(data) if is_spatialdata(data) else data
-        adata.write_h5ad(tmp)
-    else:
-        sdata = data if is_spatialdata(data) else hs.io.to_spatialdata(data)
-        sdata.write(tmp)
-    _remove(path)
-    tmp.rename(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp = scratch / path.name
+    try:
+        if path.name.lower().endswith(".h5ad"):
+            import h5py
+
+            adata = hs.io.from_spatialdata(data) if is_spatialdata(data) else data
+            adata.write_h5ad(tmp)
+            with h5py.File(tmp, "a") as f:
+                f.attrs[H5AD_MARKER_ATTR] = CLI_OUTPUT_KIND
+        else:
+            sdata = data if is_spatialdata(data) else hs.io.to_spatialdata(data)
+            sdata.write(tmp)
+            mark_output(tmp, kind=CLI_OUTPUT_KIND)
+        remove_output(path, argument="output", kinds=(CLI_OUTPUT_KIND,), allowed=SPATIALDATA_ENTRIES)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     logger.info("Wrote %s", path)
 
 
@@ -215,3 +244,47 @@ def check_slide_options(args: argparse.Namespace) -> None:
         raise UsageError(
             f"`input` {args.input} records no µm/px: pass `--microns-per-pixel` (e.g. 0.25 at 40×, 0.5 at 20×)."
         )
+
+
+#: The command-line options of the training recipe (flag → field of :class:`hinge_sc.model.TrainingRecipe`).
+RECIPE_OPTIONS = {
+    "epochs": ("max_epochs", int, "Most training epochs (early stopping on held-out sections ends sooner)."),
+    "warmup_epochs": ("warmup_epochs", int, "Epochs of the warm-start curriculum."),
+    "batch_size": ("batch_size", int, "Spots per minibatch."),
+    "lr": ("lr", float, "Learning rate (AdamW); × lr_gamma at the recipe's milestones (fractions of --epochs)."),
+    "validation": ("validation", str, "Held out for early stopping and the variance scale: section, spots or auto."),
+    "validation_size": ("validation_size", float, "Fraction of the sections (or spots) held out."),
+}
+
+
+def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """``--recipe`` and one override option per recipe field; every default is the recipe's (one definition)."""
+    from hinge_sc.model._recipe import DEFAULT_RECIPE, RECIPES
+
+    group = parser.add_argument_group("training recipe (defaults: hinge_sc.model.DEFAULT_RECIPE)")
+    group.add_argument(
+        "--recipe", choices=sorted(RECIPES), default="default",
+        help="Preset: `default` (chosen on held-out her2st sections) or `paper` (the paper's 40 epochs at 1e-4).",
+    )  # fmt: skip
+    for dest, (field, kind, text) in RECIPE_OPTIONS.items():
+        group.add_argument(
+            f"--{dest.replace('_', '-')}", dest=dest, type=kind, default=argparse.SUPPRESS,
+            choices=("auto", "section", "spots") if field == "validation" else None,
+            help=f"{text} Default: the recipe's ({getattr(DEFAULT_RECIPE, field)!r} in `default`).",
+        )  # fmt: skip
+
+
+def recipe_from_args(args: argparse.Namespace):
+    """The :class:`~hinge_sc.model.TrainingRecipe` of ``--recipe`` with the options given on the command line."""
+    from hinge_sc.model._recipe import RECIPES
+
+    changes = {field: getattr(args, dest) for dest, (field, _, _) in RECIPE_OPTIONS.items()
+               if getattr(args, dest, None) is not None}  # fmt: skip
+    try:
+        return RECIPES[args.recipe].replace(**changes)
+    except (TypeError, ValueError) as err:
+        message = str(err)
+        for dest, (field, _, _) in RECIPE_OPTIONS.items():
+            flag = f"--{dest.replace('_', '-')}"
+            message = message.replace(f"`{field}`", f"`{flag}`").replace(f"`{field}=", f"`{flag} ")
+        raise UsageError(message) from None

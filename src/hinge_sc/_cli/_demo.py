@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from hinge_sc._constants import DATA_DIR_ENV
 
-from ._common import UsageError, check_file, check_positive
+from ._common import UsageError, add_recipe_options, check_file, check_positive, recipe_from_args
 
 if TYPE_CHECKING:
     import argparse
@@ -35,12 +35,10 @@ def _default_vocabulary(data: Path | None) -> Path | None:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    positive = ("n_genes", "d_model", "n_layers", "n_heads", "epochs", "batch_size", "diffusion_steps",
-                "sampling_steps", "n_samples")  # fmt: skip
+    positive = ("n_genes", "d_model", "n_layers", "n_heads", "diffusion_steps", "sampling_steps", "n_samples")
     check_positive(args, positive, integer=True)
-    if args.warmup_epochs < 0:
-        raise UsageError(f"`--warmup-epochs` must be ≥ 0, found {args.warmup_epochs}.")
-    check_positive(args, ("lr", "patch_size_um"), integer=False)
+    check_positive(args, ("patch_size_um",), integer=False)
+    args.recipe_object = recipe_from_args(args)
     if args.sampling_steps > args.diffusion_steps:
         raise UsageError(
             f"`--sampling-steps` ({args.sampling_steps}) must be ≤ `--diffusion-steps` ({args.diffusion_steps}); "
@@ -160,15 +158,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     views_key = "X_histology_views" if args.views > 1 else None
     hs.HINGE.setup_anndata(train, features_key="X_histology", views_key=views_key, section_key="section")
     model = hs.HINGE(train, backbone, genes=panel, n_steps=args.diffusion_steps)
-    model.train(
-        max_epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_epochs=args.warmup_epochs,
-        lr_milestones=(int(args.epochs * 0.5), int(args.epochs * 0.875)),
-        accelerator=args.accelerator,
-        seed=args.seed,
-    )
+    model.train(recipe=args.recipe_object, accelerator=args.accelerator, seed=args.seed)
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -226,16 +216,13 @@ def add_parser(sub, formatter, parents=()) -> None:
     demo.add_argument("--n-heads", type=int, default=4, help="Heads of the random backbone.")
     demo.add_argument("--views", type=int, default=8, choices=(1, 8), help="Dihedral views per patch.")
     demo.add_argument("--patch-size-um", type=float, default=112.0, help="Side of the H&E patch under a spot, µm.")
-    demo.add_argument("--epochs", type=int, default=6, help="Training epochs.")
-    demo.add_argument("--warmup-epochs", type=int, default=1, help="Epochs of the warm-start curriculum.")
-    demo.add_argument("--batch-size", type=int, default=32, help="Spots per minibatch.")
-    demo.add_argument("--lr", type=float, default=1e-3, help="Learning rate (AdamW).")
     demo.add_argument("--diffusion-steps", type=int, default=50, help="Diffusion steps T of the model.")
     demo.add_argument("--sampling-steps", type=int, default=10, help="Reverse steps (≤ --diffusion-steps).")
-    demo.add_argument("--n-samples", type=int, default=4, help="Samples per spot (mean and s.d.).")
+    demo.add_argument("--n-samples", type=int, default=8, help="Samples per spot (mean, s.d. and intervals).")
     demo.add_argument("--seed", type=int, default=0, help="Seed of training and sampling.")
     demo.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto).")
     demo.add_argument("--overwrite", action="store_true", help="Replace the outputs of an earlier run in --out.")
+    add_recipe_options(demo)
     demo.set_defaults(check=check_args, run=run)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ._common import (
     UsageError,
+    add_recipe_options,
     as_anndata,
     check_file,
     check_output,
@@ -21,6 +22,7 @@ from ._common import (
     input_kind,
     quiet_scvi,
     read_input,
+    recipe_from_args,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +50,11 @@ def add_parser(sub, formatter, parents=()) -> None:
     )  # fmt: skip
     data.add_argument("--no-views", action="store_true", help="Train on the identity view only.")
     data.add_argument("--layer", default=None, help="Layer with the raw counts (default: X).")
-    data.add_argument("--section-key", default="section", help="obs column with each spot's section.")
+    data.add_argument(
+        "--section-key", default=None,
+        help="obs column with each spot's section (default: `section` when present); sections are held out whole "
+        "for validation.",
+    )  # fmt: skip
     data.add_argument("--table-key", default=None, help="SpatialData: the table of the spots.")
     panel = p.add_argument_group("gene panel")
     panel.add_argument("--n-genes", type=int, default=200, help="Panel size (HMHVG genes of the training data).")
@@ -75,28 +81,17 @@ def add_parser(sub, formatter, parents=()) -> None:
     )
     tr = p.add_argument_group("training")
     tr.add_argument("--diffusion-steps", type=int, default=50, help="Diffusion steps T of the model.")
-    tr.add_argument("--epochs", type=int, default=40, help="Maximum training epochs.")
-    tr.add_argument("--warmup-epochs", type=int, default=5, help="Epochs of the warm-start curriculum.")
-    tr.add_argument("--batch-size", type=int, default=32, help="Spots per minibatch.")
-    tr.add_argument(
-        "--lr", type=float, default=1e-4, help="Learning rate (AdamW); × 0.2 at 50%% and 87.5%% of --epochs."
-    )
-    tr.add_argument("--validation-size", type=float, default=0.1, help="Fraction of spots held out for validation.")
     tr.add_argument("--seed", type=int, default=0, help="Seed of the initialisation, split, masks and dropout.")
     tr.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto).")
     tr.add_argument("--no-progress-bar", action="store_true", help="No progress bar (per-epoch lines remain).")
+    add_recipe_options(p)
     p.set_defaults(check=check, run=run)
 
 
 def check(args: argparse.Namespace) -> None:
     """Check the arguments before any work."""
-    check_positive(args, ("n_genes", "d_model", "n_layers", "n_heads", "diffusion_steps", "epochs", "batch_size"),
-                   integer=True)  # fmt: skip
-    check_positive(args, ("lr",), integer=False)
-    if args.warmup_epochs < 0:
-        raise UsageError(f"`--warmup-epochs` must be ≥ 0, found {args.warmup_epochs}.")
-    if not 0 <= args.validation_size < 1:
-        raise UsageError(f"`--validation-size` must be in [0, 1), found {args.validation_size}.")
+    check_positive(args, ("n_genes", "d_model", "n_layers", "n_heads", "diffusion_steps"), integer=True)
+    args.recipe_object = recipe_from_args(args)
     if args.cellfm and args.backbone:
         raise UsageError("Pass one of `--cellfm` and `--backbone`, not both.")
     if args.cellfm and not args.vocabulary:
@@ -161,7 +156,13 @@ def run(args: argparse.Namespace) -> None:
 
     adata = as_anndata(read_input(args.input, args.kind, args), args.table_key)
     views_key = check_table(adata, args)
-    section_key = args.section_key if args.section_key in adata.obs else None
+    section_key = args.section_key or ("section" if "section" in adata.obs else None)
+    if section_key is not None and section_key not in adata.obs:
+        raise UsageError(
+            f"`--section-key` {section_key!r} is not a column of `obs` in {args.input} (found {sorted(adata.obs)})."
+        )
+    if section_key is None:
+        logger.info("No `section` column in %s: spots are validated at random (pass `--section-key`).", args.input)
     backbone = build_backbone(args, adata)
     if args.genes:
         genes = [g.strip() for g in Path(args.genes).read_text().splitlines() if g.strip()]
@@ -179,17 +180,8 @@ def run(args: argparse.Namespace) -> None:
         adata, layer=args.layer, features_key=args.features_key, views_key=views_key, section_key=section_key
     )
     model = hs.HINGE(adata, backbone, genes=genes, n_steps=args.diffusion_steps, seed=args.seed)
-    model.train(
-        max_epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_epochs=args.warmup_epochs,
-        lr_milestones=(int(args.epochs * 0.5), int(args.epochs * 0.875)),
-        validation_size=args.validation_size,
-        accelerator=args.accelerator,
-        seed=args.seed,
-        show_progress_bar=not args.no_progress_bar,
-    )
+    model.train(recipe=args.recipe_object, accelerator=args.accelerator, seed=args.seed,
+                show_progress_bar=not args.no_progress_bar)  # fmt: skip
     model.save(args.model, overwrite=args.overwrite)
     logger.info("Saved the model (%d genes, %d epochs) to %s", len(model.panel_genes_),
                 model.train_params_["epochs_run"], args.model)  # fmt: skip

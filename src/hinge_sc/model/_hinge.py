@@ -17,15 +17,17 @@ from scvi.train import TrainRunner
 from hinge_sc._constants import FEATURE_PROVENANCE_KEY, REGISTRY_KEYS
 from hinge_sc._counts import panel_counts
 from hinge_sc._deprecation import renamed_argument
-from hinge_sc._random import seeded, spot_seeds
+from hinge_sc._random import global_numpy_rng_kept, seeded, spot_seeds
 from hinge_sc._ridge import fit_ridge_cv
 from hinge_sc._scales import CP10K, rescale_total, to_counts
 from hinge_sc._validators import (
+    check_allocation,
     check_counts,
     check_genes_given,
     check_n_obs,
     check_obsm,
     check_positive_int,
+    check_seed,
     check_unique_var_names,
 )
 from hinge_sc.module import HINGEModule, expression_target
@@ -36,6 +38,7 @@ from hinge_sc.train._trainingplan import HINGETrainingPlan
 
 from ._distributed import generate_distributed
 from ._feature_provenance import check_generate_inputs, feature_provenance
+from ._recipe import TrainingRecipe, resolve_recipe
 from ._inference import batch_bounds, iter_batches, resolve_batch_size
 from ._persistence import load_model, resolve_device, save_model
 from ._prediction import Prediction
@@ -374,7 +377,8 @@ class HINGE(BaseModelClass):
         if views_key is not None:
             fields.append(ObsmField(REGISTRY_KEYS.VIEWS_KEY, views_key))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        with global_numpy_rng_kept():  # hinge_sc leaves global RNGs alone; scvi-tools' count check samples from it
+            adata_manager.register_fields(adata, **kwargs)
         adata_manager.registry[FEATURE_PROVENANCE_KEY] = feature_provenance(adata, features_key)
         cls.register_manager(adata_manager)
 
@@ -485,84 +489,56 @@ class HINGE(BaseModelClass):
 
     def train(
         self,
-        max_epochs: int = 40,
+        max_epochs: int | None = None,
         *,
-        batch_size: int = 32,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        warmup_epochs: int = 5,
-        warmup_mask_ratio: float = 0.2,
-        lr_milestones: Sequence[int] = (20, 35),
-        lr_gamma: float = 0.2,
-        validation_size: float = 0.1,
-        early_stopping: bool = True,
-        early_stopping_patience: int = 10,
-        gradient_clip_val: float = 1.0,
+        recipe: TrainingRecipe | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         strategy: str | None = None,
         seed: int = 0,
         show_progress_bar: bool = True,
-        calibrate_variance: bool = True,
-        **trainer_kwargs,
+        **kwargs,
     ) -> None:
-        """Train the SoftAdaLN adaptation with the masked-diffusion objective (docs/method.md §5–6).
+        r"""Train the SoftAdaLN adaptation with the masked-diffusion objective (docs/method.md §5–6).
+
+        Every training setting comes from ``recipe`` (:data:`~hinge_sc.model.DEFAULT_RECIPE` unless given): the
+        same object ``hinge-sc train``, ``hinge-sc demo`` and the benchmarks use. A keyword argument that names a
+        field of :class:`~hinge_sc.model.TrainingRecipe` (``lr=``, ``batch_size=``, ``validation=`` …) overrides it
+        for this call; the recipe run is recorded in ``train_params_["recipe"]``.
 
         Parameters
         ----------
         max_epochs
-            Epochs (one epoch = every view of every training spot once).
-        batch_size
-            Minibatch size.
-        lr, weight_decay
-            AdamW settings.
-        warmup_epochs, warmup_mask_ratio
-            Warm-start curriculum: during the first ``warmup_epochs`` epochs at most ``warmup_mask_ratio``
-            of the genes are hidden.
-        lr_milestones, lr_gamma
-            Learning rate × ``lr_gamma`` at these epochs.
-        validation_size
-            Fraction of spots (with all their views) held out for validation and early stopping.
-        early_stopping, early_stopping_patience
-            Stop when the validation loss has not improved for this many epochs (disabled under DDP by
-            scvi-tools). The weights of the best validation epoch are restored in any case.
-        gradient_clip_val
-            Gradient-norm clipping.
+            Override of ``recipe.max_epochs``.
+        recipe
+            The training recipe; :data:`~hinge_sc.model.PAPER_RECIPE` is the paper's schedule.
         accelerator, devices, strategy
             Passed to Lightning, e.g. ``accelerator="gpu", devices=4, strategy="ddp"``.
         seed
-            Seed of the validation split, the shuffling, dropout and the masks; recorded. Torch's global RNGs are
-            restored afterwards (they are not reseeded for the caller).
+            Seed of the validation split, the shuffling, dropout and the masks; recorded. Global RNGs are left as
+            they were.
         show_progress_bar
             Show Lightning's progress bar.
-        calibrate_variance
-            With ``likelihood="gaussian"`` and validation spots: after training, scale the predicted variances by
-            :math:`\tau^2` fitted on the validation spots (:meth:`~hinge_sc.module.HINGEModule.calibrate_variance`),
-            recorded as ``train_params_["variance_scale"]``.
-        **trainer_kwargs
-            Other :class:`~scvi.train.Trainer` / :class:`lightning.pytorch.Trainer` arguments.
+        **kwargs
+            Fields of :class:`~hinge_sc.model.TrainingRecipe` to override; any other keyword goes to
+            :class:`~scvi.train.Trainer` / :class:`lightning.pytorch.Trainer`. scvi-tools' ``plan_config`` and
+            ``trainer_config`` (mappings) are accepted too: their recipe fields override the recipe, the rest go
+            to the Trainer.
         """
-        check_positive_int(batch_size, argument="batch_size")
+        recipe, trainer_kwargs = resolve_recipe(recipe, max_epochs, kwargs)
+        check_seed(seed)
         arrays = self._training_arrays()
+        groups, validation = self._validation_groups(arrays, recipe)
         data_module = self._data_splitter_cls(
-            arrays["counts"],
-            arrays["library"],
-            arrays["features"],
-            arrays.get("views"),
-            validation_size=validation_size,
-            batch_size=batch_size,
-            seed=seed,
-        )
+            arrays["counts"], arrays["library"], arrays["features"], arrays.get("views"),
+            validation_size=recipe.validation_size, batch_size=recipe.batch_size, seed=seed, groups=groups,
+        )  # fmt: skip
         skip_alpha = self._fit_linear_skip(arrays, data_module.train_idx) if self.module.linear_skip else None
         plan = self._training_plan_cls(
-            self.module,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_epochs=warmup_epochs,
-            warmup_mask_ratio=warmup_mask_ratio,
-            lr_milestones=lr_milestones,
-            lr_gamma=lr_gamma,
-        )
+            self.module, lr=recipe.lr, weight_decay=recipe.weight_decay, warmup_epochs=recipe.warmup_epochs,
+            warmup_mask_ratio=recipe.warmup_mask_ratio, lr_milestones=recipe.milestone_epochs(),
+            lr_gamma=recipe.lr_gamma,
+        )  # fmt: skip
         has_val = data_module.n_val > 0
         if strategy is not None:
             trainer_kwargs["strategy"] = strategy
@@ -572,54 +548,44 @@ class HINGE(BaseModelClass):
             trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), EpochLines(self.module.n_steps)]
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if has_val else None)
         runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=data_module,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            early_stopping=early_stopping and has_val,
-            early_stopping_monitor="validation_loss",
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_warmup_epochs=warmup_epochs,
-            gradient_clip_val=gradient_clip_val,
-            enable_progress_bar=show_progress_bar and not epoch_lines,
-            **trainer_kwargs,
-        )
-        with seeded(seed):  # dropout, shuffling and masks from `seed`; the caller's global RNGs are left alone
+            self, training_plan=plan, data_splitter=data_module, max_epochs=recipe.max_epochs,
+            accelerator=accelerator, devices=devices, early_stopping=recipe.early_stopping and has_val,
+            early_stopping_monitor="validation_loss", early_stopping_patience=recipe.early_stopping_patience,
+            early_stopping_warmup_epochs=recipe.warmup_epochs, gradient_clip_val=recipe.gradient_clip_val,
+            enable_progress_bar=show_progress_bar and not epoch_lines, **trainer_kwargs,
+        )  # fmt: skip
+        with seeded(seed), global_numpy_rng_kept():  # the caller's global RNGs are left alone
             runner()
         # the logger keeps 0-d values with dtype object; give users numeric columns
         self.history_ = {k: v.apply(pd.to_numeric, errors="coerce") for k, v in (self.history_ or {}).items()}
         restored = plan.restore_best()
         variance_scale = None
-        if calibrate_variance and self.module.likelihood == "gaussian" and data_module.n_val > 0:
+        if recipe.calibrate_variance and self.module.likelihood == "gaussian" and has_val:
             device = self.device
             generator = torch.Generator(device).manual_seed(seed)
             with seeded(seed):  # iterating the loader draws a base seed from the global RNG: keep the caller's
                 batches = ({k: v.to(device) for k, v in b.items()} for b in data_module.val_dataloader())
                 variance_scale = self.module.calibrate_variance(batches, generator=generator)
-            logger.info("Variance scale τ² = %.3f (fitted on %d validation spots)", variance_scale, data_module.n_val)
+            logger.info(
+                "Variance scale τ² = %.3f (fitted on %d validation spots%s)", variance_scale, data_module.n_val,
+                f" of the held-out section(s) {', '.join(map(str, data_module.validation_sections))}" if groups is not None else "",
+            )  # fmt: skip
         obs_idx = arrays["obs_indices"]
         self.train_indices_ = obs_idx[data_module.train_idx]
         self.validation_indices_ = obs_idx[data_module.val_idx]
         self.train_params_ = {
-            "max_epochs": max_epochs,
+            **recipe.to_dict(),
+            "recipe": recipe.to_dict(),
+            "validation": validation,
+            "validation_sections": [str(v) for v in data_module.validation_sections],
             "epochs_run": int(runner.trainer.current_epoch),
-            "batch_size": batch_size,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "warmup_epochs": warmup_epochs,
-            "warmup_mask_ratio": warmup_mask_ratio,
             "t_cap": plan.t_cap,
-            "lr_milestones": list(lr_milestones),
-            "lr_gamma": lr_gamma,
-            "validation_size": validation_size,
-            "early_stopping": early_stopping,
-            "gradient_clip_val": gradient_clip_val,
+            "lr_milestone_epochs": recipe.milestone_epochs(),
             "seed": seed,
             "n_train_spots": data_module.n_train,
             "n_validation_spots": data_module.n_val,
             "n_views": int(arrays["views"].shape[1]) if "views" in arrays else 1,
+            "median_library_size": float(np.median(arrays["library"][data_module.train_idx])),
             "best_epoch": plan.best_epoch,
             "best_validation_loss": plan.best_validation_loss if restored else None,
             "variance_scale": variance_scale,
@@ -633,6 +599,33 @@ class HINGE(BaseModelClass):
                 "Restored the weights of epoch %d (validation loss %.4f)", plan.best_epoch, plan.best_validation_loss
             )
         self.module.eval()
+
+    def _validation_groups(self, arrays: dict[str, np.ndarray], recipe: TrainingRecipe) -> tuple[np.ndarray | None, str]:
+        """Section labels of the training spots when ``recipe`` holds out sections, and the validation used."""
+        section_key = self.setup_args.get("section_key")
+        sections = None
+        if section_key is not None:
+            labels = self.adata.obs[section_key].to_numpy()[arrays["obs_indices"]]
+            if pd.isna(labels).any():
+                raise ValueError(
+                    f"`adata.obs[{section_key!r}]` (`section_key`) has {int(pd.isna(labels).sum())} missing labels; "
+                    "give every spot its section."
+                )
+            sections = labels.astype(str)
+        n_sections = 0 if sections is None else len(set(sections))
+        if recipe.validation == "section" and n_sections < 2:
+            raise ValueError(
+                f"`validation='section'` needs ≥ 2 sections (`section_key` in `setup_anndata`), found {n_sections}. "
+                "Pass `validation='spots'`."
+            )
+        if recipe.validation == "spots" or recipe.validation_size == 0 or (recipe.validation == "auto" and n_sections < 3):
+            if recipe.validation == "auto" and recipe.validation_size > 0:
+                logger.info(
+                    "Validation on random spots: %s (`validation='auto'` holds out whole sections from 3 on).",
+                    "no `section_key`" if sections is None else f"only {n_sections} section(s)",
+                )
+            return None, "spots"
+        return sections, "section"
 
     def trainable_parameters(self) -> pd.Series:
         """Number of trainable parameters per part of the adaptation (the backbone is frozen)."""
@@ -735,6 +728,11 @@ class HINGE(BaseModelClass):
         else:  # batch by batch: only the mean and s.d. (and the samples if asked for) are kept
             n, n_genes = adata.n_obs, len(self.panel_genes_)
             mean, std = np.zeros((n, n_genes), np.float32), np.zeros((n, n_genes), np.float32)
+            if return_samples:
+                check_allocation(
+                    4 * n * n_samples * n_genes, what=f"Keeping {n:,} spots × {n_samples:,} samples × {n_genes:,} genes",
+                    fix="Pass a smaller `n_samples`, `save_samples=False`, or `store=` to write them to disk block by block.",
+                )  # fmt: skip
             samples = np.zeros((n, n_samples, n_genes), np.float32) if return_samples else None
             batches = batch_bounds(n, batch_size)
             for start, stop, out, point in iter_batches(
@@ -758,8 +756,14 @@ class HINGE(BaseModelClass):
         adata = resolve_table(type(self), self.adata if adata is None else adata)
         if adata is None:
             raise ValueError("Pass `adata`: this model was loaded without data.")
-        if n_samples < 1:
-            raise ValueError(f"`n_samples` must be ≥ 1, got {n_samples}.")
+        check_positive_int(n_samples, argument="n_samples")
+        check_seed(seed)
+        if not self.is_trained_:
+            warnings.warn(
+                "This model has not been trained: its output is the untrained network's. Call `model.train()` first.",
+                UserWarning,
+                stacklevel=3,
+            )
         features_key = features_key or self.setup_args["features_key"]
         feats = check_obsm(adata, features_key, argument="features_key", ndim=2)
         n_features = self.module.n_features
@@ -773,6 +777,12 @@ class HINGE(BaseModelClass):
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
         self.module.eval()
+        n_genes = len(self.panel_genes_)
+        check_allocation(
+            4 * 3 * n_samples * n_genes * self.module.backbone.config.d_model,  # one spot's activations, at least
+            what=f"Generating {n_samples:,} samples × {n_genes:,} genes of one spot",
+            fix="Pass a smaller `n_samples` (8–32 give the mean and intervals) or `batch_size`.",
+        )
         seeds = spot_seeds(seed, adata.obs_names)  # each spot's stream: independent of batches and shards
         return adata, feats, seeds, int(seed)
 

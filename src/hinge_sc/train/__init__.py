@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ._datamodule import HINGEDataModule, split_spots
+from ._datamodule import HINGEDataModule, split_sections, split_spots
 from ._pretrain import pretrain_backbone
 from ._trainingplan import HINGETrainingPlan
 
-__all__ = ["HINGEDataModule", "HINGETrainingPlan", "pretrain_backbone", "split_spots"]
+__all__ = ["HINGEDataModule", "HINGETrainingPlan", "pretrain_backbone", "split_sections", "split_spots"]
 
 _MOVED_TO_MODULE = {
     "curriculum_max_step": "curriculum_max_step",

@@ -32,6 +32,38 @@ def split_spots(n: int, validation_size: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def split_sections(groups: np.ndarray, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """Hold out whole sections: ``max(1, round(validation_size · n_sections))`` of them, drawn with ``seed``.
+
+    No training spot shares a section with a validation spot, so what is fitted on the validation spots (early
+    stopping, the best epoch, the variance scale) reflects a new section.
+
+    Parameters
+    ----------
+    groups
+        ``(n_spots,)`` section label of each spot.
+    validation_size
+        Fraction of the sections held out (0: none).
+    seed
+        Seed of the draw.
+
+    Returns
+    -------
+    Sorted train and validation spot indices, and the held-out section labels.
+    """
+    if not 0 <= validation_size < 1:
+        raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size}.")
+    groups = np.asarray(groups)
+    sections = list(dict.fromkeys(groups.tolist()))
+    if validation_size == 0 or len(sections) < 2:
+        return np.arange(len(groups)), np.array([], dtype=np.int64), []
+    n_val = min(max(1, int(round(validation_size * len(sections)))), len(sections) - 1)
+    order = np.random.default_rng(seed).permutation(len(sections))
+    held_out = [sections[i] for i in sorted(order[:n_val])]
+    is_val = np.isin(groups, held_out)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val), held_out
+
+
 class SpotViewDataset(Dataset):
     """One item per (spot, view): the spot's panel counts and library size with one view's features.
 
@@ -81,11 +113,13 @@ class HINGEDataModule(pl.LightningDataModule):
     views
         Optional ``(n_spots, V, D)`` augmented views used for training.
     validation_size
-        Fraction of spots held out for validation (0 disables validation).
+        Fraction of spots (or, with ``groups``, of sections) held out for validation (0 disables validation).
     batch_size
         Minibatch size.
     seed
         Seed of the split.
+    groups
+        ``(n_spots,)`` section labels: hold out whole sections (:func:`split_sections`) instead of random spots.
     """
 
     def __init__(
@@ -98,6 +132,7 @@ class HINGEDataModule(pl.LightningDataModule):
         validation_size: float = 0.1,
         batch_size: int = 32,
         seed: int = 0,
+        groups: np.ndarray | None = None,
     ):
         super().__init__()
         n = counts.shape[0]
@@ -106,7 +141,11 @@ class HINGEDataModule(pl.LightningDataModule):
         self.features = torch.as_tensor(features, dtype=torch.float32)
         self.views = None if views is None else torch.as_tensor(views, dtype=torch.float32)
         self.batch_size = batch_size
-        self.train_idx, self.val_idx = split_spots(n, validation_size, seed)
+        if groups is None:
+            self.train_idx, self.val_idx = split_spots(n, validation_size, seed)
+            self.validation_sections: list = []
+        else:
+            self.train_idx, self.val_idx, self.validation_sections = split_sections(groups, validation_size, seed)
         self.test_idx = np.array([], dtype=np.int64)
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
 
