@@ -87,7 +87,7 @@ def test_sections_listing_and_env(her2st_path, monkeypatch):
     monkeypatch.setenv("HINGE_SC_DATA_DIR", str(her2st_path.parent))
     table = hs.datasets.her2st_sections()
     assert len(table) == 30 and "B1" not in table.index
-    assert table.loc["C2", "has_image"] and not table.loc["A1", "has_image"]
+    assert table.loc["C2", "has_image"] and table.loc["A1", "has_image"] and not table.loc["D1", "has_image"]
     assert table.loc["A1", "has_labels"]
 
 
@@ -122,3 +122,27 @@ def test_download_uses_public_urls(her2st_path, monkeypatch):
         base + "ST-imgs/C/C2/5714_HE_BT_C2.jpg",
     ]
     assert adata.n_obs == 187 and "C2" in adata.uns["spatial"]
+
+
+def test_a1_second_patient_loads_with_its_display_image(her2st_path):
+    """A1 (patient A): the viewer's display image at scale 0.2876, spots on tissue, features finite (issue 21)."""
+    import numpy as np
+
+    import hinge_sc as hs
+
+    adata = hs.datasets.her2st(["A1"], path=her2st_path, show_progress_bar=False)
+    assert adata.n_obs == 346
+    lib = adata.uns["spatial"]["A1"]
+    scale = lib["scalefactors"]["tissue_hires_scalef"]
+    assert scale == 0.2876
+    image = lib["images"]["hires"]
+    assert image.shape == (2138, 2000, 3)
+    assert "source_image_path" not in lib["metadata"]  # patches come from the display image itself
+    assert 3.0 < lib["scalefactors"]["microns_per_pixel"] / scale < 3.4  # ≈ 3.18 µm per display pixel
+    xy = np.round(adata.obsm["spatial"] * scale).astype(int)
+    assert (xy >= 0).all() and (xy[:, 0] < image.shape[1]).all() and (xy[:, 1] < image.shape[0]).all()
+    assert (image[xy[:, 1], xy[:, 0]].mean(axis=1) > 15).all()  # on tissue, not on the black masked background
+    assert hs.datasets.her2st_sections(her2st_path).loc["A1", "has_image"]
+    hs.pp.histology_features(adata, views=1, show_progress_bar=False)
+    assert np.isfinite(adata.obsm["X_histology"]).all()
+    assert adata.obsm["X_histology"].std(axis=0).max() > 0

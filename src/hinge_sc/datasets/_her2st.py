@@ -40,6 +40,10 @@ _IMAGE_FILES = {
     "C5": "5714_HE_BT_E1.jpg",
     "C6": "5714_HE_BT_E2.jpg",
 }
+#: Sections whose only public image is the her2st web viewer's display image: (file in ``images/``, path at the
+#: public origin, scale of the display image relative to the original scan's pixels, i.e. to ``pixel_x/pixel_y``).
+#: The display image is downscaled, background-masked and contrast-enhanced (data README of the project).
+_DISPLAY_IMAGES = {"A1": ("A1.png", "app/www/imgs/A1_HE_image_dark.png", 0.2876)}
 #: Geometry of the legacy Spatial Transcriptomics array.
 SPOT_DISTANCE_UM = 200.0
 SPOT_DIAMETER_UM = 100.0
@@ -70,13 +74,13 @@ def her2st_sections(path: str | os.PathLike | None = None) -> pd.DataFrame:
     root = _local_dir(path)
     if root is None:
         sections = list(_PUBLIC_SECTIONS)
-        has_image = [s in _IMAGE_FILES for s in sections]
+        has_image = [s in _IMAGE_FILES or s in _DISPLAY_IMAGES for s in sections]
         has_labels = [s in _LABELLED for s in sections]
     else:
         if not (root / "counts").is_dir():
             raise FileNotFoundError(f"`path={str(root)!r}` has no `counts/` folder; point `path` to the her2st folder.")
         sections = sorted(p.name.removesuffix(".tsv.gz") for p in (root / "counts").glob("*.tsv.gz"))
-        has_image = [(root / "images" / f"{s}.jpg").is_file() for s in sections]
+        has_image = [_fetch(s, "image", root) is not None for s in sections]
         has_labels = [(root / "labels" / f"{s}_labeled_coordinates.tsv").is_file() for s in sections]
     return pd.DataFrame(
         {"patient": [s[0] for s in sections], "has_image": has_image, "has_labels": has_labels},
@@ -107,7 +111,7 @@ def _fetch(section: str, kind: str, root: Path | None) -> Path | None:
         local = {
             "counts": root / "counts" / f"{section}.tsv.gz",
             "spots": root / "spots" / f"{section}_selection.tsv",
-            "image": root / "images" / f"{section}.jpg",
+            "image": root / "images" / (_DISPLAY_IMAGES[section][0] if section in _DISPLAY_IMAGES else f"{section}.jpg"),
             "labels": root / "labels" / f"{section}_labeled_coordinates.tsv",
         }[kind]
         return local if local.is_file() else None
@@ -115,6 +119,10 @@ def _fetch(section: str, kind: str, root: Path | None) -> Path | None:
 
     if kind == "labels" and section not in _LABELLED:
         return None
+    if kind == "image" and section in _DISPLAY_IMAGES:
+        name, remote, _ = _DISPLAY_IMAGES[section]
+        cache_dir = Path(pooch.os_cache("hinge_sc")) / "her2st" / kind
+        return Path(pooch.retrieve(_BASE_URL + remote, known_hash=None, fname=name, path=cache_dir))
     if kind == "image":
         name = _image_name(section)
         if name is None:
@@ -153,10 +161,44 @@ def _read_labels(file: Path) -> pd.Series:
     return pd.Series(lab["label"].to_numpy(), index=ids)[lambda s: ~s.index.duplicated()]
 
 
+def _read_display_image(file: Path, section: str, mpp: float) -> dict:
+    """A display image at a known scale of the original scan: kept as the ``hires`` image with that scale factor.
+
+    There is no full-resolution image, so patches are cut from this one (``tissue_hires_scalef`` maps the spots'
+    full-resolution coordinates onto it); its µm/px is ``mpp / scale``.
+    """
+    from PIL import Image
+
+    from hinge_sc.pp._image import pil_pixel_limit
+
+    scale = _DISPLAY_IMAGES[section][2]
+    with pil_pixel_limit(file), Image.open(file) as im:
+        hires = np.asarray(im.convert("RGB"))
+    return {
+        "images": {"hires": hires},
+        "scalefactors": {
+            "tissue_hires_scalef": scale,
+            "spot_diameter_fullres": SPOT_DIAMETER_UM / mpp,
+            "microns_per_pixel": mpp,
+        },
+        "metadata": {
+            "fullres_width": round(hires.shape[1] / scale),
+            "fullres_height": round(hires.shape[0] / scale),
+            "dataset": "her2st",
+            "section": section,
+            "image": f"display image of the her2st viewer ({_DISPLAY_IMAGES[section][1]}), downscaled {scale} from "
+            f"the scan ({mpp / scale:.3g} µm/px), background masked, contrast-enhanced",
+        },
+    }
+
+
 def _read_image(file: Path, section: str, mpp: float) -> dict:
     from PIL import Image
 
     from hinge_sc.pp._image import pil_pixel_limit
+
+    if section in _DISPLAY_IMAGES:
+        return _read_display_image(file, section, mpp)
 
     with pil_pixel_limit(file), Image.open(file) as im:  # whole-slide JPEGs are ~9,300 × 9,900 px
         full_w, full_h = im.size
@@ -234,7 +276,10 @@ def her2st(
 
     HER2-positive breast tumours of :cite:p:`Andersson2021`, the HER2ST benchmark of the HINGE paper.
     Reads ``counts/{section}.tsv.gz`` (spots × genes raw UMI counts), ``spots/{section}_selection.tsv``,
-    ``images/{section}.jpg`` and ``labels/{section}_labeled_coordinates.tsv`` (pathologist regions).
+    ``images/{section}.jpg`` and ``labels/{section}_labeled_coordinates.tsv`` (pathologist regions). Section A1
+    (patient A) has only the web viewer's display image, ``images/A1.png``: a 0.2876× downscaled, contrast-enhanced
+    copy of its scan (≈ 3.18 µm/px), stored as the ``hires`` image with ``tissue_hires_scalef = 0.2876`` so that
+    features, tiling and plots work unchanged (patches are cut from it; there is no full-resolution image).
 
     Parameters
     ----------
