@@ -177,7 +177,8 @@ def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Pat
     if v["depth"]:
         add_back_depth(train, test, key, FEATURE_KEYS[v["features"]])
     epochs = len(model.history["train_loss"])
-    samples = model.train_params_["n_train_spots"] * model.train_params_["n_views"] * epochs
+    views = model.train_params_.get("views_per_epoch") or model.train_params_["n_views"]
+    samples = model.train_params_["n_train_spots"] * min(views, model.train_params_["n_views"]) * epochs
     return {"model": model, "train_s": train_s, "generate_s": gen_s,
             "train_samples_per_s": samples / train_s if train_s > 0 else np.nan,  # 0: a reused model
             "generate_spots_per_s": test.n_obs / gen_s}  # fmt: skip

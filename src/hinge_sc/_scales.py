@@ -91,3 +91,29 @@ def rescale_total(counts: np.ndarray, library_size: float) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.float64)
     total = counts.sum(-1, keepdims=True)
     return np.divide(counts * library_size, total, out=np.zeros_like(counts), where=total > 0)
+
+
+def shift_depth(values: np.ndarray, ratio: np.ndarray | float) -> np.ndarray:
+    r"""log2(count + 1) values predicted at one sequencing depth, moved to a depth ``ratio`` times as large.
+
+    .. math::
+
+        x' = \log_2\!\left((2^{x} - 1)\, r + 1\right), \qquad r = L_\text{new} / L_\text{train}
+
+    The counts scale with depth; on log2(count + 1) that shifts every gene's level by an amount the image cannot
+    tell (docs/method.md, "Depth"). ``ratio`` broadcasts against ``values`` from the left: a scalar, or one value
+    per spot for ``(n_spots, G)`` and ``(n_spots, S, G)`` arrays.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    r = np.asarray(ratio, dtype=np.float64)
+    r = r.reshape(r.shape + (1,) * (values.ndim - r.ndim))
+    return np.log2(np.clip(np.exp2(values) - 1.0, 0.0, None) * r + 1.0)
+
+
+def shift_depth_std(mean: np.ndarray, std: np.ndarray, ratio: np.ndarray | float) -> np.ndarray:
+    r"""The s.d. of :func:`shift_depth` ``(x)`` to first order: :math:`\sigma' = \sigma \cdot r 2^{x} / ((2^x-1) r + 1)`."""
+    mean = np.asarray(mean, dtype=np.float64)
+    r = np.asarray(ratio, dtype=np.float64)
+    r = r.reshape(r.shape + (1,) * (mean.ndim - r.ndim))
+    slope = r * np.exp2(mean) / (np.clip(np.exp2(mean) - 1.0, 0.0, None) * r + 1.0)
+    return np.asarray(std, dtype=np.float64) * slope

@@ -50,6 +50,11 @@ def add_parser(sub, formatter, parents=()) -> None:
     g.add_argument("--batch-size", type=int, default=64, help="Spots per batch.")
     g.add_argument("--seed", type=int, default=0, help="Sampler seed.")
     g.add_argument("--key-added", default="hinge", help="Key of the generated expression.")
+    g.add_argument(
+        "--library-size", default=None,
+        help="Sequencing depth (UMI per spot) to generate at: a number, or `observed` (INPUT's total counts). "
+        "Default: the training spots' median (recorded in the model).",
+    )  # fmt: skip
     g.add_argument("--accelerator", default="auto", help="Lightning-style accelerator of the model (cpu, gpu, auto).")
     g.add_argument("--device", default="auto", help="Device of the model (auto, a GPU index, cuda:1, cpu).")
     f = p.add_argument_group("histology features (computed when INPUT has none, with the model's settings)")
@@ -68,6 +73,12 @@ def check(args: argparse.Namespace) -> None:
     check_positive(args, ("n_samples", "batch_size", "feature_batch_size"), integer=True)
     if args.sampling_steps is not None:
         check_positive(args, ("sampling_steps",), integer=True)
+    if args.library_size is not None and args.library_size != "observed":
+        try:
+            args.library_size = float(args.library_size)
+        except ValueError:
+            raise UsageError(f"`--library-size` must be a number or `observed`, found {args.library_size!r}.") from None
+        check_positive(args, ("library_size",), integer=False)
     args.kind = input_kind(args.input, "input")
     check_slide_options(args)
     if not (Path(args.model) / "manifest.json").is_file() and not (Path(args.model) / "model.json").is_file():
@@ -119,6 +130,7 @@ def run(args: argparse.Namespace) -> None:
     hs.tl.generate(
         model, data, table_key=args.table_key, features_key=key, n_samples=args.n_samples, n_steps=args.sampling_steps,
         key_added=args.key_added, overwrite=args.overwrite, seed=args.seed, batch_size=args.batch_size,
+        library_size=args.library_size,
     )  # fmt: skip
     if args.output.lower().endswith(".zarr") and is_spatialdata(data):
         write_output(data, args.output)

@@ -36,15 +36,15 @@ class HINGEGaussian(HINGE):
 
     _module_cls = GaussianHINGEModule
 
-    def train(self, max_epochs: int = 40, **kwargs) -> None:
+    def train(self, max_epochs: int | None = None, **kwargs) -> None:
         """Set the target statistics from the training spots, then train as :meth:`HINGE.train` does.
 
         Parameters
         ----------
         max_epochs
-            Epochs.
+            Override of the recipe's ``max_epochs``.
         **kwargs
-            Other arguments of :meth:`HINGE.train`.
+            Other arguments of :meth:`HINGE.train` (the recipe and its overrides).
         """
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # dropped spots are reported by HINGE.train below

@@ -532,6 +532,7 @@ class HINGE(BaseModelClass):
         data_module = self._data_splitter_cls(
             arrays["counts"], arrays["library"], arrays["features"], arrays.get("views"),
             validation_size=recipe.validation_size, batch_size=recipe.batch_size, seed=seed, groups=groups,
+            views_per_epoch=recipe.views_per_epoch,
         )  # fmt: skip
         skip_alpha = self._fit_linear_skip(arrays, data_module.train_idx) if self.module.linear_skip else None
         plan = self._training_plan_cls(

@@ -25,7 +25,10 @@ class TrainingRecipe:
     Attributes
     ----------
     max_epochs
-        Most epochs (one epoch = every view of every training spot once); early stopping usually ends sooner.
+        Most epochs; early stopping usually ends sooner.
+    views_per_epoch
+        Augmented views of each training spot per epoch, drawn at random (``None``: every view, in order). With 8
+        views, ``1`` makes an epoch 8× cheaper, so that early stopping is checked 8× as often for the same compute.
     batch_size
         Spots (views) per minibatch.
     lr, weight_decay
@@ -52,18 +55,19 @@ class TrainingRecipe:
         spots after training.
     """
 
-    max_epochs: int = 20
+    max_epochs: int = 60
+    views_per_epoch: int | None = 1
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.0
     lr_milestones: tuple[float, ...] = (0.5, 0.875)
     lr_gamma: float = 0.2
-    warmup_epochs: int = 1
+    warmup_epochs: int = 8
     warmup_mask_ratio: float = 0.2
     validation: Validation = "auto"
     validation_size: float = 0.2
     early_stopping: bool = True
-    early_stopping_patience: int = 4
+    early_stopping_patience: int = 10
     gradient_clip_val: float = 1.0
     calibrate_variance: bool = True
 
@@ -71,6 +75,8 @@ class TrainingRecipe:
         for name in ("max_epochs", "batch_size", "early_stopping_patience"):
             _check_int(getattr(self, name), name, low=1)
         _check_int(self.warmup_epochs, "warmup_epochs", low=0)
+        if self.views_per_epoch is not None:
+            _check_int(self.views_per_epoch, "views_per_epoch", low=1)
         for name, low_open in (("lr", True), ("lr_gamma", True), ("gradient_clip_val", True), ("weight_decay", False)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -131,7 +137,8 @@ DEFAULT_RECIPE = TrainingRecipe()
 #: The HINGE paper's schedule: 40 epochs at lr 1e-4, × 0.2 at epochs 20 and 35, 5 warm-start epochs, patience 10,
 #: random validation spots.
 PAPER_RECIPE = TrainingRecipe(
-    max_epochs=40, lr=1e-4, warmup_epochs=5, early_stopping_patience=10, validation="spots", validation_size=0.1
+    max_epochs=40, views_per_epoch=None, lr=1e-4, warmup_epochs=5, early_stopping_patience=10, validation="spots",
+    validation_size=0.1,
 )
 
 #: Presets by name (``hinge-sc train --recipe NAME``).

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from hinge_sc._scales import SCALE_FLOOR
+import numpy as np
+import pandas as pd
+
+from hinge_sc._scales import SCALE_FLOOR, shift_depth, shift_depth_std
 from hinge_sc._validators import check_key_free
 from hinge_sc.pp._spatialdata import is_spatialdata
 
@@ -14,12 +17,13 @@ from ._to_adata import generated_table
 from ._write import prepare_target, write_prediction
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from anndata import AnnData
     from spatialdata import SpatialData
 
-    from hinge_sc.model import HINGE
+    from hinge_sc.model import HINGE, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ def generate(
     resume: bool = False,
     devices: int | list[int] | str | None = None,
     strategy: str | None = None,
+    library_size: float | str | Sequence[float] | np.ndarray | None = None,
 ) -> AnnData | None:
     """Generate spot expression from histology with a trained :class:`~hinge_sc.HINGE` model.
 
@@ -98,6 +103,16 @@ def generate(
         Continue the run stored in ``store`` (same model, spots and settings; its seed is used when ``seed=None``).
     devices, strategy
         Generate in several processes, e.g. ``devices=2, strategy="ddp"`` (see :meth:`hinge_sc.HINGE.generate`).
+
+    library_size
+        Sequencing depth (total UMI per spot) to generate at, for a model on log2(count + 1), whose levels depend on
+        depth: ``None`` — the median of the training spots (``model.train_params_["median_library_size"]``); a
+        number — that depth for every spot; ``"observed"`` — each spot's measured total counts in ``adata.X`` (when
+        the slide was sequenced); or one value per spot. Values are moved from the training depth with
+        :func:`hinge_sc._scales.shift_depth`; recorded in ``uns[key_added]["params"]["library_size"]``. Patients
+        differ in depth (her2st: A1 ≈ 4.3k, patient C 8.5k–12.4k UMI per spot) and no image tells it, so on a new
+        patient give the depth when it is known, or compare on the depth-normalised scale
+        (``hs.tl.evaluate(..., scale="log1p_cp10k")``), which this does not change.
 
     Returns
     -------
@@ -152,8 +167,10 @@ def generate(
         )
     else:
         out = model.generate(adata, return_samples=save_samples, devices=devices, strategy=strategy, **kwargs)
+    out, depth = _at_depth(model, adata, out, library_size)
     module = model.module
     params = {
+        "library_size": depth,
         "features_key": features_key or model.setup_args["features_key"],
         "n_samples": n_samples,
         "n_steps": module.sampling_steps(n_steps),
@@ -181,3 +198,46 @@ def generate(
             sdata.tables[key_added] = table
             logger.info("Wrote sdata.tables[%r] (spots × %d generated genes)", key_added, table.n_vars)
     return adata if copy else None
+
+
+def _at_depth(model: HINGE, adata: AnnData, out: Prediction, library_size: Any) -> tuple[Prediction, dict]:
+    """``out`` moved from the training depth to ``library_size`` (see :func:`generate`), and the record of it."""
+    train_depth = model.train_params_.get("median_library_size")
+    record: dict[str, Any] = {"training_median": train_depth}
+    if library_size is None:
+        record["source"] = "training median"
+        return out, record
+    if isinstance(library_size, str):
+        if library_size != "observed":
+            raise ValueError(
+                f"`library_size` must be None, a number, 'observed' or one value per spot, found {library_size!r}."
+            )
+        if adata.n_vars == 0:
+            raise ValueError("`library_size='observed'` needs measured counts in `adata.X`; this slide has no genes.")
+        depth = np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
+        record["source"] = "observed (total counts of adata.X)"
+    else:
+        depth = np.asarray(library_size, dtype=np.float64)
+        if depth.ndim > 1 or (depth.ndim == 1 and len(depth) != adata.n_obs):
+            raise ValueError(
+                f"`library_size` must be one number or one value per spot ({adata.n_obs}), found shape {depth.shape}."
+            )
+        record["source"] = "given"
+    if not np.isfinite(depth).all() or (depth <= 0).any():
+        raise ValueError("`library_size` must be finite and > 0 for every spot (total UMI per spot).")
+    record["median"] = float(np.median(depth))
+    if model.module.target_scale != "log2p1":
+        record["note"] = f"not applied: the {model.module.target_scale} scale is depth-normalised"
+        return out, record
+    if train_depth is None:
+        raise ValueError("`library_size` needs a model trained with this version (no training depth is recorded).")
+    ratio = depth / float(train_depth)
+    mean = shift_depth(out.mean.to_numpy(), ratio)
+    samples = None if out.samples is None else shift_depth(out.samples, ratio).astype(np.float32)
+    if samples is not None:
+        std = samples.std(axis=1)
+    else:
+        std = shift_depth_std(out.mean.to_numpy(), out.std.to_numpy(), ratio)
+    index, columns = out.mean.index, out.mean.columns
+    mean, std = (pd.DataFrame(v.astype(np.float32), index=index, columns=columns) for v in (mean, std))
+    return out._replace(mean=mean, std=std, samples=samples), record

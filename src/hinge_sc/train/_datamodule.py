@@ -77,19 +77,33 @@ class SpotViewDataset(Dataset):
         ``(n_spots, D)`` or ``(n_spots, V, D)``.
     spots
         Indices of the spots in this dataset.
+    views_per_epoch
+        Views of each spot per pass over the dataset: ``None`` (or ≥ V) — every view once, in order; ``k < V`` —
+        ``k`` views drawn at random (torch's global RNG, seeded by the training run) each time an item is read, so an
+        epoch costs ``k / V`` of a full pass and all views are still seen over the epochs.
     """
 
-    def __init__(self, counts: torch.Tensor, library: torch.Tensor, features: torch.Tensor, spots: np.ndarray):
+    def __init__(
+        self,
+        counts: torch.Tensor,
+        library: torch.Tensor,
+        features: torch.Tensor,
+        spots: np.ndarray,
+        views_per_epoch: int | None = None,
+    ):
         self.counts, self.library, self.features = counts, library, features
         self.spots = torch.as_tensor(spots, dtype=torch.long)
-        self.n_views = features.shape[1] if features.ndim == 3 else 1
+        n_views = features.shape[1] if features.ndim == 3 else 1
+        self.random_views = views_per_epoch is not None and views_per_epoch < n_views
+        self.n_views, self.n_total_views = (views_per_epoch if self.random_views else n_views), n_views
 
     def __len__(self) -> int:
         return len(self.spots) * self.n_views
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         spot = self.spots[i // self.n_views]
-        feats = self.features[spot, i % self.n_views] if self.features.ndim == 3 else self.features[spot]
+        view = int(torch.randint(self.n_total_views, ())) if self.random_views else i % self.n_views
+        feats = self.features[spot, view] if self.features.ndim == 3 else self.features[spot]
         return {
             MODULE_KEYS.COUNTS: self.counts[spot],
             MODULE_KEYS.LIBRARY: self.library[spot],
@@ -120,6 +134,8 @@ class HINGEDataModule(pl.LightningDataModule):
         Seed of the split.
     groups
         ``(n_spots,)`` section labels: hold out whole sections (:func:`split_sections`) instead of random spots.
+    views_per_epoch
+        Views of each training spot per epoch (see :class:`SpotViewDataset`); ``None``: all of them.
     """
 
     def __init__(
@@ -133,8 +149,10 @@ class HINGEDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         seed: int = 0,
         groups: np.ndarray | None = None,
+        views_per_epoch: int | None = None,
     ):
         super().__init__()
+        self.views_per_epoch = views_per_epoch
         n = counts.shape[0]
         self.counts = torch.as_tensor(counts, dtype=torch.float32)
         self.library = torch.as_tensor(library, dtype=torch.float32)
@@ -151,7 +169,7 @@ class HINGEDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         feats = self.views if self.views is not None else self.features
-        ds = SpotViewDataset(self.counts, self.library, feats, self.train_idx)
+        ds = SpotViewDataset(self.counts, self.library, feats, self.train_idx, self.views_per_epoch)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=False)
 
     def val_dataloader(self) -> DataLoader | list:
