@@ -1,9 +1,13 @@
-"""HINGE vs baselines on her2st patient C, leave one section out: metrics on two scales, figures, performance.
+"""HINGE vs baselines on her2st: leave one section of patient C out, or train on patient C and test on patient A.
 
 Usage::
 
-    python benchmarks/her2st.py --out her2st_benchmark            # C2–C6, 5 folds, 3 seeds (~9 CPU-min per HINGE run)
+    python benchmarks/her2st.py --out her2st_benchmark            # C2–C6, 5 folds (LOSO)
+    python benchmarks/her2st.py --out cross --protocol cross-patient  # train C2–C6, test A1 (another patient)
     python benchmarks/her2st.py --out tiny --tiny                  # CI: C2/C3, one fold, one seed, 1 epoch
+
+HINGE trains with the package's recipe (``hs.model.DEFAULT_RECIPE``; ``--recipe paper`` for the paper's schedule),
+exactly as ``HINGE.train()`` does by default.
 
 Every method gets the same inputs per fold: the handcrafted histology features of ``hs.pp.histology_features``
 (8 dihedral views, computed once and cached in ``<out>/features.h5ad``), the same 200-gene HMHVG panel chosen on the
@@ -57,6 +61,8 @@ HINGE_VARIANTS = {
     "hinge_depth": {"scale": "log1p_cp10k", "depth": True},
     "hinge_skip": {"linear_skip": True, "readout": False},
     "hinge_skip_readout": {"linear_skip": True},
+    # generation at the test slide's measured depth (`tl.generate(library_size="observed")`), reusing `hinge`
+    "hinge_depth_given": {"library_size": "observed", "reuse": "hinge"},
 }
 #: Variants whose trained model other variants reuse (kept in ``runs``).
 REUSED = {v["reuse"] for v in HINGE_VARIANTS.values() if v.get("reuse")}
@@ -64,7 +70,7 @@ REUSED = {v["reuse"] for v in HINGE_VARIANTS.values() if v.get("reuse")}
 #: plus the benchmark's choice of features with spatial context.
 DEFAULT_VARIANT = {"likelihood": "gaussian", "features": "context", "mean_estimate": "expected", "calibrate": True,
                    "backbone": "random", "cls": "hinge", "reuse": None, "scale": "log2p1", "depth": False,
-                   "readout": True, "linear_skip": False}  # fmt: skip
+                   "readout": True, "linear_skip": False, "library_size": None}  # fmt: skip
 #: Baselines; ``*_plain`` get the features without spatial context, the others the same inputs as ``hinge``.
 BASELINES = ("ridge", "ridge_cv", "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean")
 METHODS = (*HINGE_VARIANTS, *BASELINES)
@@ -172,7 +178,7 @@ def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Pat
     t0 = time.perf_counter()
     hs.tl.generate(model, test, features_key=FEATURE_KEYS[variant(parent)["features"]], n_samples=args.n_samples,
                    n_steps=args.sampling_steps, seed=seed, key_added=key, save_samples=True, overwrite=True,
-                   show_progress_bar=False, **gen)  # fmt: skip
+                   show_progress_bar=False, library_size=v["library_size"], **gen)  # fmt: skip
     gen_s = time.perf_counter() - t0
     if v["depth"]:
         add_back_depth(train, test, key, FEATURE_KEYS[v["features"]])
@@ -426,7 +432,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> str:
     figures(fig_test, per_gene_df, fig_history, figure_section, out, list(args.methods))
     bench_s = time.perf_counter() - start
 
-    report = [f"# HINGE vs baselines on her2st ({', '.join(args.sections)}; leave one section out)",
+    design = ("leave one section out" if args.protocol == "loso" else
+              f"cross-patient: trained on {', '.join(s for s in args.sections if s not in folds)}, tested on "
+              f"{', '.join(folds)}")  # fmt: skip
+    report = [f"# HINGE vs baselines on her2st ({', '.join(args.sections)}; {design})",
               f"Command: `python benchmarks/her2st.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
               f"Folds: {', '.join(folds)}; seeds {args.seeds} for {sorted(STOCHASTIC & set(args.methods))}; "
               f"{args.n_genes}-gene HMHVG panel per fold; features `{adata.uns['X_histology']['params']['encoder']}` "
@@ -467,7 +476,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="Output folder.")
     p.add_argument("--data", default=str(DATA), help="Shared data folder (with her2st/ and vocab/).")
+    p.add_argument(
+        "--protocol", choices=("loso", "cross-patient"), default="loso",
+        help="`loso`: leave one section of --sections out; `cross-patient`: train on --sections (patient C), test on "
+        "--test-sections of another patient (A1).",
+    )  # fmt: skip
     p.add_argument("--sections", nargs="+", default=["C2", "C3", "C4", "C5", "C6"])
+    p.add_argument("--test-sections", nargs="+", default=["A1"], help="Cross-patient protocol: the test sections.")
     p.add_argument("--folds", nargs="+", default=None, help="Held-out sections (default: every section).")
     p.add_argument(
         "--methods",
@@ -529,9 +544,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("method 'hinge_pretrained' needs --pretrained-backbone PATH (a saved hs.Backbone).")
     if args.tiny:
         args.sections, args.folds, args.seeds = ["C2", "C3"], ["C3"], [0]
+        args.test_sections = args.test_sections[:1]
         args.n_genes, args.views, args.d_model, args.n_layers, args.n_heads = 30, 1, 16, 2, 2
         args.epochs, args.diffusion_steps, args.sampling_steps, args.n_samples = 1, 10, 3, 2
         args.mlp_epochs, args.knn_k, args.perf_genes, args.perf_spots = 2, 10, [20, 40], [4, 8]
+    if args.protocol == "cross-patient":
+        patients = {s[0] for s in args.sections}
+        clash = [s for s in args.test_sections if s[0] in patients]
+        if clash:
+            p.error(f"cross-patient: test sections {clash} are of a training patient ({sorted(patients)}).")
+        args.sections, args.folds = [*args.sections, *args.test_sections], list(args.test_sections)
     return args
 
 

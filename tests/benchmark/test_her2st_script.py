@@ -44,3 +44,21 @@ def test_tiny_benchmark_runs(tmp_path, her2st_path):
     again = pd.read_csv(out / "per_section.csv").set_index(["method", "scale"])
     assert again.loc[("hinge", "log2p1"), "coverage_90"] == rows.loc[("hinge", "log2p1"), "coverage_90"]
     assert len(cached) == len(list(runs.glob("*.pkl")))  # nothing new was fitted
+
+
+def test_tiny_cross_patient_protocol_runs(tmp_path, her2st_path):
+    """Train on patient C, test on A1 (another patient) with HINGE, its depth-given generation and the baselines."""
+    spec = importlib.util.spec_from_file_location("her2st_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "cross"
+    methods = ["hinge", "hinge_depth_given", "ridge_cv", "ridge_prob", "knn"]
+    text = module.main(["--out", str(out), "--data", str(DATA_DIR), "--tiny", "--protocol", "cross-patient",
+                        "--methods", *methods, "--perf-genes"])  # fmt: skip
+    per_section = pd.read_csv(out / "per_section.csv")
+    assert set(per_section["section"]) == {"A1"} and set(per_section["method"]) == set(methods)
+    assert "cross-patient: trained on C2, C3, tested on A1" in text
+    rows = per_section.set_index(["method", "scale"])
+    # the measured depth moves the levels on log2(count + 1), not the depth-normalised scale's correlations much
+    assert rows.loc[("hinge_depth_given", "log2p1"), "mse"] != rows.loc[("hinge", "log2p1"), "mse"]
+    assert rows.loc[("hinge", "log2p1"), "coverage_90"] >= 0
