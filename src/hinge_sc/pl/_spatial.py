@@ -31,6 +31,9 @@ _KINDS = ("measured", "generated", "uncertainty")
 MAX_IMAGE_SIDE = 800
 
 
+#: Percentiles of the joint measured and generated values that bound their shared colour range by default.
+ROBUST_RANGE = (1.0, 99.0)
+
 def spatial_genes(
     adata: AnnData | SpatialData,
     genes: str | Sequence[str],
@@ -119,7 +122,8 @@ def spatial_genes(
         saved, like scanpy.
     **kwargs
         Passed to :class:`matplotlib.collections.EllipseCollection` (``vmin``/``vmax`` set the colour range
-        of the measured and generated panels).
+        of the measured and generated panels; default: the 1st–99th percentile of their joint values, shared by
+        both so that levels compare).
 
     Returns
     -------
@@ -302,12 +306,15 @@ def _draw_gene(
 ) -> None:
     """Draw the panels of one gene, one Axes per kind of ``kinds``, and their colour bars (labelled with ``unit``).
 
-    Measured and generated share one colour range (``vmin``/``vmax``, default their joint range); the uncertainty
-    has its own. A kind the gene lacks leaves its Axes blank.
+    Measured and generated share one colour range (``vmin``/``vmax``; default: the 1st–99th percentile of their
+    joint values, a robust range so that one outlying spot does not wash out both maps; values beyond it take the
+    end colours); the uncertainty has its own. A kind the gene lacks leaves its Axes blank.
     """
     shared = np.concatenate([values[k] for k in ("measured", "generated") if k in values])
-    lo = np.nanmin(shared) if vmin is None else vmin
-    hi = np.nanmax(shared) if vmax is None else vmax
+    lo = np.nanpercentile(shared, ROBUST_RANGE[0]) if vmin is None else vmin
+    hi = np.nanpercentile(shared, ROBUST_RANGE[1]) if vmax is None else vmax
+    if not hi > lo:  # a constant map
+        lo, hi = (np.nanmin(shared), np.nanmax(shared)) if vmin is None and vmax is None else (lo, hi)
     drawn: dict[str, tuple[Axes, Collection]] = {}
     for a, kind in zip(axes, kinds, strict=True):
         if kind not in values:
