@@ -101,7 +101,7 @@ def shift_depth(values: np.ndarray, ratio: np.ndarray | float) -> np.ndarray:
         x' = \log_2\!\left((2^{x} - 1)\, r + 1\right), \qquad r = L_\text{new} / L_\text{train}
 
     The counts scale with depth; on log2(count + 1) that shifts every gene's level by an amount the image cannot
-    tell (docs/method.md, "Depth"). ``ratio`` broadcasts against ``values`` from the left: a scalar, or one value
+    tell (docs/method.md §6.1). ``ratio`` broadcasts against ``values`` from the left: a scalar, or one value
     per spot for ``(n_spots, G)`` and ``(n_spots, S, G)`` arrays.
     """
     values = np.asarray(values, dtype=np.float64)
