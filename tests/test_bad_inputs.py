@@ -125,11 +125,37 @@ def image_adata(side: int = 200, n_spots: int = 4) -> ad.AnnData:
     return with_image(adata, image)
 
 
+def with_views(adata: ad.AnnData, identity: np.ndarray) -> ad.AnnData:
+    """``adata`` with two augmented views whose identity view (view 0) is ``identity``."""
+    views = np.repeat(adata.obsm["X_histology"][:, None], 2, axis=1)
+    views[:, 0] = identity
+    adata.obsm["X_histology_views"] = views
+    return adata
+
+
+def no_section(adata: ad.AnnData, n_missing: int = 2) -> ad.AnnData:
+    """``adata`` whose first ``n_missing`` spots have no section label (NaN)."""
+    adata.obs["section"] = adata.obs["section"].astype(object)
+    adata.obs.iloc[:n_missing, adata.obs.columns.get_loc("section")] = np.nan
+    return adata
+
+
+def uint16_adata(peak: int, side: int = 200) -> ad.AnnData:
+    """Tiny data whose section image is uint16 with values up to ``peak`` (e.g. 4095: a 12-bit camera)."""
+    image = np.random.default_rng(0).integers(0, peak + 1, size=(side, side, 3)).astype(np.uint16)
+    image[0, 0] = peak
+    adata = make_adata(4)
+    adata.obsm["spatial"] = np.full((4, 2), side / 2)
+    return with_image(adata, image)
+
+
 NOT_INTEGER = r"non-integer values .*not integer counts.*`layer=`.*`allow_non_integer=True`"
 NO_SPOTS = r"`adata` has no spots \(n_obs = 0"
+FEW_SPOTS = r"`adata` has {} spot\(s\); training needs at least 3 spots"
 NO_GENES = r"is empty: no genes given"
 BATCH = r"`batch_size` must be a positive integer"
 PATCH = r"`patch_size_um` must be a finite number > 0"
+KEY_ADDED = r"`key_added=.*` (is empty|contains '/'); expected a non-empty name without '/'"
 CHANNEL_FIRST = r"looks channel-first \(C, H, W\).*Transpose it to \(H, W, 3\)"
 
 ERROR_CASES = {
@@ -148,8 +174,22 @@ ERROR_CASES = {
     "baseline_fit/non_integer": (lambda: RidgeProbe().fit(lognorm(make_adata())), ValueError, NOT_INTEGER),
     "select_genes/non_integer": (lambda: hs.pp.select_genes(lognorm(make_adata()), n_genes=2),
                                  ValueError, NOT_INTEGER),
-    # zero spots
+    "setup_anndata/absurd_counts": (
+        lambda: registered(edit(make_adata(dense=True), lambda a: a.X.__setitem__((0, 0), 1e15))),
+        ValueError, r"`adata.X` has values up to 1e\+15, above 1e\+09.*`layer=`"),  # fmt: skip
+    "evaluate/absurd_counts": (
+        lambda: hs.tl.evaluate(predicted(edit(make_adata(dense=True), lambda a: a.X.__setitem__((1, 1), 1e15))),
+                               key="hinge"), ValueError, r"values up to 1e\+15"),  # fmt: skip
+    # zero spots, too few spots
     "setup_anndata/no_spots": (lambda: registered(make_adata(0)), ValueError, NO_SPOTS),
+    "setup_anndata/one_spot": (lambda: registered(make_adata(1)), ValueError, FEW_SPOTS.format(1)),
+    "setup_anndata/two_spots": (lambda: registered(make_adata(2)), ValueError, FEW_SPOTS.format(2)),
+    "setup_anndata/duplicate_obs_names": (
+        lambda: registered(edit(make_adata(), lambda a: setattr(a, "obs_names", ["s0", "s0", *a.obs_names[2:]]))),
+        ValueError, r"`adata.obs_names` has 1 duplicated spot names.*`adata.obs_names_make_unique\(\)`"),  # fmt: skip
+    "setup_anndata/section_nan": (
+        lambda: hs.HINGE.setup_anndata(no_section(make_adata()), section_key="section"),
+        ValueError, r"`adata.obs\['section'\]` \(`section_key`\) has 2 of 24 spots without a section label"),
     "generate/no_spots": (lambda m: generate(m, make_adata(0)), ValueError, NO_SPOTS),
     "tl_generate/no_spots": (lambda m: hs.tl.generate(m, make_adata(0), n_samples=1, n_steps=2, seed=0,
                                                        show_progress_bar=False), ValueError, NO_SPOTS),
@@ -176,6 +216,16 @@ ERROR_CASES = {
     "setup_anndata/object_features": (
         lambda: registered(edit(make_adata(), lambda a: a.obsm.__setitem__("X_histology", object_features(a)))),
         TypeError, r"`adata.obsm\['X_histology'\]` \(`features_key`\) has dtype object"),  # fmt: skip
+    "setup_anndata/zero_width_features": (
+        lambda: registered(edit(make_adata(), lambda a: a.obsm.__setitem__("X_histology", np.zeros((24, 0))))),
+        ValueError, r"`adata.obsm\['X_histology'\]` \(`features_key`\) has shape \(24, 0\): zero features"),
+    "setup_anndata/constant_features": (
+        lambda: registered(edit(make_adata(), lambda a: a.obsm.__setitem__("X_histology", np.zeros((24, 6))))),
+        ValueError, r"\(`features_key`\) is constant: each of its 6 features.*carry no information"),
+    "setup_anndata/views_not_features": (
+        lambda: registered(with_views(make_adata(), make_adata(seed=1).obsm["X_histology"])),
+        ValueError, r"identity view `adata.obsm\['X_histology_views'\]\[:, 0\]` \(`views_key`\) differs from the "
+                    r"features `adata.obsm\['X_histology'\]` \(`features_key`\) in 24 spots"),  # fmt: skip
     "generate/other_encoder": (
         lambda m: generate(m, _with_params(encoder="uni")),
         ValueError, r"\['encoder'\]` is 'uni', but the model was trained on features with encoder 'handcrafted'"),
@@ -211,6 +261,31 @@ ERROR_CASES = {
     "histology_features/channel_first": (lambda: histology(channel_first_adata()), ValueError, CHANNEL_FIRST),
     "tile_slide/channel_first": (lambda: hs.pp.tile_slide(np.zeros((3, 80, 80), np.uint8), microns_per_pixel=1.0),
                                  ValueError, CHANNEL_FIRST),
+    "histology_features/empty_image": (lambda: histology(with_image(make_adata(4), np.zeros((0, 0, 3), np.uint8))),
+                                       ValueError, r"has shape \(0, 0, 3\): an empty image"),
+    "histology_features/two_channels": (lambda: histology(with_image(make_adata(4), np.zeros((50, 50, 2), np.uint8))),
+                                        ValueError, r"has shape \(50, 50, 2\): 2 channels; expected 1 .*3 .*or 4"),
+    "tile_slide/empty_image": (lambda: hs.pp.tile_slide(np.zeros((0, 5, 3), np.uint8), microns_per_pixel=1.0),
+                               ValueError, r"an empty image"),
+    # keys written
+    "tl_generate/key_added_empty": (lambda m: hs.tl.generate(m, make_adata(), key_added="", n_samples=1, n_steps=2,
+                                                              seed=0, show_progress_bar=False),
+                                    ValueError, KEY_ADDED),  # fmt: skip
+    "tl_generate/key_added_slash": (lambda m: hs.tl.generate(m, make_adata(), key_added="a/b", n_samples=1, n_steps=2,
+                                                              seed=0, show_progress_bar=False),
+                                    ValueError, KEY_ADDED),  # fmt: skip
+    "histology_features/key_added_slash": (lambda: hs.pp.histology_features(image_adata(), key_added="X/hist",
+                                                                            views=1, out_size=8,
+                                                                            show_progress_bar=False),
+                                           ValueError, KEY_ADDED),  # fmt: skip
+    "baseline_predict/key_added_empty": (lambda: RidgeProbe().fit(make_adata()).predict(make_adata(), key_added=""),
+                                         ValueError, KEY_ADDED),
+    # selections by name or position
+    "to_adata/missing_layer": (lambda: hs.tl.to_adata(predicted(make_adata()), key="hinge", layer="nope"),
+                               KeyError, r"`layer='nope'` is not in `adata.layers` \(available: none\)"),
+    "get_expression/index_out_of_range": (
+        lambda m: m.get_expression(make_adata(), indices=[10**6], n_samples=1, n_steps=2, seed=0),
+        IndexError, r"`indices` has 1 position\(s\) out of range, e.g. 1000000; the data has 24 spots"),  # fmt: skip
 }
 
 
@@ -260,6 +335,11 @@ WARNING_CASES = {
                                              r"cached features .* not used: it was written for other spots"),
     "histology_features/cache_not_finite": (lambda tmp: _nan_cache(image_adata(), tmp),
                                             r"cached features .* not used: it has NaN or infinite values"),
+    "histology_features/12_bit_uint16": (lambda: histology(uint16_adata(4095)),
+                                         r"stored as uint16 but its values only reach 4095.*12-bit image"),
+    "setup_anndata/one_feature": (
+        lambda: registered(edit(make_adata(), lambda a: a.obsm.__setitem__("X_histology", np.arange(24.0)))),
+        r"has a single feature per spot \(anndata stores a 1-D array as one column\)"),  # fmt: skip
 }
 
 
@@ -272,6 +352,93 @@ def test_doubtful_input_warns(case, request, tmp_path):
             call()
         else:
             call(request.getfixturevalue("model") if arg == "m" else tmp_path)
+
+
+# ------------------------------------------------------------------ files
+def _rewrite(folder, name, change):
+    """Apply ``change`` to the JSON file ``folder / name`` and record its new size and SHA-256 in the manifest."""
+    from hinge_sc._files import sha256
+
+    path = folder / name
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    if name != "manifest.json":
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["files"][name] = {"bytes": path.stat().st_size, "sha256": sha256(path)}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_load_attaches_the_saved_anndata(model, tmp_path):
+    model.save(tmp_path / "m", save_anndata=True)
+    loaded = hs.HINGE.load(tmp_path / "m", device="cpu")
+    assert loaded.adata is not None and list(loaded.adata.obs_names) == list(model.adata.obs_names)
+    assert loaded.get_expression(n_samples=1, n_steps=2, seed=0).shape == (N_SPOTS, len(model.panel_genes_))
+    assert hs.HINGE.load(tmp_path / "m", adata=make_adata(seed=3), device="cpu").adata.n_obs == N_SPOTS
+    model.save(tmp_path / "bare")
+    assert hs.HINGE.load(tmp_path / "bare", device="cpu").adata is None  # nothing saved, nothing attached
+
+
+@pytest.mark.parametrize("entry", ["../outside.txt", "ABSOLUTE", "sub/outside.txt", "sub\\outside.txt", ".."])
+def test_manifest_entries_must_be_plain_names(model, tmp_path, entry):
+    from hinge_sc._files import FileIntegrityError, sha256
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the model's")
+    entry = str(outside) if entry == "ABSOLUTE" else entry
+    model.save(tmp_path / "m")
+    record = {"bytes": outside.stat().st_size, "sha256": sha256(outside)}
+    _rewrite(tmp_path / "m", "manifest.json", lambda m: {**m, "files": {**m["files"], entry: record}})
+    with pytest.raises(FileIntegrityError, match=rf"lists the entry {re.escape(repr(entry))}, which is not a plain"):
+        hs.HINGE.load(tmp_path / "m", device="cpu")
+
+
+def test_edited_model_json_with_unknown_argument_is_named(model, tmp_path):
+    from hinge_sc._files import FileIntegrityError
+
+    def add_argument(metadata):
+        metadata["attributes"]["init_params_"]["non_kwargs"]["n_stepz"] = 4
+        return metadata
+
+    model.save(tmp_path / "m")
+    _rewrite(tmp_path / "m", "model.json", add_argument)
+    with pytest.raises(FileIntegrityError, match=r"model.json records init argument\(s\) 'n_stepz' of HINGE.*edited"):
+        hs.HINGE.load(tmp_path / "m", device="cpu")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_backbone_with_non_finite_weights_is_refused(tmp_path, value):
+    import torch
+
+    from hinge_sc._files import FileIntegrityError
+
+    bb = backbone()
+    with torch.no_grad():
+        bb.zero_emb.view(-1)[0] = value
+        bb.value_enc.mask_emb.view(-1)[:2] = value
+    bb.save(tmp_path / "bb.pt")
+    with pytest.raises(FileIntegrityError, match=r"NaN or infinite weights: tensor 'zero_emb' has 1 of 16 values"):
+        hs.Backbone.load(tmp_path / "bb.pt")
+
+
+def test_vocabulary_not_utf8_is_named(tmp_path):
+    vocab = tmp_path / "genes.csv"
+    vocab.write_bytes("gene\nGENE1\nG\u00e9NE2\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"The `vocabulary` file .*genes.csv is not UTF-8 text"):
+        hs.Backbone.from_cellfm(tmp_path / "never_read.ckpt", vocabulary=vocab, n_heads=2)
+
+
+def test_12_bit_image_is_scaled_by_its_bit_depth():
+    from hinge_sc.pp._image import from_array
+
+    image = np.full((8, 8, 3), 4095, np.uint16)
+    image[:4] = 2048
+    with pytest.warns(UserWarning, match=r"looks like a 12-bit image"):
+        slide = from_array(image)
+    crop = slide.crops(np.array([[4.0, 4.0]]), 8, None)[0]
+    assert crop[6, 0, 0] == 255 and crop[0, 0, 0] == round(2048 * 255 / 4095)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        full = from_array(np.full((8, 8, 3), 65535, np.uint16))  # really 16-bit: no warning, 65535 → 255
+    assert full.max_value is None and full.crops(np.array([[4.0, 4.0]]), 8, None).min() == 255
 
 
 # ------------------------------------------------------------------ accepted inputs

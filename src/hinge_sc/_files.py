@@ -274,6 +274,29 @@ def write_manifest(folder: str | Path, files: Sequence[str], *, meta: Mapping[st
     return write_json(folder / MANIFEST_FILE, {**meta, "files": entries})
 
 
+def check_plain_name(name: Any, *, where: str | Path) -> None:
+    """Raise :class:`FileIntegrityError` unless ``name`` (an entry of the manifest ``where``) is a plain file name.
+
+    A plain name is a non-empty string without ``/`` or ``\\``, not ``.`` or ``..`` and not absolute, so that it
+    names a file inside the manifest's folder and nothing outside it.
+    """
+    plain = (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and not os.path.isabs(name)
+        and Path(name).name == name
+    )
+    if not plain:
+        raise FileIntegrityError(
+            f"{where} lists the entry {name!r}, which is not a plain file name inside the folder (expected a name "
+            "without '/', '\\' or '..', not an absolute path). The manifest was edited or forged: nothing outside "
+            "the folder is read. Use an intact copy of the folder."
+        )
+
+
 def verify_manifest(folder: str | Path, *, names: Sequence[str] | None = None) -> dict:
     """Read ``manifest.json`` and check every listed file (or only ``names``): present, same size and SHA-256.
 
@@ -284,16 +307,24 @@ def verify_manifest(folder: str | Path, *, names: Sequence[str] | None = None) -
     Raises
     ------
     FileIntegrityError
-        Naming the first file that is missing, truncated or changed.
+        Naming the first entry that is not a plain file name inside ``folder`` (a path with ``/``, ``\\`` or
+        ``..``, or an absolute path), or the first file that is missing, truncated or changed.
     """
     folder = Path(folder)
     manifest = read_json(folder / MANIFEST_FILE)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise FileIntegrityError(f"{folder / MANIFEST_FILE} has no `files` table; it is not a hinge_sc manifest.")
+    for name in manifest["files"]:
+        check_plain_name(name, where=folder / MANIFEST_FILE)
     for name, entry in manifest["files"].items():
         if names is not None and name not in names:
             continue
         path = folder / name
+        if not isinstance(entry, dict) or not {"bytes", "sha256"} <= set(entry):
+            raise FileIntegrityError(
+                f"{folder / MANIFEST_FILE} lists {name!r} without its `bytes` and `sha256`; the manifest is corrupt "
+                "or was edited. Use an intact copy of the folder."
+            )
         if not path.is_file():
             raise FileIntegrityError(f"{path} is listed in {MANIFEST_FILE} but missing; copy the whole folder again.")
         size = path.stat().st_size

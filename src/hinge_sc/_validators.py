@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +37,11 @@ def check_obsm(adata: AnnData, key: str, *, argument: str, ndim: int | tuple[int
             f"`adata.obsm[{key!r}]` (`{argument}`) must have {' or '.join(map(str, ndims))} dimensions, "
             f"found shape {arr.shape}."
         )
+    if arr.ndim > 1 and 0 in arr.shape[1:]:
+        raise ValueError(
+            f"`adata.obsm[{key!r}]` (`{argument}`) has shape {arr.shape}: zero features per spot; expected at least "
+            "one. Recompute the features, e.g. `hs.pp.histology_features(adata)`, or pass the right key."
+        )
     if not np.isfinite(arr).all():
         n_bad = int((~np.isfinite(arr)).reshape(arr.shape[0], -1).any(1).sum())
         raise ValueError(
@@ -45,12 +51,54 @@ def check_obsm(adata: AnnData, key: str, *, argument: str, ndim: int | tuple[int
     return arr
 
 
+def check_features_informative(features: np.ndarray, key: str, *, argument: str) -> None:
+    """Check training features ``(n_spots, D)``: raise if every column is constant, warn if there is one column.
+
+    Parameters
+    ----------
+    features
+        The features as returned by :func:`check_obsm` (2-D).
+    key
+        Their ``adata.obsm`` key (for the message).
+    argument
+        The argument that named ``key``.
+
+    Raises
+    ------
+    ValueError
+        Every feature has the same value in every spot (e.g. all zeros): the features carry no information.
+
+    Warns
+    -----
+    UserWarning
+        One feature per spot (anndata stores a 1-D array as one column): image encoders give tens to thousands.
+    """
+    if features.shape[0] > 1 and np.all(features.max(axis=0) == features.min(axis=0)):
+        raise ValueError(
+            f"`adata.obsm[{key!r}]` (`{argument}`) is constant: each of its {features.shape[1]} features has the "
+            f"same value in all {features.shape[0]} spots (e.g. {float(features.flat[0]):.4g}), so the features "
+            "carry no information about the spots. Recompute them, e.g. `hs.pp.histology_features(adata)`, or pass "
+            "the right key."
+        )
+    if features.shape[1] == 1:
+        warnings.warn(
+            f"`adata.obsm[{key!r}]` (`{argument}`) has a single feature per spot (anndata stores a 1-D array as one "
+            "column); image encoders give tens to thousands. Check that this is the feature matrix you meant.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def check_key_free(mapping: Mapping[str, Any], key: str, *, where: str, overwrite: bool) -> None:
     """Raise if ``key`` exists in ``mapping`` and ``overwrite`` is false."""
     if key in mapping and not overwrite:
         raise KeyError(
             f"`{where}[{key!r}]` already exists. Pass another `key_added` or `overwrite=True` to replace it."
         )
+
+
+#: Largest value :func:`check_counts` accepts: no spot holds 10⁹ UMIs of one gene.
+MAX_COUNT = 1e9
 
 
 def check_counts(x: Any, *, where: str, allow_non_integer: bool = False) -> None:
@@ -68,7 +116,8 @@ def check_counts(x: Any, *, where: str, allow_non_integer: bool = False) -> None
     Raises
     ------
     ValueError
-        If a value is NaN, infinite or negative, or not an integer while ``allow_non_integer`` is false.
+        If a value is NaN, infinite, negative or above :data:`MAX_COUNT` (10⁹), or not an integer while
+        ``allow_non_integer`` is false.
     """
     data = x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else np.asarray(x)
     data = np.asarray(data).ravel()
@@ -78,6 +127,12 @@ def check_counts(x: Any, *, where: str, allow_non_integer: bool = False) -> None
         raise ValueError(
             f"{where} has negative values (min {data.min():.3g}); HINGE needs raw, non-negative counts. "
             "Pass the layer with raw counts through `layer=`."
+        )
+    if data.size and data.max() > MAX_COUNT:
+        raise ValueError(
+            f"{where} has values up to {data.max():.3g}, above {MAX_COUNT:.0e}, more than any spot can hold as UMI "
+            "counts (corrupt data, or values on another scale, e.g. intensities). HINGE needs raw counts: pass the "
+            "layer with raw counts through `layer=`."
         )
     if allow_non_integer or not data.size or not np.issubdtype(data.dtype, np.floating):
         return
@@ -118,6 +173,90 @@ def check_unique_var_names(adata: AnnData, *, argument: str = "adata") -> None:
             f"`{argument}.var_names` has {len(dup)} duplicated gene names, e.g. {shown}; expected unique names. "
             "Call `adata.var_names_make_unique()` (or aggregate the duplicates) first."
         )
+
+
+def check_min_spots(adata: AnnData, minimum: int = 3, *, argument: str = "adata") -> None:
+    """Raise if ``adata`` has fewer than ``minimum`` spots (too few to train on)."""
+    if adata.n_obs < minimum:
+        raise ValueError(
+            f"`{argument}` has {adata.n_obs} spot(s); training needs at least {minimum} spots. Register the whole "
+            "section(s), not a subset of a few spots (generation on new data needs no `setup_anndata`)."
+        )
+
+
+def check_unique_obs_names(adata: AnnData, *, argument: str = "adata") -> None:
+    """Raise if ``adata.obs_names`` has duplicates (spots would be ambiguous, e.g. in saved predictions)."""
+    dup = adata.obs_names[adata.obs_names.duplicated()]
+    if len(dup):
+        shown = list(dict.fromkeys(map(str, dup)))[:10]
+        raise ValueError(
+            f"`{argument}.obs_names` has {len(dup)} duplicated spot names, e.g. {shown}; expected unique names. "
+            "Call `adata.obs_names_make_unique()` first (e.g. after concatenating sections)."
+        )
+
+
+def check_section_labels(adata: AnnData, section_key: str, *, argument: str = "section_key") -> None:
+    """Raise if ``adata.obs[section_key]`` has missing (NaN) labels."""
+    n_missing = int(adata.obs[section_key].isna().sum())
+    if n_missing:
+        raise ValueError(
+            f"`adata.obs[{section_key!r}]` (`{argument}`) has {n_missing} of {adata.n_obs} spots without a section "
+            "label (NaN); expected a section for every spot. Fill them in (e.g. "
+            f"`adata.obs[{section_key!r}] = adata.obs[{section_key!r}].cat.add_categories('unknown').fillna('unknown')`"
+            ") or drop those spots."
+        )
+
+
+def check_views_identity(
+    features: np.ndarray, views: np.ndarray, *, features_key: str, views_key: str, rtol: float = 1e-3,
+    atol: float = 1e-3,
+) -> None:  # fmt: skip
+    """Raise unless view 0 (the identity view) of ``views`` ``(n, V, D)`` equals ``features`` ``(n, D)``."""
+    if not np.allclose(views[:, 0], features, rtol=rtol, atol=atol):
+        diff = np.abs(views[:, 0] - features)
+        n_bad = int((diff > atol + rtol * np.abs(features)).any(axis=1).sum())
+        raise ValueError(
+            f"The identity view `adata.obsm[{views_key!r}][:, 0]` (`views_key`) differs from the features "
+            f"`adata.obsm[{features_key!r}]` (`features_key`) in {n_bad} spots (largest difference {diff.max():.3g}); "
+            "expected the same values, as `hs.pp.histology_features` writes them. The views come from other features "
+            "(another encoder, or the spots were reordered): recompute both, or pass `views_key=None`."
+        )
+
+
+def check_key_added(key: Any, *, argument: str = "key_added") -> None:
+    """Raise unless ``key`` is a non-empty string without ``/`` (a valid AnnData / zarr / HDF5 key)."""
+    if not isinstance(key, str):
+        raise TypeError(f"`{argument}` must be a string, found {type(key).__name__} {key!r}. Pass e.g. `'hinge'`.")
+    if not key.strip() or "/" in key:
+        problem = "is empty" if not key.strip() else "contains '/'"
+        raise ValueError(
+            f"`{argument}={key!r}` {problem}; expected a non-empty name without '/' (keys with '/' cannot be "
+            f"written to .h5ad or zarr). Pass e.g. `{argument}={(key.replace('/', '_').strip() or 'hinge')!r}`."
+        )
+
+
+def check_indices(indices: Any, n_obs: int, *, argument: str = "indices") -> np.ndarray:
+    """Return ``indices`` as an integer array after checking that each is a position in 0 … ``n_obs`` − 1."""
+    arr = np.asarray(indices)
+    if arr.dtype == bool:
+        if arr.shape != (n_obs,):
+            raise IndexError(
+                f"`{argument}` is a boolean mask of shape {arr.shape}; expected one entry per spot ({n_obs},)."
+            )
+        return np.flatnonzero(arr)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"`{argument}` must hold integer positions of spots, found dtype {arr.dtype}. To select by name, pass "
+            f"`adata[names]` as `adata` instead."
+        )
+    arr = arr.astype(np.int64).ravel()
+    bad = arr[(arr >= n_obs) | (arr < -n_obs)]
+    if bad.size:
+        raise IndexError(
+            f"`{argument}` has {bad.size} position(s) out of range, e.g. {int(bad[0])}; the data has {n_obs} spots, "
+            f"so positions must be in 0 … {n_obs - 1} (or −{n_obs} … −1)."
+        )
+    return arr
 
 
 def check_genes_given(genes: Sequence[str] | None, *, argument: str = "genes") -> None:

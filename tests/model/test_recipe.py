@@ -55,6 +55,7 @@ def test_train_validates_on_held_out_sections_and_fits_the_variance_scale_there(
     assert val_sections == set(params["validation_sections"])
     assert not val_sections & set(sections[model.train_indices_])
     assert params["variance_scale"] is not None  # fitted on the held-out section's spots
+    assert params["spread_scale"] > 0 and float(model.module.spread_scale) == pytest.approx(params["spread_scale"])
     assert params["recipe"] == DEFAULT_RECIPE.replace(max_epochs=2).to_dict()
     assert params["median_library_size"] > 0
 
@@ -81,8 +82,13 @@ def test_missing_section_labels_are_an_error(backbone):
     adata = four_sections()
     adata.obs["section"] = adata.obs["section"].astype(object)
     adata.obs.iloc[3, adata.obs.columns.get_loc("section")] = np.nan
+    with pytest.raises(ValueError, match=r"1 of 128 spots without a section label"):
+        hs.HINGE.setup_anndata(adata, features_key="X_histology", section_key="section")
+    adata = four_sections()
     hs.HINGE.setup_anndata(adata, features_key="X_histology", section_key="section")
     model = hs.HINGE(adata, backbone, n_steps=10)
+    adata.obs["section"] = adata.obs["section"].astype(object)
+    adata.obs.iloc[3, adata.obs.columns.get_loc("section")] = np.nan  # edited after setup
     with pytest.raises(ValueError, match=r"has 1 missing labels"):
         model.train(**FAST)
 

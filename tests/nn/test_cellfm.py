@@ -220,6 +220,18 @@ def test_from_cellfm_never_transposes(tmp_path, reference):
         hs.Backbone.from_cellfm(path, vocabulary=GENES, n_heads=4)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("-inf")])
+def test_from_cellfm_non_finite_tensor_is_named(tmp_path, reference, value):
+    from hinge_sc import FileIntegrityError
+
+    w = reference.encoder[1].ffn.u_proj.weight.detach().clone()
+    w[3, 5] = value
+    path = write_reference(tmp_path / "c.ckpt", reference, replace={"encoder.1.ffn.u_proj.weight": w})
+    with pytest.raises(FileIntegrityError, match=r"c.ckpt holds NaN or infinite weights: tensor "
+                                                 r"'encoder.1.ffn.u_proj.weight' has 1 of 512 values"):  # fmt: skip
+        hs.Backbone.from_cellfm(path, vocabulary=GENES, n_heads=4)
+
+
 def test_from_cellfm_unexpected_tensor(tmp_path, reference):
     path = write_reference(tmp_path / "c.ckpt", reference, extra=[("decoder.0.weight", torch.randn(4, 4))])
     with pytest.raises(ValueError, match=r"unexpected \(1\): decoder\.0\.weight.*`ignore="):

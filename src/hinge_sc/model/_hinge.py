@@ -23,14 +23,20 @@ from hinge_sc._scales import CP10K, rescale_total, to_counts
 from hinge_sc._validators import (
     check_allocation,
     check_counts,
+    check_features_informative,
     check_genes_given,
+    check_indices,
+    check_min_spots,
     check_n_obs,
     check_obsm,
     check_positive_int,
+    check_section_labels,
     check_seed,
+    check_unique_obs_names,
     check_unique_var_names,
+    check_views_identity,
 )
-from hinge_sc.module import HINGEModule, expression_target
+from hinge_sc.module import HINGEModule, expression_target, spread_scale
 from hinge_sc.pp._spatialdata import resolve_table
 from hinge_sc.train._datamodule import HINGEDataModule
 from hinge_sc.train._progress import EpochLines, quiet_lightning, use_epoch_lines
@@ -53,6 +59,9 @@ if TYPE_CHECKING:
     from hinge_sc.nn import Backbone
 
 logger = logging.getLogger(__name__)
+
+#: Samples per validation spot when the spread is calibrated after training (the default of `generate`).
+CALIBRATION_SAMPLES = 8
 
 
 class HINGE(BaseModelClass):
@@ -346,14 +355,24 @@ class HINGE(BaseModelClass):
         TypeError
             Features of a non-numeric (object) dtype.
         ValueError
-            No spots, duplicated ``var_names``, features with NaNs or the wrong shape, or counts that are negative,
-            not finite or (unless ``allow_non_integer``) not integers.
+            Fewer than 3 spots, duplicated ``obs_names`` or ``var_names``, features with NaNs, the wrong shape, zero
+            width or the same value in every spot, views whose identity view ``views[:, 0]`` is not the features,
+            spots without a section label (NaN in ``obs[section_key]``), or counts that are negative, not finite,
+            above 10⁹ or (unless ``allow_non_integer``) not integers.
+
+        Warns
+        -----
+        UserWarning
+            The features have a single column.
         """
         views_key = _resolve_views_key(adata, features_key, views_key)
         setup_method_args = cls._get_setup_method_args(**locals())
         check_n_obs(adata)
+        check_min_spots(adata)
+        check_unique_obs_names(adata)
         check_unique_var_names(adata)
         features = check_obsm(adata, features_key, argument="features_key", ndim=2)
+        check_features_informative(features, features_key, argument="features_key")
         if views_key is not None:
             views = check_obsm(adata, views_key, argument="views_key", ndim=3)
             if views.shape[2] != features.shape[1]:
@@ -361,10 +380,13 @@ class HINGE(BaseModelClass):
                     f"`adata.obsm[{views_key!r}]` has views of width {views.shape[2]}, but the features "
                     f"`adata.obsm[{features_key!r}]` have width {features.shape[1]}; both must come from one encoder."
                 )
+            check_views_identity(features, views, features_key=features_key, views_key=views_key)
         if layer is not None and layer not in adata.layers:
             raise KeyError(f"`layer={layer!r}` is not in `adata.layers` (available: {list(adata.layers)}).")
         if section_key is not None and section_key not in adata.obs:
             raise KeyError(f"`section_key={section_key!r}` is not a column of `adata.obs`.")
+        if section_key is not None:
+            check_section_labels(adata, section_key)
         check_counts(
             adata.X if layer is None else adata.layers[layer],
             where=f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`",
@@ -567,10 +589,14 @@ class HINGE(BaseModelClass):
             with seeded(seed):  # iterating the loader draws a base seed from the global RNG: keep the caller's
                 batches = ({k: v.to(device) for k, v in b.items()} for b in data_module.val_dataloader())
                 variance_scale = self.module.calibrate_variance(batches, generator=generator)
+            held_out = ", ".join(map(str, data_module.validation_sections))
             logger.info(
                 "Variance scale τ² = %.3f (fitted on %d validation spots%s)", variance_scale, data_module.n_val,
-                f" of the held-out section(s) {', '.join(map(str, data_module.validation_sections))}" if groups is not None else "",
+                "" if groups is None else f" of the held-out section(s) {held_out}",
             )  # fmt: skip
+        spread = None
+        if recipe.calibrate_variance and has_val:  # the samples' spread, end to end on the validation spots
+            spread = self._calibrate_spread(arrays, data_module.val_idx, seed)
         obs_idx = arrays["obs_indices"]
         self.train_indices_ = obs_idx[data_module.train_idx]
         self.validation_indices_ = obs_idx[data_module.val_idx]
@@ -590,6 +616,7 @@ class HINGE(BaseModelClass):
             "best_epoch": plan.best_epoch,
             "best_validation_loss": plan.best_validation_loss if restored else None,
             "variance_scale": variance_scale,
+            "spread_scale": spread,
             "linear_skip_alpha": skip_alpha,
         }
         if any(p.requires_grad for p in self.module.backbone.parameters()):
@@ -601,7 +628,33 @@ class HINGE(BaseModelClass):
             )
         self.module.eval()
 
-    def _validation_groups(self, arrays: dict[str, np.ndarray], recipe: TrainingRecipe) -> tuple[np.ndarray | None, str]:
+    def _calibrate_spread(self, arrays: dict[str, np.ndarray], val_idx: np.ndarray, seed: int) -> float:
+        """Generate the validation spots and fit the samples' spread so their intervals cover (docs/method.md §5.6)."""
+        module = self.module
+        module.spread_scale.fill_(1.0)
+        module.eval()
+        obs_names = self.adata.obs_names[arrays["obs_indices"][val_idx]]
+        feats = arrays["features"][val_idx]
+        n_samples = CALIBRATION_SAMPLES
+        samples = np.zeros((len(val_idx), n_samples, module.n_genes), np.float32)
+        batches = batch_bounds(len(val_idx), resolve_batch_size(None, n_samples, self.device))
+        for start, stop, out, _ in iter_batches(
+            module, feats, spot_seeds(seed, obs_names), batches, n_samples=n_samples, n_steps=None,
+            show_progress_bar=False,
+        ):  # fmt: skip
+            samples[start:stop] = out
+        target = expression_target(torch.as_tensor(arrays["counts"][val_idx], dtype=torch.float32),
+                                   torch.as_tensor(arrays["library"][val_idx], dtype=torch.float32),
+                                   module.target_scale).numpy()  # fmt: skip
+        c = spread_scale(target, samples)
+        module.spread_scale.fill_(c)
+        logger.info("Spread scale c = %.3f (intervals of %d samples fitted on %d validation spots)", c, n_samples,
+                    len(val_idx))  # fmt: skip
+        return c
+
+    def _validation_groups(
+        self, arrays: dict[str, np.ndarray], recipe: TrainingRecipe
+    ) -> tuple[np.ndarray | None, str]:
         """Section labels of the training spots when ``recipe`` holds out sections, and the validation used."""
         section_key = self.setup_args.get("section_key")
         sections = None
@@ -619,7 +672,8 @@ class HINGE(BaseModelClass):
                 f"`validation='section'` needs ≥ 2 sections (`section_key` in `setup_anndata`), found {n_sections}. "
                 "Pass `validation='spots'`."
             )
-        if recipe.validation == "spots" or recipe.validation_size == 0 or (recipe.validation == "auto" and n_sections < 3):
+        spots = recipe.validation == "spots" or (recipe.validation == "auto" and n_sections < 3)
+        if spots or recipe.validation_size == 0:
             if recipe.validation == "auto" and recipe.validation_size > 0:
                 logger.info(
                     "Validation on random spots: %s (`validation='auto'` holds out whole sections from 3 on).",
@@ -731,8 +785,9 @@ class HINGE(BaseModelClass):
             mean, std = np.zeros((n, n_genes), np.float32), np.zeros((n, n_genes), np.float32)
             if return_samples:
                 check_allocation(
-                    4 * n * n_samples * n_genes, what=f"Keeping {n:,} spots × {n_samples:,} samples × {n_genes:,} genes",
-                    fix="Pass a smaller `n_samples`, `save_samples=False`, or `store=` to write them to disk block by block.",
+                    4 * n * n_samples * n_genes,
+                    what=f"Keeping {n:,} spots × {n_samples:,} samples × {n_genes:,} genes",
+                    fix="Pass a smaller `n_samples`, `save_samples=False`, or `store=` to write them block by block.",
                 )  # fmt: skip
             samples = np.zeros((n, n_samples, n_genes), np.float32) if return_samples else None
             batches = batch_bounds(n, batch_size)
@@ -860,12 +915,21 @@ class HINGE(BaseModelClass):
         ``mean``: DataFrame, spots (``obs_names``) × genes; with ``return_std`` and/or ``return_samples`` the
         tuple ``(mean, std)``, ``(mean, samples)`` or ``(mean, std, samples)``, in that order.
 
+        Raises
+        ------
+        IndexError
+            A position in ``indices`` is out of range for the data (the message names it and the number of spots).
+
         Examples
         --------
         >>> mean = model.get_expression(adata_new, n_samples=8, seed=0)
         >>> mean, std = model.get_expression(adata_new, gene_list=["ERBB2"], return_std=True)
         """
         columns = self._gene_columns(gene_list)
+        if indices is not None:
+            target = resolve_table(type(self), self.adata if adata is None else adata, table_key)
+            if target is not None:
+                indices = check_indices(indices, target.n_obs, argument="indices")
         out = self._generate_subset(
             adata, indices, table_key, features_key=features_key, n_samples=n_samples, n_steps=n_steps,
             batch_size=batch_size, seed=seed, return_samples=return_samples, precision=precision, reveal=reveal,
@@ -1007,7 +1071,8 @@ class HINGE(BaseModelClass):
             Folder written by :meth:`save`.
         adata
             Optional data to attach (set up with the saved arguments; its feature width must be the model's); not
-            needed for :meth:`generate` on new data.
+            needed for :meth:`generate` on new data. Default: the data saved with ``save(..., save_anndata=True)``
+            (``adata.h5ad``, checked against the manifest), else none.
         backbone
             The frozen backbone, if it was not saved with the model, or to use instead of the file it references
             (checked against the saved checksum).
@@ -1026,8 +1091,9 @@ class HINGE(BaseModelClass):
             is not at its path (nor at the same place relative to ``dir_path``); the file is named.
         hinge_sc.FileIntegrityError
             A file is missing, truncated or changed since it was saved (the file is named), the folder is from an
-            unfinished save, it is a 0.1.0 folder and ``trust_legacy_pickle=False``, or the referenced backbone
-            file has changed (its SHA-256 differs).
+            unfinished save, it is a 0.1.0 folder and ``trust_legacy_pickle=False``, the referenced backbone
+            file has changed (its SHA-256 differs), or ``model.json`` records an init argument this version does
+            not take (the file was edited or written by another version; the argument is named).
         ValueError
             ``backbone`` or ``adata`` does not fit the saved model.
         """

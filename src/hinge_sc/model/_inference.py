@@ -78,6 +78,10 @@ def sample_batch(
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         out, expected = module.sample(batch, n_samples, n_steps, noise=noise, reveal=reveal, return_expected=True)
     samples, expected = out.float().cpu().numpy(), expected.float().cpu().numpy()
+    spread = float(getattr(module, "spread_scale", 1.0))
+    if spread != 1.0:  # the spread calibrated on held-out spots (docs/method.md §5.6)
+        centre = samples.mean(axis=1, keepdims=True)
+        samples = centre + spread * (samples - centre)
     if clip:
         samples = clip_to_floor(samples, module.target_scale)
         expected = clip_to_floor(expected, module.target_scale)

@@ -8,7 +8,7 @@ A model folder holds
   from files (:meth:`hinge_sc.Backbone.load`, :meth:`~hinge_sc.Backbone.from_cellfm`) is not copied but
   referenced in ``model.json`` (``backbone_reference``: reader, absolute and relative path, size and SHA-256 of each
   file), and read again from there by :func:`load_model`;
-- ``adata.h5ad`` (optional): the registered data;
+- ``adata.h5ad`` (optional): the registered data, attached again by :func:`load_model` when no ``adata`` is given;
 - ``manifest.json``: size and SHA-256 of each file above, checked by :func:`load_model` before anything is read.
 
 Folders written by hinge_sc 0.1.0 (one pickled ``model.pt``) are refused unless the caller opts in.
@@ -248,8 +248,44 @@ def _read_current(path: Path) -> dict[str, Any]:
         "attributes": metadata["attributes"],
         "state": state,
         "has_backbone": BACKBONE_FILE in listed,
+        "has_adata": ADATA_FILE in listed,
         "backbone_reference": metadata.get("backbone_reference"),
     }
+
+
+def _read_saved_adata(path: Path) -> AnnData:
+    """Read the ``adata.h5ad`` that ``save(..., save_anndata=True)`` wrote (already checked against the manifest)."""
+    import anndata as ad
+
+    try:
+        adata = ad.read_h5ad(path / ADATA_FILE)
+    except Exception as err:  # h5py / anndata raise OSError, KeyError, ValueError … on a damaged file
+        raise FileIntegrityError(
+            f"{path / ADATA_FILE} could not be read as AnnData ({type(err).__name__}: {err}); the file is corrupt. "
+            "Use an intact copy of the folder, or pass the data yourself with `HINGE.load(path, adata=...)`."
+        ) from None
+    logger.info("Attaching the AnnData saved with the model, %s (%d spots)", path / ADATA_FILE, adata.n_obs)
+    return adata
+
+
+def _check_params(cls: type[HINGE], params: dict[str, Any], path: Path) -> None:
+    """Raise if the saved init arguments name one that ``cls`` does not take (an edited or foreign ``model.json``)."""
+    import inspect
+
+    signature = inspect.signature(cls.__init__)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    accepted = set(signature.parameters) - {"self", "adata", "backbone"}
+    unknown = sorted(k for k in params if k not in accepted)
+    if unknown:
+        from hinge_sc import __version__
+
+        raise FileIntegrityError(
+            f"{path / METADATA_FILE} records init argument(s) {', '.join(map(repr, unknown))} of {cls.__name__}, which "
+            f"hinge_sc {__version__} does not take: the file was edited, or written by another version of hinge_sc. "
+            "Restore the file as `model.save` wrote it, or load the model with the hinge_sc version that saved it "
+            "(`hinge_sc_version` in model.json)."
+        )
 
 
 def _check_features(adata: AnnData, registry: dict, path: Path) -> None:
@@ -313,6 +349,9 @@ def load_model(
             params.setdefault(new, value)
     for name, value in _PARAMS_BEFORE.items():
         params.setdefault(name, value)
+    _check_params(cls, params, path)
+    if adata is None and saved.get("has_adata"):  # saved with `save_anndata=True` and checked by the manifest
+        adata = _read_saved_adata(path)
     if adata is not None:
         _check_features(adata, registry, path)
         setup_args = {k: v for k, v in registry["setup_args"].items() if k != "kwargs"}
@@ -355,5 +394,6 @@ def _load_weights(model: HINGE, state: dict[str, torch.Tensor], path: Path) -> N
         n = model.module.n_features
         model.module.set_feature_stats(torch.zeros(n), torch.ones(n))
         missing = [k for k in missing if k not in ("feature_mean", "feature_scale")]
+    missing = [k for k in missing if k != "spread_scale"]  # saved before the spread calibration: 1 (as sampled)
     if missing or unexpected:
         raise ValueError(f"Saved weights in {path} do not fit the model: missing {missing}, unexpected {unexpected}.")

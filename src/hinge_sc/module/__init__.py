@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._calibration import spread_scale
 from ._hinge import HINGEModule, expression_target
 from ._sampler import reverse_step_grid, sample_incremental, sample_masked
 from ._schedule import (
@@ -25,6 +26,7 @@ __all__ = [
     "reverse_step_grid",
     "sample_incremental",
     "sample_masked",
+    "spread_scale",
     "visibility",
     "warm_start_cap",
 ]

@@ -151,6 +151,8 @@ class HINGEModule(DiffusionModule):
         self.register_buffer("feature_scale", torch.ones(self.n_features))
         # log τ² added to the predicted log-variance when sampling (0: as trained; see `calibrate_variance`)
         self.register_buffer("log_variance_offset", torch.zeros(()))
+        # c: generated samples are spread c times as far around their mean (1: as sampled; see `spread_scale`)
+        self.register_buffer("spread_scale", torch.ones(()))
         self.linear_skip = bool(linear_skip)
         if self.linear_skip:
             self.register_buffer("skip_weight", torch.zeros(self.n_features, self.n_genes))

@@ -292,7 +292,10 @@ class Backbone(nn.Module):
         Raises
         ------
         ValueError
-            If the vocabulary does not fit the gene table, or a tensor is missing, unexpected or mis-shaped.
+            If the vocabulary does not fit the gene table or its file is not UTF-8 text, or a tensor is missing,
+            unexpected or mis-shaped.
+        hinge_sc.FileIntegrityError
+            A tensor has NaN or infinite values (the first such tensor is named).
 
         Examples
         --------
@@ -553,7 +556,8 @@ class Backbone(nn.Module):
         FileNotFoundError
             No file at ``path``.
         hinge_sc.FileIntegrityError
-            The file is truncated, corrupt, not a backbone file, or holds objects other than tensors and plain data.
+            The file is truncated, corrupt, not a backbone file, holds objects other than tensors and plain data,
+            or holds NaN or infinite weights (the first such tensor is named).
         """
         return load_backbone(cls, path, map_location=map_location)
 

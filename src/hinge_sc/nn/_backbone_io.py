@@ -82,9 +82,26 @@ def load_backbone(cls: type[Backbone], path: str | Path, *, map_location: str | 
             f"{path} is an incomplete or inconsistent backbone file ({err}); it is corrupt or was edited. Use the "
             "file as `Backbone.save` wrote it."
         ) from None
+    for name, tensor in state.items():
+        check_finite_tensor(tensor, name=name, path=path)
     model.provenance = Provenance.from_dict(payload.get("meta"))
     record_source(model, "load", {"path": path})
     return model
+
+
+def check_finite_tensor(tensor: torch.Tensor, *, name: str, path: str | Path) -> None:
+    """Raise :class:`~hinge_sc.FileIntegrityError` if the floating-point ``tensor`` (``name`` in the file ``path``)
+    has a NaN or infinite value: weights like that make every output NaN."""
+    if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
+        return
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        n_bad = int((~finite).sum())
+        raise FileIntegrityError(
+            f"{path} holds NaN or infinite weights: tensor {name!r} has {n_bad} of {tensor.numel()} values that are "
+            "not finite (the first such tensor). The file is corrupt, or it was saved from a run that diverged; use "
+            "the weights of an earlier, finite checkpoint."
+        )
 
 
 def record_source(

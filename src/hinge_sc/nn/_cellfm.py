@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from ._backbone_io import record_source
+from ._backbone_io import check_finite_tensor, record_source
 from ._config import CELLFM_SHAPES, BackboneConfig
 from ._mindspore import MindSporeCheckpoint
 from ._provenance import CheckpointRecord
@@ -97,7 +97,15 @@ def read_vocabulary(vocabulary: str | Path | Sequence[str] | None) -> list[str]:
         path = Path(vocabulary)
         if not path.is_file():
             raise FileNotFoundError(f"No vocabulary file at `vocabulary` {path}. {_VOCABULARY_HELP}")
-        table = pd.read_csv(path, usecols=[0], dtype=str, na_filter=False)  # "NA"-like symbols stay symbols
+        try:
+            table = pd.read_csv(path, usecols=[0], dtype=str, na_filter=False, encoding="utf-8")  # "NA" stays a gene
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"The `vocabulary` file {path} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at "
+                f"position {err.start}); expected a UTF-8 CSV of gene symbols, first column. Convert it, e.g. "
+                f"`iconv -f latin1 -t utf-8 {path.name} > vocabulary.csv`, or pass the list of symbols. "
+                f"{_VOCABULARY_HELP}"
+            ) from None
         return table.iloc[:, 0].str.strip().tolist()
     return [str(g) for g in vocabulary]
 
@@ -245,7 +253,8 @@ def load_cellfm(
     """Load a CellFM checkpoint into a new ``cls`` instance (see :meth:`Backbone.from_cellfm`).
 
     Every declared tensor size is checked against the bytes the file holds, and every parameter shape against
-    the checkpoint, on the meta device, before any memory is allocated for the weights.
+    the checkpoint, on the meta device, before any memory is allocated for the weights; every tensor read must be
+    finite (else :class:`~hinge_sc.FileIntegrityError` names the first one that is not).
     """
     files = {"ckpt_path": ckpt_path}
     options: dict = {"config": asdict(config) if isinstance(config, BackboneConfig) else config, "n_heads": n_heads}
@@ -269,7 +278,9 @@ def load_cellfm(
         model = _build(cls, genes, config)
         with torch.no_grad():
             for name, parameter in model.named_parameters():
-                parameter.copy_(ckpt.read(params[name]).reshape(parameter.shape))
+                tensor = ckpt.read(params[name])
+                check_finite_tensor(tensor, name=params[name], path=ckpt.path)
+                parameter.copy_(tensor.reshape(parameter.shape))
     model.provenance.checkpoint = CheckpointRecord(format="mindspore", path=str(ckpt.path), name=config.name)
     record_source(model, "from_cellfm", files, options)
     logger.info(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._deprecation import renamed_argument
-from .._validators import check_key_free, check_positive_finite
+from .._validators import check_key_added, check_key_free, check_positive_finite
 from ._cache import cached_features
 from ._encoder_hub import as_encoder
 from ._encoders import HandcraftedEncoder
@@ -167,15 +167,16 @@ def histology_features(
     KeyError
         If an output key exists with other settings and ``overwrite`` is false.
     ValueError
-        If ``views`` is not 1 or 8, ``patch_size_um`` is not a finite number > 0, ``encoder`` is unknown, a section
-        has no image or µm/px, an image looks channel-first (C, H, W), spots lie outside their image, or image and
-        spots share no coordinate system.
+        If ``views`` is not 1 or 8, ``patch_size_um`` is not a finite number > 0, ``key_added`` is empty or contains
+        ``/``, ``encoder`` is unknown, a section has no image or µm/px, an image is empty, has other than 1, 3 or 4
+        channels or looks channel-first (C, H, W), spots lie outside their image, or image and spots share no
+        coordinate system.
 
     Warns
     -----
     UserWarning
-        If patches are more than half padding (spots near the border of a small image), or a cached file does not
-        fit (it is recomputed).
+        If patches are more than half padding (spots near the border of a small image), a cached file does not
+        fit (it is recomputed), or a 16-bit image holds fewer bits (e.g. 12-bit; scaled by its observed bit depth).
 
     Examples
     --------
@@ -187,6 +188,7 @@ def histology_features(
     section_key = renamed_argument("library_key", library_key, "section_key", section_key, default=DEFAULT_SECTION_KEY)
     _check_options(views=views, context=context, context_scale=context_scale, batch_size=batch_size,
                    patch_size_um=patch_size_um)  # fmt: skip
+    check_key_added(key_added, argument="key_added")
     target = _target_table(data, table_key)
     groups = patch_groups(
         data, section_key=section_key, spatial_key=spatial_key, table_key=table_key, image_key=image_key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,17 @@ def _is_dask(arr: Any) -> bool:
     return type(arr).__module__.startswith("dask")
 
 
-def as_rgb_uint8(img: np.ndarray) -> np.ndarray:
-    """(..., H, W, C) array of any dtype → RGB uint8 (grey is repeated, alpha dropped, [0, 1] floats scaled)."""
+def as_rgb_uint8(img: np.ndarray, *, max_value: int | None = None) -> np.ndarray:
+    """(..., H, W, C) array of any dtype → RGB uint8 (grey is repeated, alpha dropped, [0, 1] floats scaled).
+
+    Parameters
+    ----------
+    img
+        The pixels.
+    max_value
+        White of an integer image stored in more bits than it holds, e.g. 4095 for 12-bit pixels in ``uint16``
+        (see :func:`observed_max_value`); ``None``: the dtype's full range (65535 for ``uint16``).
+    """
     img = np.asarray(img)
     if img.ndim == 2:
         img = img[..., None]
@@ -39,6 +49,8 @@ def as_rgb_uint8(img: np.ndarray) -> np.ndarray:
     img = img[..., :3]
     if img.dtype == np.uint8:
         return img
+    if img.dtype == np.uint16 and max_value is not None and max_value < 65535:
+        return np.clip(np.rint(img.astype(np.float32) * (255.0 / max_value)), 0, 255).astype(np.uint8)
     if img.dtype == np.uint16:
         return (img // 257).astype(np.uint8)
     scale = 255.0 if np.issubdtype(img.dtype, np.floating) and img.size and img.max() <= 1.0 else 1.0
@@ -57,11 +69,14 @@ class SlideImage:
         Level-0 px per px of each level (1 for level 0), increasing.
     source
         A description of where the pixels come from (path, array, element name), for messages and caching.
+    max_value
+        White of a ``uint16`` image that holds fewer bits (e.g. 4095 for 12-bit pixels); ``None``: the dtype's range.
     """
 
     levels: list[Any]
     downsamples: list[float]
     source: str
+    max_value: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -157,7 +172,7 @@ class SlideImage:
         for i, ((left, top, x0, y0, x1, y1), piece) in enumerate(zip(boxes, pieces, strict=True)):
             crop = np.full((side, side, 3), PAD_VALUE, dtype=np.uint8)
             if x1 > x0 and y1 > y0:
-                crop[y0 - top : y1 - top, x0 - left : x1 - left] = as_rgb_uint8(piece)
+                crop[y0 - top : y1 - top, x0 - left : x1 - left] = as_rgb_uint8(piece, max_value=self.max_value)
             if size != side:
                 crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BICUBIC))
             out[i] = crop
@@ -173,7 +188,7 @@ class SlideImage:
         arr, d = self.levels[level], self.downsamples[level]
         step = max(1, int(target / d))
         small = arr[::step, ::step]
-        small = as_rgb_uint8(small.compute() if _is_dask(small) else small)
+        small = as_rgb_uint8(small.compute() if _is_dask(small) else small, max_value=self.max_value)
         scale = min(1.0, max_side / max(h, w))
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         if small.shape[:2] != size:
@@ -228,19 +243,77 @@ def pil_pixel_limit(path: str | os.PathLike) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = before
 
 
+def check_image_shape(shape: tuple[int, ...], *, where: str) -> None:
+    """Raise unless ``shape`` is a non-empty (H, W) or (H, W, C) image with 1 (grey), 3 (RGB) or 4 (RGBA) channels."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(
+            f"{where} has shape {shape}; an image must have shape (height, width) or (height, width, channels)."
+        )
+    check_channels_last(shape, where=where)
+    if len(shape) == 3 and shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"{where} has shape {shape}: {shape[2]} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA) channels, last. "
+            "Pass the RGB H&E image, e.g. `image[..., :3]` of a multi-channel stack."
+        )
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(
+            f"{where} has shape {shape}: an empty image (no pixels); expected height and width ≥ 1. Check the image "
+            "that was stored (e.g. a failed read or a crop outside the slide)."
+        )
+
+
+def observed_max_value(levels: list[Any], *, source: str) -> int | None:
+    """White of a ``uint16`` image that holds at most 12 bits (warned), from its coarsest level; else ``None``.
+
+    A 12-bit camera's pixels (0 … 4095) stored as ``uint16`` would look almost black if scaled as 16-bit. Only a
+    numpy level, or a dask level of at most 16 Mpx, is read (strided to about 250,000 px).
+    """
+    lvl = levels[-1]
+    if np.dtype(lvl.dtype) != np.uint16 or lvl.size == 0:
+        return None
+    h, w = int(lvl.shape[0]), int(lvl.shape[1])
+    if _is_dask(lvl) and h * w > 16_000_000:
+        return None
+    step = max(1, int(np.sqrt(h * w / 250_000)))
+    sample = lvl[::step, ::step]
+    peak = int(sample.max().compute() if _is_dask(sample) else sample.max())
+    if peak > 4095:
+        return None
+    bits = max(8, peak.bit_length())
+    max_value = 2**bits - 1
+    warnings.warn(
+        f"The image {source} is stored as uint16 but its values only reach {peak} (≤ 4095): it looks like a "
+        f"{bits}-bit image, so it is scaled to 8 bits by its observed bit depth ({max_value} → 255), not as 16-bit "
+        "(65535 → 255, which would make it nearly black). To scale it otherwise, pass it as floats in [0, 1], "
+        "e.g. `image / 65535.0`.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return max_value
+
+
 def from_array(img: Any, *, source: str = "array") -> SlideImage:
-    """Wrap a (H, W, C) / (H, W) numpy or dask array, or a spatialdata image (DataArray or multiscale DataTree)."""
+    """Wrap a (H, W, C) / (H, W) numpy or dask array, or a spatialdata image (DataArray or multiscale DataTree).
+
+    Raises
+    ------
+    ValueError
+        The image is empty, is not 2-D or 3-D, has other than 1, 3 or 4 channels, or looks channel-first.
+
+    Warns
+    -----
+    UserWarning
+        A ``uint16`` image whose values reach at most 4095 (e.g. 12-bit): scaled by its observed bit depth.
+    """
     levels = _xarray_levels(img)
     if levels is None:
         arr = img if _is_dask(img) else np.asarray(img)
-        if arr.ndim not in (2, 3):
-            raise ValueError(
-                f"An image must have shape (height, width) or (height, width, channels), found {arr.shape}."
-            )
-        check_channels_last(arr.shape, where=f"`{source}`")
         levels = [arr]
+    check_image_shape(levels[0].shape, where=f"`{source}`")
     w0 = levels[0].shape[1]
-    return SlideImage(levels, [w0 / lvl.shape[1] for lvl in levels], source)
+    max_value = observed_max_value(levels, source=f"`{source}`")
+    return SlideImage(levels, [w0 / lvl.shape[1] for lvl in levels], source, max_value)
 
 
 def _xarray_levels(img: Any) -> list[Any] | None:

@@ -74,7 +74,7 @@ def to_adata(
     Raises
     ------
     KeyError
-        ``obsm[key]`` is missing (run :func:`hinge_sc.tl.generate` first).
+        ``obsm[key]`` is missing (run :func:`hinge_sc.tl.generate` first), or ``layer`` is not a layer of the source.
 
     Examples
     --------
@@ -90,6 +90,12 @@ def to_adata(
 
     source = resolve_table(None, data, table_key, key=key, argument="data")
     mean = check_prediction_frame(source, key, argument="key")
+    if layer is not None and layer not in source.layers:
+        available = ", ".join(map(repr, source.layers.keys())) or "none"
+        raise KeyError(
+            f"`layer={layer!r}` is not in `adata.layers` (available: {available}). Pass the layer with the measured "
+            "raw counts, or `layer=None` for `adata.X`."
+        )
     genes = pd.Index(mean.columns.astype(str))
     out = ad.AnnData(
         X=mean.to_numpy(dtype=np.float32),

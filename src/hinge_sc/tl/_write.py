@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from hinge_sc._validators import check_key_free
+from hinge_sc._validators import check_key_added, check_key_free
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,9 +55,12 @@ def prepare_target(
     ------
     KeyError
         A key of the prediction (mean, ``_std``, ``_samples``, ``uns``) exists and ``overwrite`` is false.
+    TypeError, ValueError
+        ``key_added`` is not a string, is empty or contains ``/``.
     """
     from hinge_sc.pp._spatialdata import resolve_table
 
+    check_key_added(key_added, argument="key_added")
     adata = resolve_table(model_cls, data, table_key, argument="adata")
     for key in prediction_keys(key_added):
         check_key_free(adata.obsm, key, where="adata.obsm", overwrite=overwrite)
