@@ -7,6 +7,7 @@ from ._encoders import ENCODERS, Encoder
 from ._extract import extract_patches
 from ._features import histology_features
 from ._genes import select_genes
+from ._standardize import standardize_features
 from ._tiling import detect_tissue, tile_slide
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "histology_features",
     "load_encoder",
     "select_genes",
+    "standardize_features",
     "tile_slide",
 ]
