@@ -197,10 +197,8 @@ def run_variant(args, name: str, kwargs: dict | None, train, test, panel, held_o
         tr = train.copy()
         hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key="X_histology_views" if args.views else None)
         model = hs.HINGE(tr, genes=panel, **kwargs)
-        model.train(
-            max_epochs=args.epochs, lr=1e-3, warmup_epochs=1, accelerator=args.accelerator, seed=seed,
-            lr_milestones=(args.epochs // 2, int(args.epochs * 0.875)), show_progress_bar=False,
-        )  # fmt: skip
+        # the package's recipe; --epochs overrides its max_epochs only
+        model.train(max_epochs=args.epochs, accelerator=args.accelerator, seed=seed, show_progress_bar=False)
         hs.tl.generate(model, test, n_samples=args.n_samples, n_steps=args.sampling_steps, seed=seed, key_added="pred",
                        show_progress_bar=False)  # fmt: skip
     return {"fold": held_out, "backbone": name, "seed": seed, **score(test, "pred", held_out),
@@ -434,7 +432,7 @@ def main() -> None:
                         choices=["cellfm", "scgpt", "random-cellfm", "random-scgpt"],
                         help="Variants `priors` runs (finished runs of the others are still reported).")
     parser.add_argument("--pretrain-epochs", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=None, help="Default: the recipe's (hs.DEFAULT_RECIPE).")
     parser.add_argument("--n-samples", type=int, default=4)
     parser.add_argument("--sampling-steps", type=int, default=10)
     parser.add_argument("--fullsize-spots", type=int, default=2)

@@ -99,8 +99,8 @@ def train_hinge(train, panel, vocabulary, args, *, epochs: int, standardize: boo
     hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key=views, section_key="section")
     model = hs.HINGE(tr, backbone, genes=panel, n_steps=args.diffusion_steps, freeze_backbone=freeze,
                      standardize_features=standardize)
-    model.train(max_epochs=epochs, batch_size=32, lr=args.lr, warmup_epochs=1, accelerator="cpu", seed=args.seed,
-                lr_milestones=(max(1, epochs // 2), max(1, int(epochs * 0.875))), show_progress_bar=False)  # fmt: skip
+    recipe = hs.DEFAULT_RECIPE if args.lr is None else hs.DEFAULT_RECIPE.replace(lr=args.lr)
+    model.train(max_epochs=epochs, recipe=recipe, accelerator="cpu", seed=args.seed, show_progress_bar=False)
     return model
 
 
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--n-heads", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=60, help="The recipe's max_epochs is 60 (hs.DEFAULT_RECIPE).")
+    p.add_argument("--lr", type=float, default=None, help="Default: the recipe's.")
     p.add_argument("--diffusion-steps", type=int, default=50)
     p.add_argument("--samplers", nargs="+", default=["4x10", "16x10", "4x50", "4x1"], help="samples x steps")
     p.add_argument("--backbone", default=None, help="A saved hs.Backbone (e.g. pre-trained) for an extra row.")
