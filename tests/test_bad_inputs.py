@@ -79,13 +79,18 @@ def backbone(genes=GENES) -> hs.Backbone:
     return hs.Backbone.random(list(genes), d_model=16, n_layers=1, n_heads=2, seed=0)
 
 
-@pytest.fixture(scope="module")
-def model() -> hs.HINGE:
-    """A HINGE model trained one epoch on the tiny data."""
+def tiny_trained_model() -> hs.HINGE:
+    """A HINGE model trained one epoch on the tiny data (no validation)."""
     m = hs.HINGE(registered(), backbone(), n_steps=4)
     m.train(max_epochs=1, batch_size=8, warmup_epochs=0, accelerator="cpu", show_progress_bar=False,
             validation_size=0.0, early_stopping=False)  # fmt: skip
     return m
+
+
+@pytest.fixture(scope="module")
+def model() -> hs.HINGE:
+    """A HINGE model trained one epoch on the tiny data."""
+    return tiny_trained_model()
 
 
 def generate(model: hs.HINGE, adata: ad.AnnData, **kwargs):

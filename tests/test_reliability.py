@@ -18,17 +18,14 @@ import hinge_sc as hs
 from hinge_sc._cli import main
 from hinge_sc._files import OUTPUT_MARKER, FileIntegrityError, atomic_path, check_replaceable, output_kind
 
-from .test_bad_inputs import backbone, make_adata, registered, with_image
+from .test_bad_inputs import backbone, make_adata, registered, tiny_trained_model, with_image
 
 GEN = {"n_samples": 1, "n_steps": 2, "seed": 0, "show_progress_bar": False}
 
 
 @pytest.fixture(scope="module")
 def model() -> hs.HINGE:
-    m = hs.HINGE(registered(), backbone(), n_steps=4)
-    m.train(max_epochs=1, batch_size=8, warmup_epochs=0, accelerator="cpu", show_progress_bar=False,
-            validation_size=0.0, early_stopping=False)  # fmt: skip
-    return m
+    return tiny_trained_model()
 
 
 def cli(args: list[str]) -> int:

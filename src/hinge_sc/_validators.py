@@ -164,15 +164,18 @@ def check_n_obs(adata: AnnData, *, argument: str = "adata") -> None:
         )
 
 
-def check_unique_var_names(adata: AnnData, *, argument: str = "adata") -> None:
-    """Raise if ``adata.var_names`` has duplicates (gene columns would be ambiguous)."""
-    dup = adata.var_names[adata.var_names.duplicated()]
+def _check_unique_names(names: pd.Index, *, where: str, what: str, fix: str) -> None:
+    """Raise if ``names`` has duplicates: ``where`` has N duplicated ``what`` names, e.g. …; ``fix``."""
+    dup = names[names.duplicated()]
     if len(dup):
         shown = list(dict.fromkeys(map(str, dup)))[:10]
-        raise ValueError(
-            f"`{argument}.var_names` has {len(dup)} duplicated gene names, e.g. {shown}; expected unique names. "
-            "Call `adata.var_names_make_unique()` (or aggregate the duplicates) first."
-        )
+        raise ValueError(f"`{where}` has {len(dup)} duplicated {what} names, e.g. {shown}; expected unique names. {fix}")
+
+
+def check_unique_var_names(adata: AnnData, *, argument: str = "adata") -> None:
+    """Raise if ``adata.var_names`` has duplicates (gene columns would be ambiguous)."""
+    _check_unique_names(adata.var_names, where=f"{argument}.var_names", what="gene",
+                        fix="Call `adata.var_names_make_unique()` (or aggregate the duplicates) first.")  # fmt: skip
 
 
 def check_min_spots(adata: AnnData, minimum: int = 3, *, argument: str = "adata") -> None:
@@ -186,13 +189,8 @@ def check_min_spots(adata: AnnData, minimum: int = 3, *, argument: str = "adata"
 
 def check_unique_obs_names(adata: AnnData, *, argument: str = "adata") -> None:
     """Raise if ``adata.obs_names`` has duplicates (spots would be ambiguous, e.g. in saved predictions)."""
-    dup = adata.obs_names[adata.obs_names.duplicated()]
-    if len(dup):
-        shown = list(dict.fromkeys(map(str, dup)))[:10]
-        raise ValueError(
-            f"`{argument}.obs_names` has {len(dup)} duplicated spot names, e.g. {shown}; expected unique names. "
-            "Call `adata.obs_names_make_unique()` first (e.g. after concatenating sections)."
-        )
+    _check_unique_names(adata.obs_names, where=f"{argument}.obs_names", what="spot",
+                        fix="Call `adata.obs_names_make_unique()` first (e.g. after concatenating sections).")  # fmt: skip
 
 
 def check_section_labels(adata: AnnData, section_key: str, *, argument: str = "section_key") -> None:

@@ -8,7 +8,7 @@ import pytest
 import hinge_sc as hs
 from hinge_sc._scales import shift_depth, shift_depth_std
 
-from ..test_bad_inputs import backbone, make_adata, registered
+from ..test_bad_inputs import make_adata, tiny_trained_model
 
 
 def test_shift_depth_scales_the_counts():
@@ -28,11 +28,8 @@ def test_shift_depth_std_matches_a_small_perturbation():
 
 
 @pytest.fixture(scope="module")
-def model():
-    m = hs.HINGE(registered(), backbone(), n_steps=4)
-    m.train(max_epochs=1, batch_size=8, warmup_epochs=0, accelerator="cpu", show_progress_bar=False,
-            validation_size=0.0, early_stopping=False)  # fmt: skip
-    return m
+def model() -> hs.HINGE:
+    return tiny_trained_model()
 
 
 def test_generate_at_a_given_depth(model):
