@@ -92,7 +92,18 @@ def variant(method: str) -> dict:
 
 
 def load_features(args: argparse.Namespace):
-    """her2st sections with both feature sets (with and without spatial context), cached in ``<out>``."""
+    """her2st sections with both feature sets (with and without spatial context), cached in ``<out>``; with
+    ``--standardize-per-section`` each set standardised within each section (``hs.pp.standardize_features``)."""
+    import hinge_sc as hs
+
+    adata = _load_features(args)
+    if args.standardize_per_section:
+        for key in FEATURE_KEYS.values():
+            hs.pp.standardize_features(adata, features_key=key, key_added=key, overwrite=True)
+    return adata
+
+
+def _load_features(args: argparse.Namespace):
     import anndata as ad
 
     import hinge_sc as hs
@@ -512,6 +523,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("standardized", "raw"),
         help="HINGE's `standardize_features` (the baselines always standardise with the training fold).",
     )
+    p.add_argument("--standardize-per-section", action="store_true",
+                   help="Standardise every method's features within each section (hs.pp.standardize_features).")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--n-heads", type=int, default=4)
