@@ -100,3 +100,14 @@ def test_curated_aliases_point_into_cellfm_vocabularies():
     vocab = set(pd.read_csv(path, usecols=[0], dtype=str, na_filter=False).iloc[:, 0])
     assert not set(GENE_ALIASES) & vocab
     assert set(GENE_ALIASES.values()) <= vocab
+
+
+def test_matching_by_case_only_warns():
+    """Lower-case symbols matched to an upper-case vocabulary are reported (issue 24), not matched silently."""
+    import pytest
+
+    import hinge_sc as hs
+
+    backbone = hs.Backbone.random(["ERBB2", "KRT19", "GNAS"], d_model=16, n_layers=1, n_heads=2, seed=0)
+    with pytest.warns(UserWarning, match=r"2 of 3 genes matched the vocabulary only by letter case.*Erbb2→ERBB2"):
+        backbone.token_ids(["Erbb2", "krt19", "GNAS"])

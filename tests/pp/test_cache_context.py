@@ -105,3 +105,29 @@ def test_context_for_a_single_isolated_spot_and_a_spot_at_the_image_border(crop,
     border.obsm["spatial"] = np.array([[4.0, 4.0], [200.0, 200.0]])  # px in the crop; the first at the corner
     hs.pp.histology_features(border, views=1, context=context, show_progress_bar=False)
     assert np.isfinite(border.obsm["X_histology"]).all()
+
+
+def test_a_corrupted_cache_is_recomputed(tmp_path):
+    """A cache file whose values changed on disk (same shape) is not read back as features (issue 24)."""
+    import warnings
+
+    import numpy as np
+
+    from hinge_sc.pp._cache import read_cache, write_cache
+
+    names = [f"s{i}" for i in range(4)]
+    feats = np.arange(24, dtype=np.float32).reshape(4, 1, 6)
+    path = tmp_path / "f.npy"
+    write_cache(path, feats, names)
+    np.testing.assert_array_equal(read_cache(path, names, 1), feats)
+    raw = bytearray(path.read_bytes())
+    raw[-4:] = np.float32(1e3).tobytes()  # one value changed, same shape
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_cache(path, names, 1) is None
+    assert any("checksum" in str(w.message) for w in caught)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(NotADirectoryError, match="`cache_dir`"):
+        write_cache(blocker / "f.npy", feats, names)

@@ -98,6 +98,7 @@ def match_genes(
         }
     )
     _warn_shared_tokens(report)
+    _warn_case_matches(report)
     counts = report["match"].value_counts()
     logger.info(
         "Matched %d/%d genes to the vocabulary (%d exact, %d by case, %d by alias)",
@@ -142,6 +143,19 @@ class GeneVocabulary:
     ) -> tuple[list[int], pd.DataFrame]:
         """Token ids of ``genes`` and the report of :func:`match_genes` (exact, case, renamed symbol, none)."""
         return match_genes(genes, self.index, aliases=aliases, index_upper=self.index_upper)
+
+
+def _warn_case_matches(report: pd.DataFrame) -> None:
+    """Warn when genes matched the vocabulary only by letter case (e.g. mouse-style or lower-case symbols)."""
+    by_case = report[report["match"] == "case"]
+    if len(by_case):
+        pairs = [f"{g}→{s}" for g, s in zip(by_case["gene"].iloc[:5], by_case["symbol"].iloc[:5], strict=True)]
+        warnings.warn(
+            f"{len(by_case)} of {len(report)} genes matched the vocabulary only by letter case, e.g. {pairs}. Check "
+            "that the symbols are human HGNC symbols (mouse symbols such as 'Erbb2' are another species' genes).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _warn_shared_tokens(report: pd.DataFrame) -> None:

@@ -35,6 +35,11 @@ def cached_features(
     return feats
 
 
+def _values_hash(feats: np.ndarray) -> str:
+    """SHA-256 of the features' bytes (float32, C order): a cache whose values changed on disk is not used."""
+    return hashlib.sha256(np.ascontiguousarray(feats, dtype=np.float32).tobytes()).hexdigest()
+
+
 def spots_hash(obs_names: Sequence[str]) -> str:
     """SHA-256 of the spot names in order."""
     return hashlib.sha256("\n".join(map(str, obs_names)).encode()).hexdigest()
@@ -63,6 +68,8 @@ def read_cache(cache_file: Path, obs_names: Sequence[str], views: int) -> np.nda
         problem = f"its shape {feats.shape} does not fit {len(obs_names)} spots × {views} views"
     elif problem is None and not np.isfinite(feats).all():
         problem = "it has NaN or infinite values"
+    elif problem is None and meta.get("values_sha256") not in (None, _values_hash(feats)):
+        problem = "its values do not match the checksum recorded when it was written (the file is corrupt)"
     if problem is not None:
         warnings.warn(
             f"The cached features {cache_file} are not used: {problem}. They are recomputed and the cache is "
@@ -77,8 +84,19 @@ def read_cache(cache_file: Path, obs_names: Sequence[str], views: int) -> np.nda
 
 def write_cache(cache_file: Path, feats: np.ndarray, obs_names: Sequence[str]) -> None:
     """Write the features and, beside them, a record of their shape and of the spots' names and order."""
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache_file, feats)
-    record = {"shape": list(feats.shape), "n_spots": len(obs_names), "spots_sha256": spots_hash(obs_names)}
-    cache_file.with_suffix(".json").write_text(json.dumps(record))
+    from hinge_sc._files import write_atomic
+
+    folder = cache_file.parent
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"`cache_dir` {folder} is a file, not a folder; pass a folder for the feature cache.")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to the temporary name
+            np.save(fh, feats, allow_pickle=False)
+
+    write_atomic(cache_file, save)
+    record = {"shape": list(feats.shape), "n_spots": len(obs_names), "spots_sha256": spots_hash(obs_names),
+              "values_sha256": _values_hash(feats)}  # fmt: skip
+    write_atomic(cache_file.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record)))
     logger.info("Cached the features in %s.", cache_file)
