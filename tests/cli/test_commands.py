@@ -170,3 +170,18 @@ def test_inputs_are_recognised_and_zarr_round_trips(tmp_path, her2st_crop):
     write_output(adata, tmp_path / "crop.h5ad")
     assert input_kind(tmp_path / "crop.h5ad") == "h5ad"
     assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_a_garbage_h5ad_is_one_line(tmp_path, capsys):
+    """A file named .h5ad that is not one is reported in one line, without a traceback (issue 24)."""
+    import pytest
+
+    from hinge_sc._cli import main
+
+    bad = tmp_path / "in.h5ad"
+    bad.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(SystemExit) as exit_:
+        main(["features", str(bad), str(tmp_path / "out.h5ad")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "could not be read as an AnnData .h5ad" in err and "Traceback" not in err

@@ -114,18 +114,8 @@ def read_input(path: str | Path, kind: str, args: argparse.Namespace) -> Any:
     import hinge_sc as hs
 
     mpp = getattr(args, "microns_per_pixel", None)
-    if kind == "h5ad":
-        import anndata as ad
-
-        return ad.read_h5ad(path)
-    if kind == "anndata_zarr":
-        import anndata as ad
-
-        return ad.read_zarr(path)
-    if kind == "spatialdata":
-        import spatialdata as sd
-
-        return sd.read_zarr(path)
+    if kind in ("h5ad", "anndata_zarr", "spatialdata"):
+        return _read_table_file(path, kind)
     if kind == "visium":
         return hs.io.read_visium(path, source_image_path=getattr(args, "image", None), microns_per_pixel=mpp)
     logger.info("Tiling %s into virtual spots (%g µm every %g µm)", path, args.spot_diameter_um, args.spacing_um)
@@ -143,6 +133,26 @@ def read_input(path: str | Path, kind: str, args: argparse.Namespace) -> Any:
 CLI_OUTPUT_KIND = "cli_output"
 #: What a SpatialData ``.zarr`` written by the command line holds at its root.
 SPATIALDATA_ENTRIES = ("images", "labels", "points", "shapes", "tables")
+
+
+def _read_table_file(path: str | Path, kind: str) -> Any:
+    """Read an ``.h5ad``, AnnData ``.zarr`` or SpatialData ``.zarr``; a file that is not one is a usage error."""
+    import anndata as ad
+
+    try:
+        if kind == "h5ad":
+            return ad.read_h5ad(path)
+        if kind == "anndata_zarr":
+            return ad.read_zarr(path)
+        import spatialdata as sd
+
+        return sd.read_zarr(path)
+    except Exception as err:  # h5py, zarr and anndata raise OSError, KeyError, ValueError … on a damaged file
+        what = {"h5ad": "an AnnData .h5ad", "anndata_zarr": "an AnnData .zarr", "spatialdata": "a SpatialData .zarr"}
+        raise UsageError(
+            f"`input` {path} could not be read as {what[kind]} ({type(err).__name__}: {err}); the file is damaged or "
+            "not of that kind."
+        ) from None
 
 
 def check_output(path: str | Path, flag: str, *, overwrite: bool, folder: bool = False) -> Path:
