@@ -24,7 +24,7 @@ def test_each_section_is_standardised_from_its_own_spots():
         np.testing.assert_allclose(out[rows].mean(axis=0), 0, atol=1e-5)
         np.testing.assert_allclose(out[rows].std(axis=0), 1, atol=1e-4)
     np.testing.assert_allclose(adata.obsm["X_histology_std_views"][:, 0], out, atol=1e-5)
-    assert adata.uns["X_histology_std"]["standardized"] == {"source": "X_histology", "per": "section"}
+    assert adata.uns["X_histology_std"]["params"]["standardized"] == {"source": "X_histology", "per": "section"}
     with pytest.raises(KeyError, match="already exists"):
         hs.pp.standardize_features(adata)
     with pytest.raises(KeyError, match="`section_key='slide'`"):

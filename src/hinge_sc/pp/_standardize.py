@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._validators import check_key_added, check_key_free, check_obsm
+from ._features import _write
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -47,7 +48,8 @@ def standardize_features(
 
     Returns
     -------
-    Nothing; writes ``obsm[key_added]`` (float32) and ``uns[key_added]`` (the source key and the sections).
+    Nothing; writes ``obsm[key_added]`` (float32), its views and ``uns[key_added]["params"]`` (the source's settings
+    with ``standardized``), as :func:`hinge_sc.pp.histology_features` does.
     """
     key_added = f"{features_key}_std" if key_added is None else key_added
     check_key_added(key_added)
@@ -67,10 +69,9 @@ def standardize_features(
         out[rows] = (features[rows] - mean) / sd
         if views is not None:
             out_views[rows] = (views[rows] - mean) / sd
-    adata.obsm[key_added] = out.astype(np.float32)
-    if out_views is not None:
-        adata.obsm[f"{key_added}_views"] = out_views.astype(np.float32)
-    adata.uns[key_added] = {**dict(adata.uns.get(features_key, {})),
-                            "standardized": {"source": features_key, "per": section_key}}  # fmt: skip
-    logger.info("Wrote `obsm[%r]`: %s standardised within each of %d sections", key_added, features_key,
-                len(set(sections)))  # fmt: skip
+    stacked = (out[:, None, :] if out_views is None else out_views).astype(np.float32)
+    params = dict(adata.uns.get(features_key, {}).get("params", {}))
+    params["standardized"] = {"source": features_key, "per": section_key}
+    fingerprint = f"{params.get('fingerprint', features_key)}|standardized per {section_key}"
+    _write(adata, stacked, params, fingerprint, key_added=key_added, views=stacked.shape[1], overwrite=overwrite)
+    logger.info("Standardised %s within each of %d sections", features_key, len(set(sections)))
