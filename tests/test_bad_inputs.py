@@ -559,3 +559,15 @@ def test_cli_overwrite_passes_the_check(tmp_path):
     (out / "model").mkdir(parents=True)
     check_args(_parser().parse_args(["demo", "--data", str(data), "--out", str(out), "--overwrite"]))
 
+
+
+def test_spots_off_the_tissue_warn():
+    """A wrong hires scale factor puts the spots on blank background: the features say nothing (issue 24)."""
+    image = np.full((400, 400, 3), 240, dtype=np.uint8)
+    image[:100, :100] = np.random.default_rng(0).integers(0, 255, size=(100, 100, 3))  # tissue in one corner
+    adata = make_adata(6)
+    adata.obsm["spatial"] = np.full((6, 2), 50.0)  # the spots' full-resolution coordinates: on the tissue at scale 1
+    with_image(adata, image)
+    adata.uns["spatial"]["S1"]["scalefactors"]["tissue_hires_scalef"] = 6.0  # wrong: maps them onto glass
+    with pytest.warns(UserWarning, match=r"6 of 6 patches of section 'S1' are blank"):
+        histology(adata, patch_size_um=10)

@@ -323,3 +323,11 @@ def test_json_marker_is_not_trusted_from_a_broken_file(tmp_path):
     assert output_kind(folder) is None
     (folder / OUTPUT_MARKER).write_text(json.dumps({"written_by": "someone", "kind": "generation_store"}))
     assert output_kind(folder) is None
+
+
+def test_saving_a_model_onto_a_file_names_it(model, tmp_path):
+    target = tmp_path / "model"
+    target.write_text("a file")
+    with pytest.raises(NotADirectoryError, match=r"`dir_path` .* is a file; a model is saved as a folder"):
+        model.save(target)
+    assert target.read_text() == "a file"

@@ -170,6 +170,8 @@ def save_model(
     if save_anndata and model.adata is None:
         raise ValueError("`save_anndata=True` but the model has no AnnData attached; pass `save_anndata=False`.")
     path = Path(dir_path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"`dir_path` {path} is a file; a model is saved as a folder. Pass a folder path.")
     mode = backbone_mode(model, save_backbone)
     files = [METADATA_FILE, WEIGHTS_FILE] + [BACKBONE_FILE] * (mode == "copy") + [ADATA_FILE] * save_anndata
     refuse_existing([path / name for name in [*files, MANIFEST_FILE]], overwrite=overwrite)

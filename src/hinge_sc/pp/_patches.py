@@ -236,6 +236,28 @@ def _warn_padding(group: PatchGroup, xy: np.ndarray, side: float, h: int, w: int
         )
 
 
+#: Patches whose pixels vary less than this (s.d. of grey levels, 0–255) are blank: glass, padding or background.
+BLANK_STD = 2.0
+
+
+def blank_patches(patches: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: patches ``(n, S, S, 3)`` that are (nearly) one colour — no tissue under the spot."""
+    grey = np.asarray(patches, dtype=np.float32).mean(axis=-1)
+    return grey.reshape(len(grey), -1).std(axis=1) < BLANK_STD
+
+
+def _warn_blank(group: PatchGroup, n_blank: int, n: int) -> None:
+    """Warn when most patches of a section are blank: the spots are probably not where the image's tissue is."""
+    if n and n_blank > n / 2:
+        warnings.warn(
+            f"{n_blank} of {n} patches of section {group.section!r} are blank (one colour, no tissue): the spots "
+            "probably do not lie on the tissue of the image. Check the image's scale factor "
+            "(`scalefactors['tissue_hires_scalef']`), `spatial_key` (full-resolution pixels) and the image itself.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def iter_patches(
     groups: Sequence[PatchGroup],
     *,
@@ -270,11 +292,14 @@ def iter_patches(
             )
         _warn_padding(group, xy, max(1, round(side_ref * scale)), h, w)
         step = len(xy) if batch_size is None else max(1, batch_size)
+        n_blank = 0
         for start in range(0, len(xy), step):
             pos = np.arange(start, min(start + step, len(xy)))
             patches = img.crops(xy[pos], max(1, round(side_ref * scale)), out_size)
+            n_blank += int(blank_patches(patches).sum())
             pbar.update(len(pos))
             yield group, pos, patches
+        _warn_blank(group, n_blank, len(xy))
         logger.debug("%s: %d patches of %d px (%.1f µm) from %s", group.section, len(xy), side_px, side_um, img.source)
         del img
     pbar.close()
