@@ -81,7 +81,7 @@ def backbone(genes=GENES) -> hs.Backbone:
 
 def tiny_trained_model() -> hs.HINGE:
     """A HINGE model trained one epoch on the tiny data (no validation)."""
-    m = hs.HINGE(registered(), backbone(), n_steps=4)
+    m = hs.HINGE(registered(), backbone(), diffusion_steps=4)
     m.train(max_epochs=1, batch_size=8, warmup_epochs=0, accelerator="cpu", show_progress_bar=False,
             validation_size=0.0, early_stopping=False)  # fmt: skip
     return m
@@ -104,7 +104,7 @@ def predicted(adata: ad.AnnData) -> ad.AnnData:
 
 
 def pretrain(adata: ad.AnnData, **kwargs):
-    return hs.Backbone.pretrain(adata, d_model=16, n_layers=1, n_heads=2, n_tokens=4, max_epochs=1,
+    return hs.pretrain_backbone(adata, d_model=16, n_layers=1, n_heads=2, n_tokens=4, max_epochs=1,
                                 accelerator="cpu", show_progress_bar=False, **kwargs)  # fmt: skip
 
 

@@ -31,7 +31,7 @@ def model(sections):
         panel = hs.pp.select_genes(c2, n_genes=12, method="highly_expressed", section_key=None, include=["ERBB2"])
         backbone = hs.Backbone.random(panel, d_model=16, n_layers=1, n_heads=2)
     hs.HINGE.setup_anndata(c2, section_key="section")
-    model = hs.HINGE(c2, backbone, genes=panel, n_steps=4)
+    model = hs.HINGE(c2, backbone, genes=panel, diffusion_steps=4)
     model.train(max_epochs=2, lr=1e-2, batch_size=64, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
     return model
 

@@ -25,7 +25,7 @@ TINY = {
     "d_model=128, n_layers=4, n_heads=8": "d_model=16, n_layers=1, n_heads=2",
     'sections=["C2", "C3", "C4", "C5", "C6"]': 'sections=["C5", "C6"]',
     "views=8": "views=1",
-    "hs.HINGE(train, backbone, genes=panel": "hs.HINGE(train, backbone, n_steps=5, genes=panel",
+    "hs.HINGE(train, backbone, genes=panel": "hs.HINGE(train, backbone, diffusion_steps=5, genes=panel",
     "n_samples=8": "n_samples=2",
     "n_samples=16": "n_samples=2",
     "n_genes=200": "n_genes=40",

@@ -187,7 +187,7 @@ def test_setup_train_generate_leave_global_rngs_alone():
     torch.manual_seed(123)
     np_state, torch_state = np.random.get_state()[1].copy(), torch.random.get_rng_state().clone()
     adata = registered()
-    m = hs.HINGE(adata, backbone(), n_steps=4)
+    m = hs.HINGE(adata, backbone(), diffusion_steps=4)
     m.train(max_epochs=1, batch_size=8, warmup_epochs=0, accelerator="cpu", show_progress_bar=False,
             validation_size=0.0, early_stopping=False)  # fmt: skip
     hs.tl.generate(m, make_adata(), **GEN)
@@ -222,13 +222,13 @@ def expect(case, call, match):
 
 BOUND_CASES = {
     "model_json_n_steps": """
-m = hs.HINGE(registered(), backbone(), n_steps=4)
+m = hs.HINGE(registered(), backbone(), diffusion_steps=4)
 m.save(tmp / "model_json_n_steps_m")
 meta = json.loads((tmp / "model_json_n_steps_m" / "model.json").read_text())
 def find(o):
     if isinstance(o, dict):
         for k, v in o.items():
-            if k == "n_steps" and isinstance(v, int):
+            if k in ("n_steps", "diffusion_steps") and isinstance(v, int):
                 o[k] = 10**12
             else:
                 find(v)
@@ -239,7 +239,7 @@ find(meta)
 from hinge_sc._files import write_manifest
 manifest = json.loads((tmp / "model_json_n_steps_m" / "manifest.json").read_text())
 write_manifest(tmp / "model_json_n_steps_m", list(manifest["files"]), meta={k: v for k, v in manifest.items() if k != "files"})
-expect("model_json_n_steps", lambda: hs.HINGE.load(tmp / "model_json_n_steps_m"), r"n_steps.*1 … 10,000")
+expect("model_json_n_steps", lambda: hs.HINGE.load(tmp / "model_json_n_steps_m"), r"diffusion_steps.*1 … 10,000")
 """,
     "backbone_huge_vocabulary": """
 import torch
@@ -287,7 +287,7 @@ expect("tile_tiny_spacing", lambda: hs.pp.tile_slide(img, microns_per_pixel=0.5,
        r"spots, more than 5,000,000.*`spacing_um`")
 """,
     "n_samples_huge": """
-m = hs.HINGE(registered(), backbone(), n_steps=4)
+m = hs.HINGE(registered(), backbone(), diffusion_steps=4)
 m.is_trained_ = True
 expect("n_samples_huge", lambda: m.generate(make_adata(), n_samples=10**9, seed=0, show_progress_bar=False),
        r"10\\^?9|1,000,000,000 samples.*`n_samples`")

@@ -15,18 +15,21 @@ _SUBMODULES = ("pp", "tl", "pl", "datasets", "benchmark", "io", "model")
 _LAZY = {
     "HINGE": "hinge_sc.model", "TrainingRecipe": "hinge_sc.model", "DEFAULT_RECIPE": "hinge_sc.model",
     "PAPER_RECIPE": "hinge_sc.model", "Backbone": "hinge_sc.nn", "FileIntegrityError": "hinge_sc._files",
+    "pretrain_backbone": "hinge_sc.train", "ModuleConfig": "hinge_sc.model", "GenerationConfig": "hinge_sc.model",
 }  # fmt: skip
 
 __all__ = [
-    "DEFAULT_RECIPE", "HINGE", "PAPER_RECIPE", "Backbone", "FileIntegrityError", "TrainingRecipe", "benchmark",
-    "datasets", "io", "model", "pl", "pp", "tl",
+    "DEFAULT_RECIPE", "HINGE", "PAPER_RECIPE", "Backbone", "FileIntegrityError", "GenerationConfig", "ModuleConfig",
+    "TrainingRecipe", "benchmark",
+    "datasets", "io", "model", "pl", "pp", "pretrain_backbone", "tl",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
     from . import benchmark, datasets, io, model, pl, pp, tl
     from ._files import FileIntegrityError
-    from .model import DEFAULT_RECIPE, HINGE, PAPER_RECIPE, TrainingRecipe
+    from .model import DEFAULT_RECIPE, HINGE, PAPER_RECIPE, GenerationConfig, ModuleConfig, TrainingRecipe
     from .nn import Backbone
+    from .train import pretrain_backbone
 
 
 def __getattr__(name: str):

@@ -21,7 +21,7 @@ class _ModuleKeys(NamedTuple):
     VISIBLE: str = "visible"
     VISIBLE_PREV: str = "visible_prev"
     CONDITION: str = "condition"
-    PREDICTION: str = "x0_hat"
+    PREDICTION: str = "mean"
     LOG_VARIANCE: str = "log_variance"
     SKIP: str = "linear_skip"
 

@@ -63,19 +63,19 @@ def test_knn_samples_are_the_neighbours(data):
     train, test = data
     genes = list(train.var_names)
     knn = KNNRetrieval(4).fit(train, genes=genes)
-    out = knn.get_expression(test)
+    out = knn.generate(test)
     assert out.samples.shape == (test.n_obs, 4, N_GENES)
     np.testing.assert_allclose(out.mean.to_numpy(), out.samples.mean(1))
     # a training spot retrieves itself first
-    own = knn.get_expression(train)
+    own = knn.generate(train)
     np.testing.assert_allclose(own.samples[:, 0], np.log2(train.X.toarray() + 1))
 
 
 def test_mlp_is_seeded(data):
     train, test = data
-    a = MLPRegressor(max_epochs=3, seed=1).fit(train).get_expression(test).mean
-    b = MLPRegressor(max_epochs=3, seed=1).fit(train).get_expression(test).mean
-    c = MLPRegressor(max_epochs=3, seed=2).fit(train).get_expression(test).mean
+    a = MLPRegressor(max_epochs=3, seed=1).fit(train).generate(test).mean
+    b = MLPRegressor(max_epochs=3, seed=1).fit(train).generate(test).mean
+    c = MLPRegressor(max_epochs=3, seed=2).fit(train).generate(test).mean
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a.to_numpy(), c.to_numpy())
 
@@ -86,8 +86,8 @@ def test_ridge_standardises_with_training_statistics(data):
     np.testing.assert_allclose(ridge.feature_mean_, train.obsm["X_histology"].mean(0), rtol=1e-5, atol=1e-6)
     shifted = train.copy()
     shifted.obsm["X_histology"] = shifted.obsm["X_histology"] * 10 + 3  # an affine change of the features
-    again = RidgeProbe(0.0).fit(shifted).get_expression(shifted).mean
-    pd.testing.assert_frame_equal(again, ridge.get_expression(train).mean, atol=1e-4)
+    again = RidgeProbe(0.0).fit(shifted).generate(shifted).mean
+    pd.testing.assert_frame_equal(again, ridge.generate(train).mean, atol=1e-4)
 
 
 def test_cp10k_targets_and_spots_without_counts(data):

@@ -19,7 +19,7 @@ GENES = [f"G{i}" for i in range(30)]
 def module():
     bb = hs.Backbone.random(GENES, d_model=32, n_layers=2, n_heads=4, seed=0)
     ids, _ = bb.token_ids(GENES[:20])
-    return GaussianHINGEModule(bb, ids, n_features=6, n_steps=10)
+    return GaussianHINGEModule(bb, ids, n_features=6, diffusion_steps=10, likelihood="mse", readout=False)
 
 
 def test_cosine_schedule():
@@ -61,7 +61,7 @@ def test_model_trains_generates_and_reloads(tmp_path):
     adata = synthetic_adata()
     backbone = hs.Backbone.random([f"GENE{i}" for i in range(24)], d_model=32, n_layers=2, n_heads=4)
     hs.benchmark.HINGEGaussian.setup_anndata(adata, features_key="X_histology", views_key="X_histology_views")
-    model = hs.benchmark.HINGEGaussian(adata, backbone, n_steps=10)
+    model = hs.benchmark.HINGEGaussian(adata, backbone, diffusion_steps=10)
     model.train(max_epochs=2, batch_size=32, warmup_epochs=1, accelerator="cpu", show_progress_bar=False)
     x0 = np.log2(adata.X.toarray() + 1)
     np.testing.assert_allclose(model.module.gene_mean.numpy(), x0.mean(0), rtol=1e-4)

@@ -41,6 +41,6 @@ def backbone():
 def trained(backbone):
     adata = synthetic_adata()
     hs.HINGE.setup_anndata(adata, features_key="X_histology", views_key="X_histology_views", section_key="section")
-    model = hs.HINGE(adata, backbone, n_steps=10)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10)
     model.train(max_epochs=3, batch_size=32, warmup_epochs=1, accelerator="cpu", show_progress_bar=False)
     return model

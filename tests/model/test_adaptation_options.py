@@ -19,7 +19,7 @@ def test_full_fine_tuning_leaves_callers_backbone_alone(backbone, tmp_path):
     adata = synthetic_adata()
     hs.HINGE.setup_anndata(adata)
     before = backbone.checksum()
-    model = hs.HINGE(adata, backbone, n_steps=10, freeze_backbone=False)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10, freeze_backbone=False)
     assert model.trainable_parameters()["backbone"] == sum(p.numel() for p in backbone.parameters())
     _train(model)
     assert backbone.checksum() == before
@@ -33,8 +33,8 @@ def test_full_fine_tuning_leaves_callers_backbone_alone(backbone, tmp_path):
 def test_lora_starts_at_identity_and_trains_only_adapters(backbone, tmp_path):
     adata = synthetic_adata()
     hs.HINGE.setup_anndata(adata)
-    plain = hs.HINGE(adata, backbone, n_steps=10)
-    lora = hs.HINGE(adata, backbone, n_steps=10, lora_rank=4)
+    plain = hs.HINGE(adata, backbone, diffusion_steps=10)
+    lora = hs.HINGE(adata, backbone, diffusion_steps=10, lora_rank=4)
     lora.module.load_state_dict(plain.module.state_dict(), strict=False)
     plain.module.eval(), lora.module.eval()
     feats = torch.as_tensor(adata.obsm["X_histology"][:5])

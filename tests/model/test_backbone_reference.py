@@ -22,7 +22,7 @@ def model_from_file(tmp_path):
     backbone = hs.Backbone.load(tmp_path / "work" / "bb.pt")
     adata = synthetic_adata(n_spots=24)
     hs.HINGE.setup_anndata(adata)
-    return hs.HINGE(adata, backbone, n_steps=3), adata
+    return hs.HINGE(adata, backbone, diffusion_steps=3), adata
 
 
 def test_saved_by_reference_and_found_again(model_from_file, tmp_path):
@@ -60,7 +60,7 @@ def test_copy_on_request_and_for_backbones_without_a_file(model_from_file, tmp_p
     assert (tmp_path / "copy" / "backbone.pt").is_file()
     assert "backbone_reference" not in read_json(tmp_path / "copy" / "model.json")
     hs.HINGE.load(tmp_path / "copy")
-    in_memory = hs.HINGE(adata, backbone, n_steps=3)  # a random backbone has no file: copied by default
+    in_memory = hs.HINGE(adata, backbone, diffusion_steps=3)  # a random backbone has no file: copied by default
     in_memory.save(tmp_path / "mem")
     assert (tmp_path / "mem" / "backbone.pt").is_file()
     with pytest.raises(ValueError, match="single device|devices"):

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     adata.obsm["X_histology"] = feats
     hs.HINGE.setup_anndata(adata)
     backbone = hs.Backbone.random(adata.var_names, d_model=16, n_layers=2, n_heads=2)
-    model = hs.HINGE(adata, backbone, n_steps=8)
+    model = hs.HINGE(adata, backbone, diffusion_steps=8)
     frozen = {k: v.clone() for k, v in backbone.state_dict().items()}
     model.train(max_epochs=2, batch_size=8, warmup_epochs=1, accelerator="cpu", devices=2, strategy="ddp",
                 show_progress_bar=False)

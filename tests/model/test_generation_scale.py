@@ -14,7 +14,8 @@ import pytest
 import zarr
 
 import hinge_sc as hs
-import hinge_sc.tl._stream as stream
+import hinge_sc.model._generation as driver
+import hinge_sc.model._store as store_module
 
 from .conftest import synthetic_adata
 
@@ -24,17 +25,17 @@ def model():
     bb = hs.Backbone.random([f"GENE{i}" for i in range(24)], d_model=16, n_layers=2, n_heads=2)
     adata = synthetic_adata(n_spots=30)
     hs.HINGE.setup_anndata(adata, features_key="X_histology")
-    return hs.HINGE(adata, bb, n_steps=6, seed=0)
+    return hs.HINGE(adata, bb, diffusion_steps=6, seed=0)
 
 
 def test_store_equals_memory_and_resumes_after_an_interruption(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(stream, "BLOCK_SPOTS", 8)  # 4 blocks of 8 spots (batches of 4)
+    monkeypatch.setattr(store_module, "BLOCK_SPOTS", 8)  # 4 blocks of 8 spots (batches of 4)
     adata = synthetic_adata(n_spots=30)
     kwargs = {"n_samples": 2, "n_steps": 3, "seed": 5, "batch_size": 4, "show_progress_bar": False}
     ref = model.generate(adata, return_samples=True, **kwargs)
     path = tmp_path / "run.zarr"
 
-    real = stream.iter_batches
+    real = driver.iter_batches
 
     def interrupted(*args, **kw):  # stop after 5 batches: 2 blocks written, the third half done
         for i, item in enumerate(real(*args, **kw)):
@@ -42,11 +43,11 @@ def test_store_equals_memory_and_resumes_after_an_interruption(model, tmp_path, 
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(stream, "iter_batches", interrupted)
+    monkeypatch.setattr(driver, "iter_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         hs.tl.generate(model, adata, store=path, save_samples=True, **kwargs)
     assert zarr.open_group(str(path), mode="r")["done"][:].tolist() == [True, True, False, False]
-    monkeypatch.setattr(stream, "iter_batches", real)
+    monkeypatch.setattr(driver, "iter_batches", real)
 
     with pytest.raises(FileExistsError, match="resume=True"):
         hs.tl.generate(model, adata, store=path, **kwargs)
@@ -54,7 +55,7 @@ def test_store_equals_memory_and_resumes_after_an_interruption(model, tmp_path, 
         hs.tl.generate(model, adata, store=path, resume=True, save_samples=True, **{**kwargs, "n_samples": 3})
 
     calls = []
-    monkeypatch.setattr(stream, "iter_batches", lambda *a, **kw: calls.extend(a[3]) or real(*a, **kw))
+    monkeypatch.setattr(driver, "iter_batches", lambda *a, **kw: calls.extend(a[3]) or real(*a, **kw))
     hs.tl.generate(model, adata, store=path, resume=True, save_samples=True, **{**kwargs, "seed": None})
     assert calls[0] == (16, 20)  # only the missing blocks were generated
     pd.testing.assert_frame_equal(adata.obsm["hinge"], ref.mean, atol=1e-5)
@@ -66,7 +67,7 @@ def test_store_equals_memory_and_resumes_after_an_interruption(model, tmp_path, 
 def test_default_batch_size_depends_on_the_device():
     import torch
 
-    from hinge_sc.model._inference import resolve_batch_size
+    from hinge_sc.module import resolve_batch_size
 
     assert resolve_batch_size(None, 8, torch.device("cpu")) == 4
     assert resolve_batch_size(None, 1, torch.device("cpu")) == 32
@@ -85,7 +86,7 @@ SCRIPT = textwrap.dedent(
     adata = synthetic_adata(n_spots=21)
     hs.HINGE.setup_anndata(adata, features_key="X_histology")
     bb = hs.Backbone.random([f"GENE{i}" for i in range(24)], d_model=16, n_layers=2, n_heads=2)
-    model = hs.HINGE(adata, bb, n_steps=6, seed=0)
+    model = hs.HINGE(adata, bb, diffusion_steps=6, seed=0)
     kwargs = dict(n_samples=2, n_steps=3, seed=11, batch_size=4, return_samples=True, show_progress_bar=False)
     shared = model.generate(adata, accelerator="cpu", devices=2, strategy="ddp", **kwargs)
     alone = model.generate(adata, **kwargs)

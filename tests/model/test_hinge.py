@@ -73,7 +73,7 @@ def test_missing_layer(adata):
 def test_training_lowers_validation_loss_and_keeps_backbone_frozen(backbone):
     adata = synthetic_adata()
     _setup(adata, views_key="X_histology_views")
-    model = hs.HINGE(adata, backbone, n_steps=10)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10)
     before = {k: v.clone() for k, v in model.module.backbone.state_dict().items()}
     model.train(
         max_epochs=6,
@@ -95,15 +95,15 @@ def test_training_lowers_validation_loss_and_keeps_backbone_frozen(backbone):
 
 def test_warm_start_caps_steps_during_warmup(trained):
     t_max = trained.history["t_max"]["t_max"].to_numpy()
-    assert t_max[0] == trained.train_params_["t_cap"] < trained.module.n_steps
-    assert np.all(t_max[1:] == trained.module.n_steps)
+    assert t_max[0] == trained.train_params_["t_cap"] < trained.module.diffusion_steps
+    assert np.all(t_max[1:] == trained.module.diffusion_steps)
 
 
 def test_all_zero_spots_left_out(adata, backbone):
     adata.X = adata.X.toarray()
     adata.X[:5] = 0
     _setup(adata)
-    model = hs.HINGE(adata, backbone, n_steps=10)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10)
     with pytest.warns(UserWarning, match="5 of 96 spots have no counts"):
         model.train(max_epochs=1, accelerator="cpu", show_progress_bar=False)
     assert model.train_params_["n_train_spots"] + model.train_params_["n_validation_spots"] == 91
@@ -194,13 +194,13 @@ def test_features_standardised_with_training_statistics(backbone, tmp_path):
     adata.obsm["X_histology"] = adata.obsm["X_histology"] * 40.0 + 500.0  # raw encoder scale, far from N(0, 1)
     adata.obsm["X_histology_views"] = adata.obsm["X_histology_views"] * 40.0 + 500.0
     _setup(adata, views_key="X_histology_views")
-    model = hs.HINGE(adata, backbone, n_steps=10)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10)
     both = np.concatenate([adata.obsm["X_histology"], adata.obsm["X_histology_views"].reshape(-1, 10)])
     np.testing.assert_allclose(model.module.feature_mean.numpy(), both.mean(0), rtol=1e-5)
     np.testing.assert_allclose(model.module.feature_scale.numpy(), both.std(0), rtol=1e-4)
     z = model.module.standardize(torch.as_tensor(adata.obsm["X_histology"]))
     assert z.mean().abs() < 0.05 and abs(z.std().item() - 1.0) < 0.05
-    raw = hs.HINGE(adata, backbone, n_steps=10, standardize_features=False)
+    raw = hs.HINGE(adata, backbone, diffusion_steps=10, standardize_features=False)
     assert torch.equal(raw.module.feature_mean, torch.zeros(10))
     assert torch.equal(raw.module.feature_scale, torch.ones(10))
 
@@ -217,7 +217,7 @@ def test_constant_feature_gets_unit_scale(backbone):
     adata.obsm["X_histology"][:, 3] = 7.0
     adata.obsm["X_histology_views"][:, :, 3] = 7.0  # views are registered by default: constant there too
     _setup(adata)
-    module = hs.HINGE(adata, backbone, n_steps=10).module
+    module = hs.HINGE(adata, backbone, diffusion_steps=10).module
     assert module.feature_scale[3] == 1.0 and module.feature_mean[3] == pytest.approx(7.0)
     assert torch.isfinite(module.standardize(torch.as_tensor(adata.obsm["X_histology"]))).all()
 
@@ -226,7 +226,7 @@ def test_bf16_training_and_generation_on_cpu(backbone):
     """The bf16 path GPU users take (Lightning "bf16-mixed", autocast sampling) runs and stays close to float32."""
     adata = synthetic_adata()
     _setup(adata, views_key="X_histology_views")
-    model = hs.HINGE(adata, backbone, n_steps=10)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10)
     model.train(max_epochs=2, batch_size=32, warmup_epochs=0, accelerator="cpu", precision="bf16-mixed",
                 show_progress_bar=False)  # fmt: skip
     assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
@@ -256,11 +256,11 @@ def test_gaussian_likelihood_model_samples_revealed_genes(backbone, tmp_path):
     """Issue 13: with likelihood="gaussian" generation draws revealed genes; the spread is no longer ~0."""
     adata = synthetic_adata()
     _setup(adata, views_key="X_histology_views")
-    model = hs.HINGE(adata, backbone, n_steps=10, likelihood="gaussian")
+    model = hs.HINGE(adata, backbone, diffusion_steps=10, likelihood="gaussian")
     model.train(max_epochs=2, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
     assert {"mse_train", "nll_train"} <= set(model.history)
     tau2 = model.train_params_["variance_scale"]  # fitted on the validation spots
-    assert tau2 > 0 and model.module.log_variance_offset.item() == pytest.approx(np.log(tau2), rel=1e-5)
+    assert tau2 > 0 and model.module.likelihood.log_variance_offset.item() == pytest.approx(np.log(tau2), rel=1e-5)
     drawn = model.generate(n_samples=4, n_steps=5, seed=0, show_progress_bar=False)
     by_draws = model.generate(n_samples=4, n_steps=5, seed=0, mean_estimate="samples", show_progress_bar=False)
     pd.testing.assert_frame_equal(by_draws.std, drawn.std)  # same draws, two estimates of the mean
@@ -276,19 +276,19 @@ def test_gaussian_likelihood_model_samples_revealed_genes(backbone, tmp_path):
     loaded = hs.HINGE.load(tmp_path / "m")
     again = loaded.generate(adata, n_samples=4, n_steps=5, seed=0, show_progress_bar=False)
     pd.testing.assert_frame_equal(again.mean, drawn.mean)
-    assert loaded.module.log_variance_offset.item() == model.module.log_variance_offset.item()
+    assert loaded.module.likelihood.log_variance_offset.item() == model.module.likelihood.log_variance_offset.item()
 
 
 def test_defaults_and_paper_preset(backbone):
     """Issue 13: the default is the Gaussian likelihood; ``PAPER_PRESET`` rebuilds the paper's configuration."""
     adata = synthetic_adata()
     _setup(adata)
-    assert hs.HINGE(adata, backbone, n_steps=10).module.likelihood == "gaussian"
+    assert hs.HINGE(adata, backbone, diffusion_steps=10).module.likelihood.name == "gaussian"
     preset = hs.HINGE.PAPER_PRESET
     assert set(preset) == {"model", "train", "generate"}
     paper = hs.HINGE(adata, backbone, **preset["model"])
-    assert paper.module.likelihood == "mse" and paper.module.n_steps == 50
-    assert paper.module.denoiser.variance_head is None and paper.module.denoiser.readout is None
+    assert paper.module.likelihood.name == "mse" and paper.module.diffusion_steps == 50
+    assert "log_variance" not in paper.module.denoiser.heads and paper.module.denoiser.readout is None
     train = preset["train"] | {"max_epochs": 1, "warmup_epochs": 0, "lr_milestones": (1,)}
     paper.train(batch_size=32, accelerator="cpu", show_progress_bar=False, **train)
     assert paper.train_params_.get("variance_scale") is None  # nothing to calibrate without a variance head
@@ -301,7 +301,7 @@ def test_readout_is_saved_and_loaded(backbone, tmp_path):
     """Issue 13: the optional per-gene readout of the condition trains, is recorded and survives save/load."""
     adata = synthetic_adata()
     _setup(adata)
-    model = hs.HINGE(adata, backbone, n_steps=10, readout=True)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10, readout=True)
     assert model.init_params_["non_kwargs"]["readout"] is True
     model.train(max_epochs=2, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
     assert model.module.denoiser.readout.weight.abs().sum() > 0  # trained away from zero
@@ -322,7 +322,7 @@ def test_linear_skip_is_the_ridge_of_the_training_spots(backbone, tmp_path):
 
     adata = synthetic_adata()
     _setup(adata)
-    model = hs.HINGE(adata, backbone, n_steps=10, linear_skip=True)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10, linear_skip=True)
     model.train(max_epochs=1, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
     alpha = model.train_params_["linear_skip_alpha"]
     assert alpha > 0
@@ -338,7 +338,7 @@ def test_linear_skip_is_the_ridge_of_the_training_spots(backbone, tmp_path):
     model.save(tmp_path / "m")
     loaded = hs.HINGE.load(tmp_path / "m")
     torch.testing.assert_close(loaded.module.skip_weight, module.skip_weight)
-    plain = hs.HINGE(adata, backbone, n_steps=10)
+    plain = hs.HINGE(adata, backbone, diffusion_steps=10)
     assert not plain.module.linear_skip and "skip_weight" not in dict(plain.module.named_buffers())
 
 
@@ -346,9 +346,9 @@ def test_default_sampling_steps(backbone):
     """Issue 13/14: generation defaults to 10 reverse steps (T if smaller), chosen on validation spots."""
     adata = synthetic_adata(n_spots=12)
     _setup(adata)
-    model = hs.HINGE(adata, backbone, n_steps=50)
+    model = hs.HINGE(adata, backbone, diffusion_steps=50)
     assert model.module.sampling_steps(None) == 10 and model.module.sampling_steps(50) == 50
-    assert hs.HINGE(adata, backbone, n_steps=6).module.sampling_steps(None) == 6
+    assert hs.HINGE(adata, backbone, diffusion_steps=6).module.sampling_steps(None) == 6
     default = model.generate(n_samples=2, seed=0, show_progress_bar=False)
     ten = model.generate(n_samples=2, n_steps=10, seed=0, show_progress_bar=False)
     pd.testing.assert_frame_equal(default.mean, ten.mean)

@@ -206,7 +206,7 @@ def test_folder_saved_before_an_argument_existed_loads_as_it_was_trained(backbon
 
     adata = synthetic_adata()
     hs.HINGE.setup_anndata(adata, features_key="X_histology")
-    model = hs.HINGE(adata, backbone, n_steps=10, likelihood="mse", readout=False)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10, likelihood="mse", readout=False)
     model.save(tmp_path / "m", save_anndata=False)
     folder = tmp_path / "m"
     saved = json.loads((folder / "model.json").read_text())
@@ -217,5 +217,5 @@ def test_folder_saved_before_an_argument_existed_loads_as_it_was_trained(backbon
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     write_manifest(folder, list(manifest["files"]), meta={k: v for k, v in manifest.items() if k != "files"})
     loaded = hs.HINGE.load(folder, adata=adata)
-    assert loaded.module.likelihood == "mse" and loaded.module.denoiser.readout is None
+    assert loaded.module.likelihood.name == "mse" and loaded.module.denoiser.readout is None
     assert not loaded.module.linear_skip

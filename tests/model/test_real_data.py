@@ -32,7 +32,7 @@ def test_train_and_generate_on_real_spots(sections, cellfm_vocabulary):
     backbone = hs.Backbone.random(cellfm_vocabulary, d_model=32, n_layers=2, n_heads=4)
     panel = hs.pp.select_genes(train, n_genes=40, section_key=None, vocabulary=backbone.genes)
     hs.HINGE.setup_anndata(train, features_key="X_histology", views_key="X_histology_views", section_key="section")
-    model = hs.HINGE(train, backbone, genes=panel, n_steps=20)
+    model = hs.HINGE(train, backbone, genes=panel, diffusion_steps=20)
     frozen = {k: v.clone() for k, v in backbone.state_dict().items()}
     model.train(
         max_epochs=4, lr=1e-3, warmup_epochs=1, validation_size=0.2, accelerator="cpu", show_progress_bar=False

@@ -11,7 +11,7 @@ import pytest
 
 import hinge_sc as hs
 from hinge_sc.model import DEFAULT_RECIPE, PAPER_RECIPE, TrainingRecipe
-from hinge_sc.model._recipe import resolve_recipe
+from hinge_sc.train._recipe import resolve_recipe
 from hinge_sc.train import split_sections
 
 from .conftest import synthetic_adata
@@ -45,7 +45,7 @@ def test_split_sections_keeps_one_section_for_training():
 def test_train_validates_on_held_out_sections_and_fits_the_variance_scale_there(backbone):
     adata = four_sections()
     hs.HINGE.setup_anndata(adata, features_key="X_histology", section_key="section")
-    model = hs.HINGE(adata, backbone, n_steps=10)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10)
     model.train(**FAST)
     params = model.train_params_
     assert params["validation"] == "section"
@@ -63,7 +63,7 @@ def test_train_validates_on_held_out_sections_and_fits_the_variance_scale_there(
 def test_auto_falls_back_to_spots_with_two_sections_and_says_so(backbone, caplog):
     adata = synthetic_adata()  # two sections
     hs.HINGE.setup_anndata(adata, features_key="X_histology", section_key="section")
-    model = hs.HINGE(adata, backbone, n_steps=10)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10)
     with caplog.at_level(logging.INFO, logger="hinge_sc"):
         model.train(**FAST)
     assert model.train_params_["validation"] == "spots"
@@ -73,7 +73,7 @@ def test_auto_falls_back_to_spots_with_two_sections_and_says_so(backbone, caplog
 def test_section_validation_needs_sections(backbone):
     adata = synthetic_adata()
     hs.HINGE.setup_anndata(adata, features_key="X_histology")
-    model = hs.HINGE(adata, backbone, n_steps=10)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10)
     with pytest.raises(ValueError, match=r"`validation='section'` needs ≥ 2 sections"):
         model.train(validation="section", **FAST)
 
@@ -86,7 +86,7 @@ def test_missing_section_labels_are_an_error(backbone):
         hs.HINGE.setup_anndata(adata, features_key="X_histology", section_key="section")
     adata = four_sections()
     hs.HINGE.setup_anndata(adata, features_key="X_histology", section_key="section")
-    model = hs.HINGE(adata, backbone, n_steps=10)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10)
     adata.obs["section"] = adata.obs["section"].astype(object)
     adata.obs.iloc[3, adata.obs.columns.get_loc("section")] = np.nan  # edited after setup
     with pytest.raises(ValueError, match=r"has 1 missing labels"):

@@ -15,7 +15,7 @@ from .conftest import synthetic_adata
 def _model(backbone, seed=0):
     adata = synthetic_adata()
     hs.HINGE.setup_anndata(adata, features_key="X_histology", views_key="X_histology_views")
-    return hs.HINGE(adata, backbone, n_steps=10, seed=seed)
+    return hs.HINGE(adata, backbone, diffusion_steps=10, seed=seed)
 
 
 def _train(model, seed=0):

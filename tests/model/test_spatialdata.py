@@ -19,7 +19,7 @@ def trained(her2st_crop, genes):
     sdata = hs.io.to_spatialdata(her2st_crop[:, genes].copy())
     hs.HINGE.setup_spatialdata(sdata, histology_kwargs={"views": 8, "show_progress_bar": False})
     backbone = hs.Backbone.random(genes, d_model=16, n_layers=2, n_heads=2)
-    model = hs.HINGE(sdata, backbone, n_steps=5)
+    model = hs.HINGE(sdata, backbone, diffusion_steps=5)
     model.train(max_epochs=2, batch_size=16, warmup_epochs=1, accelerator="cpu", show_progress_bar=False)
     return sdata, model
 

@@ -13,7 +13,7 @@ GENES = [f"G{i}" for i in range(30)]
 
 def _module(mask_mechanism, likelihood, mask_fill, n_layers=3, readout=False):
     bb = hs.Backbone.random(GENES, d_model=32, n_layers=n_layers, n_heads=4, seed=0)
-    module = HINGEModule(bb, bb.token_ids(GENES)[0], n_features=5, n_steps=12, mask_mechanism=mask_mechanism,
+    module = HINGEModule(bb, bb.token_ids(GENES)[0], n_features=5, diffusion_steps=12, mask_mechanism=mask_mechanism,
                          likelihood=likelihood, mask_fill=mask_fill, readout=readout, linear_skip=readout)  # fmt: skip
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # move the adaptation away from its identity initialisation
@@ -50,7 +50,7 @@ def test_unsupported_modules_use_the_reference_path():
     assert IncrementalDenoiser.supports(module.denoiser)
     assert not IncrementalDenoiser.supports(module.train().denoiser)  # dropout would be skipped
     bb = hs.Backbone.random(GENES, d_model=16, n_layers=2, n_heads=2, seed=0)
-    lora = HINGEModule(bb, bb.token_ids(GENES)[0], n_features=5, n_steps=6, lora_rank=2).eval()
+    lora = HINGEModule(bb, bb.token_ids(GENES)[0], n_features=5, diffusion_steps=6, lora_rank=2, likelihood="mse", readout=False).eval()
     assert not IncrementalDenoiser.supports(lora.denoiser)  # its forward hooks would be bypassed
     out = lora.sample(torch.randn(2, 5), 2, 3, torch.Generator().manual_seed(0))
     assert out.shape == (2, 2, len(GENES)) and torch.isfinite(out).all()

@@ -13,7 +13,7 @@ GENES = [f"G{i}" for i in range(60)]
 def _module(n_genes=50, n_steps=10, **kwargs):
     bb = hs.Backbone.random(GENES, d_model=16, n_layers=2, n_heads=2, seed=0)
     ids, _ = bb.token_ids(GENES[:n_genes])
-    return HINGEModule(bb, ids, n_features=4, n_steps=n_steps, **kwargs)
+    return HINGEModule(bb, ids, n_features=4, diffusion_steps=n_steps, **{"likelihood": "mse", "readout": False, **kwargs})
 
 
 def _batch(n=8, g=50):

@@ -6,7 +6,7 @@ import torch
 
 import hinge_sc as hs
 from hinge_sc._random import Noise
-from hinge_sc.module import HINGEModule, hidden_schedule, reverse_step_grid, sample_masked
+from hinge_sc.module import GaussianLikelihood, HINGEModule, hidden_schedule, reverse_step_grid, sample_masked
 
 GENES = [f"G{i}" for i in range(40)]
 
@@ -15,7 +15,7 @@ GENES = [f"G{i}" for i in range(40)]
 def module():
     bb = hs.Backbone.random(GENES, d_model=32, n_layers=2, n_heads=4, seed=0)
     ids, _ = bb.token_ids(GENES[:25])
-    return HINGEModule(bb, ids, n_features=6, n_steps=10).eval()
+    return HINGEModule(bb, ids, n_features=6, diffusion_steps=10, likelihood="mse", readout=False).eval()
 
 
 def test_grid():
@@ -78,15 +78,18 @@ def test_sample_reveal_reproduces_a_known_conditional_distribution():
     sigma = torch.tensor([0.1, 0.3, 0.5, 0.2, 0.4, 0.6])
 
     def denoise(x_t, visible, t, visible_prev):
-        return mu.expand_as(x_t).clone(), (2 * sigma.log()).expand_as(x_t).clone()
+        return {"mean": mu.expand_as(x_t).clone(), "log_variance": (2 * sigma.log()).expand_as(x_t).clone()}
 
     noise = Noise.shared(torch.Generator().manual_seed(0), n_rows)
     counts = torch.as_tensor(hidden_schedule(n_genes, n_steps))
     grid = reverse_step_grid(n_steps)
-    x = sample_masked(denoise, lambda x, v, e: x * v, counts, n_genes, grid=grid, noise=noise, reveal="sample")
+    gaussian = GaussianLikelihood(n_genes)
+    x = sample_masked(denoise, lambda x, v, e: x * v, counts, n_genes, grid=grid, noise=noise, reveal="sample",
+                      likelihood=gaussian)  # fmt: skip
     torch.testing.assert_close(x.mean(0), mu, atol=0.03, rtol=0)
     torch.testing.assert_close(x.std(0), sigma, atol=0.02, rtol=0.05)
-    mean_only = sample_masked(denoise, lambda x, v, e: x * v, counts, n_genes, grid=grid, noise=noise, reveal="mean")
+    mean_only = sample_masked(denoise, lambda x, v, e: x * v, counts, n_genes, grid=grid, noise=noise, reveal="mean",
+                              likelihood=gaussian)  # fmt: skip
     assert torch.equal(mean_only, mu.expand_as(mean_only))
 
 
@@ -98,12 +101,12 @@ def test_sample_reveal_conditions_later_genes_on_drawn_values():
         mean = torch.zeros_like(x_t)
         mean[:, 0] = 5.0
         mean[:, 1] = torch.where(visible[:, 0] > 0, x_t[:, 0], torch.full_like(x_t[:, 0], 5.0))
-        return mean, torch.zeros_like(x_t)  # sigma = 1
+        return {"mean": mean, "log_variance": torch.zeros_like(x_t)}  # sigma = 1
 
     noise = Noise.shared(torch.Generator().manual_seed(1), n_rows)
     counts = torch.as_tensor([0, 1, 2])  # one gene revealed per step
     x = sample_masked(denoise, lambda x, v, e: x * v, counts, n_genes, grid=np.array([2, 1, 0]), noise=noise,
-                      reveal="sample")  # fmt: skip
+                      reveal="sample", likelihood=GaussianLikelihood(n_genes))  # fmt: skip
     r = np.corrcoef(x[:, 0].numpy(), x[:, 1].numpy())[0, 1]
     # gene 0 is revealed first in half of the orders (then x1 = x0 + e: cov 1, var 2), else both are independent:
     # r = 0.5 / sqrt(1 · 1.5) ≈ 0.41 — a dependence a mean-writing sampler could not produce (it gives constants)
@@ -112,27 +115,27 @@ def test_sample_reveal_conditions_later_genes_on_drawn_values():
 
 def test_revealed_genes_never_change_with_sampling(module):
     feats = torch.randn(3, 6)
-    gaussian = HINGEModule(module.backbone, module.token_ids, 6, n_steps=10, likelihood="gaussian").eval()
+    gaussian = HINGEModule(module.backbone, module.token_ids, 6, diffusion_steps=10, likelihood="gaussian", readout=False).eval()
     out = gaussian.sample(feats, 4, generator=torch.Generator().manual_seed(0))
     assert out.shape == (3, 4, 25) and torch.isfinite(out).all() and (out >= 0).all()
-    with pytest.raises(ValueError, match="variance"):
+    with pytest.raises(ValueError, match="likelihood that draws"):
         module.sample(feats, 2, generator=torch.Generator().manual_seed(0), reveal="sample")
 
 
 def test_gaussian_likelihood_loss_trains_the_variance_only_through_nll(module):
-    gaussian = HINGEModule(module.backbone, module.token_ids, 6, n_steps=10, likelihood="gaussian").train()
+    gaussian = HINGEModule(module.backbone, module.token_ids, 6, diffusion_steps=10, likelihood="gaussian", readout=False).train()
     tensors = {"counts": torch.poisson(torch.full((8, 25), 3.0)), "library": torch.full((8,), 100.0),
                "features": torch.randn(8, 6)}  # fmt: skip
     _, gen_out, loss = gaussian(tensors, inference_kwargs={"generator": torch.Generator().manual_seed(0)})
     assert set(loss.extra_metrics) >= {"mse", "nll"}
     torch.testing.assert_close(loss.loss, loss.extra_metrics["mse"] + loss.extra_metrics["nll"])
     loss.loss.backward()
-    assert gaussian.denoiser.variance_head.out.weight.grad.abs().sum() > 0
+    assert gaussian.denoiser.heads["log_variance"].out.weight.grad.abs().sum() > 0
 
 
 def test_rectified_mean_matches_monte_carlo():
     """E[max(0, X)], X ~ N(mu, sigma^2), in closed form: against 400k draws, including mu < 0 and mu >> sigma."""
-    from hinge_sc.module._sampler import rectified_mean
+    from hinge_sc.module import rectified_mean
 
     mu = torch.tensor([-1.0, 0.0, 0.5, 3.0], dtype=torch.float64)
     sigma = torch.tensor([1.0, 0.5, 2.0, 0.1], dtype=torch.float64)
@@ -151,16 +154,18 @@ def test_expected_values_estimate_the_conditional_mean_with_less_noise():
         mean = torch.zeros_like(x_t)
         mean[:, 0] = 5.0
         mean[:, 1] = torch.where(visible[:, 0] > 0, x_t[:, 0], torch.full_like(x_t[:, 0], 5.0))
-        return mean, torch.zeros_like(x_t)  # sigma = 1, far from the floor at 0
+        return {"mean": mean, "log_variance": torch.zeros_like(x_t)}  # sigma = 1, far from the floor at 0
 
     noise = Noise.shared(torch.Generator().manual_seed(2), n_rows)
     x, expected = sample_masked(denoise, lambda x, v, e: x * v, torch.as_tensor([0, 1, 2]), n_genes,
-                                grid=np.array([2, 1, 0]), noise=noise, reveal="sample", return_expected=True)  # fmt: skip
+                                grid=np.array([2, 1, 0]), noise=noise, reveal="sample", return_expected=True,
+                                likelihood=GaussianLikelihood(n_genes))  # fmt: skip
     torch.testing.assert_close(expected.mean(0), torch.full((2,), 5.0), atol=0.05, rtol=0)
     torch.testing.assert_close(x.mean(0), torch.full((2,), 5.0), atol=0.08, rtol=0)
     assert (expected.var(0) < 0.8 * x.var(0)).all()  # gene 0: 0 vs 1; gene 1: 0.5 vs 1.5
     x_mean, e_mean = sample_masked(denoise, lambda x, v, e: x * v, torch.as_tensor([0, 1, 2]), n_genes,
-                                   grid=np.array([2, 1, 0]), noise=noise, reveal="mean", return_expected=True)  # fmt: skip
+                                   grid=np.array([2, 1, 0]), noise=noise, reveal="mean", return_expected=True,
+                                   likelihood=GaussianLikelihood(n_genes))  # fmt: skip
     assert torch.equal(x_mean, e_mean)
 
 
@@ -169,18 +174,19 @@ def test_calibrate_variance_is_the_mean_squared_z_score(module):
     with sigma^2 tau^2."""
     from hinge_sc._constants import MODULE_KEYS
 
-    gaussian = HINGEModule(module.backbone, module.token_ids, 6, n_steps=10, likelihood="gaussian").eval()
+    gaussian = HINGEModule(module.backbone, module.token_ids, 6, diffusion_steps=10, likelihood="gaussian", readout=False).eval()
     gen = torch.Generator().manual_seed(0)
     batch = {"counts": torch.poisson(torch.full((16, 25), 4.0), generator=gen), "library": torch.full((16,), 200.0),
              "features": torch.randn(16, 6, generator=gen)}  # fmt: skip
-    tau2 = gaussian.calibrate_variance([batch], n_repeats=2, generator=torch.Generator().manual_seed(5))
-    gaussian.log_variance_offset.zero_()
+    tau2 = gaussian.calibrate_likelihood([batch], n_repeats=2, generator=torch.Generator().manual_seed(5))
+    gaussian.likelihood.log_variance_offset.zero_()
     replay = torch.Generator().manual_seed(5)
     num = den = 0.0
     for _ in range(2):
         inf = gaussian.inference(batch["counts"], batch["library"], batch["features"], generator=replay)
-        mean, log_var = gaussian.denoiser(inf[MODULE_KEYS.X_T], inf[MODULE_KEYS.VISIBLE], inf[MODULE_KEYS.CONDITION],
-                                          gaussian.token_ids, return_log_variance=True)  # fmt: skip
+        out = gaussian.denoiser(inf[MODULE_KEYS.X_T], inf[MODULE_KEYS.VISIBLE], inf[MODULE_KEYS.CONDITION],
+                                gaussian.token_ids)  # fmt: skip
+        mean, log_var = out["mean"], out["log_variance"]
         d = inf[MODULE_KEYS.VISIBLE_PREV] - inf[MODULE_KEYS.VISIBLE]
         num += float((d * (inf[MODULE_KEYS.TARGET] - mean) ** 2 / log_var.exp()).sum())
         den += float(d.sum())
@@ -189,8 +195,7 @@ def test_calibrate_variance_is_the_mean_squared_z_score(module):
     # a larger tau widens the draws
     feats = torch.randn(2, 6, generator=gen)
     narrow = gaussian.sample(feats, 64, generator=torch.Generator().manual_seed(1))
-    gaussian.log_variance_offset.fill_(float(np.log(tau2)))
+    gaussian.likelihood.log_variance_offset.fill_(float(np.log(tau2)))
     wide = gaussian.sample(feats, 64, generator=torch.Generator().manual_seed(1))
     assert wide.std(1).mean() > narrow.std(1).mean()
-    with pytest.raises(ValueError, match="likelihood='gaussian'"):
-        module.calibrate_variance([batch])
+    assert module.calibrate_likelihood([batch]) is None  # the point likelihood has nothing to calibrate

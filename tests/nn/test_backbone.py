@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -185,3 +186,194 @@ def test_bad_vocabulary(genes, match):
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match="divisible"):
         hs.Backbone.random(GENES, d_model=30, n_layers=1, n_heads=4)
+
+
+# ----------------------------------------------------------------- architectures and their registry (issue 22)
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    d_model: int = 8
+    n_layers: int = 1
+    n_heads: int = 1
+    mask_mechanism: str = "mask_emb"
+    name: str = "toy"
+
+
+class ToyLayer(torch.nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.lin = torch.nn.Linear(d, d)
+
+    def forward(self, h, key_mask=None):
+        return h + torch.tanh(self.lin(h))
+
+
+class ToyBackbone(Backbone):
+    """The smallest architecture: linear value encoder, residual tanh layers, linear decoder."""
+
+    architecture = "toy"
+    config_class = ToyConfig
+
+    def __init__(self, genes, config=None):
+        super().__init__(genes, config)
+        d = self.config.d_model
+        self.gene_emb = torch.nn.Parameter(torch.zeros(len(self.vocabulary) + 1, d))
+        self.cls_token = torch.nn.Parameter(torch.zeros(d))
+        self.mask_emb = torch.nn.Parameter(torch.zeros(d))
+        self.value_enc = torch.nn.Linear(1, d)
+        self.encoder = torch.nn.ModuleList(ToyLayer(d) for _ in range(self.config.n_layers))
+        self.value_dec = torch.nn.Sequential(torch.nn.Linear(d, 1), torch.nn.Flatten(-2))
+
+    def reset_parameters(self):
+        for p in self.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+
+    def embed_values(self, values, visible, mask_mechanism):
+        v = self.value_enc(values.unsqueeze(-1))
+        if visible is None:
+            return v
+        return torch.lerp(v, self.mask_emb.to(v.dtype), (1.0 - visible).unsqueeze(-1).to(v.dtype))
+
+    def embed_genes(self, token_ids):
+        return self.gene_emb[token_ids]
+
+    def embed_cls(self, values, dtype):
+        return self.cls_token.expand(values.shape[0], 1, -1).to(dtype)
+
+
+@pytest.fixture
+def toy_registered():
+    from hinge_sc.nn import BACKBONES, register_backbone
+
+    assert register_backbone(ToyBackbone) is ToyBackbone
+    yield ToyBackbone
+    BACKBONES.pop("toy")
+
+
+def test_registry_holds_the_built_in_architectures():
+    from hinge_sc.nn import BACKBONES, CellFMBackbone, ScGPTBackbone
+
+    assert BACKBONES["cellfm"] is CellFMBackbone and BACKBONES["scgpt"] is ScGPTBackbone
+    assert list(BACKBONES)[:2] == ["cellfm", "scgpt"]
+    assert issubclass(CellFMBackbone, Backbone) and issubclass(ScGPTBackbone, Backbone)
+    assert not issubclass(ScGPTBackbone, CellFMBackbone) and not issubclass(CellFMBackbone, ScGPTBackbone)
+
+
+def test_both_architectures_are_backbones():
+    cellfm = hs.Backbone.random(GENES, d_model=16, n_layers=1, n_heads=2)
+    scgpt = hs.nn.ScGPTBackbone.random(GENES, d_model=16, n_layers=1, n_heads=2)
+    assert isinstance(cellfm, hs.Backbone) and isinstance(scgpt, hs.Backbone)
+    assert type(cellfm) is hs.nn.CellFMBackbone and type(scgpt) is hs.nn.ScGPTBackbone
+    assert cellfm.architecture == "cellfm" and scgpt.architecture == "scgpt"
+
+
+def test_base_class_builds_the_architecture_of_its_config():
+    from hinge_sc.nn import CellFMBackbone, ScGPTBackbone, ScGPTConfig
+
+    assert type(Backbone(GENES)) is CellFMBackbone
+    assert type(Backbone(GENES, BackboneConfig(d_model=16, n_layers=1, n_heads=2))) is CellFMBackbone
+    assert type(Backbone(GENES, config=ScGPTConfig(d_model=16, n_layers=1, n_heads=2))) is ScGPTBackbone
+    with pytest.raises(TypeError, match="registered backbone architecture"):
+        Backbone(GENES, {"d_model": 16})
+    with pytest.raises(TypeError, match="must be a BackboneConfig"):
+        CellFMBackbone(GENES, ScGPTConfig(d_model=16, n_layers=1, n_heads=2))
+
+
+def test_random_on_a_sibling_class_builds_that_class():
+    bb = hs.nn.ScGPTBackbone.random(GENES, d_model=16, n_layers=1, n_heads=2, seed=0)
+    assert type(bb) is hs.nn.ScGPTBackbone and bb.config.name == "random-scgpt"
+    assert hs.nn.CellFMBackbone.random(GENES, d_model=16, n_layers=1, n_heads=2).checksum() == hs.Backbone.random(
+        GENES, d_model=16, n_layers=1, n_heads=2
+    ).checksum()
+    with pytest.raises(ValueError, match="`shape` names a published CellFM model"):
+        hs.nn.ScGPTBackbone.random(GENES, shape="cellfm-80m")
+
+
+def test_load_reads_the_architecture_the_file_names_on_any_class(tmp_path):
+    scgpt = hs.nn.ScGPTBackbone.random(GENES, d_model=16, n_layers=1, n_heads=2).save(tmp_path / "s.pt")
+    cellfm = hs.Backbone.random(GENES, d_model=16, n_layers=1, n_heads=2).save(tmp_path / "c.pt")
+    assert type(hs.nn.CellFMBackbone.load(scgpt)) is hs.nn.ScGPTBackbone
+    assert type(hs.nn.ScGPTBackbone.load(cellfm)) is hs.nn.CellFMBackbone
+
+
+def test_file_without_architecture_loads_as_cellfm(tmp_path, backbone):
+    """Files of the first format do not name their architecture: they are CellFM-style."""
+    path = backbone.save(tmp_path / "bb.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["architecture"]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = hs.Backbone.load(tmp_path / "old.pt")
+    assert type(loaded) is hs.nn.CellFMBackbone and loaded.checksum() == backbone.checksum()
+
+
+def test_unknown_architecture_in_a_file_names_the_known_ones(tmp_path, backbone):
+    path = backbone.save(tmp_path / "bb.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["architecture"] = "geneformer"
+    torch.save(payload, tmp_path / "other.pt")
+    known = r"unknown backbone architecture 'geneformer' \(known: 'cellfm', 'scgpt'\)"
+    with pytest.raises(ValueError, match=known) as err:
+        hs.Backbone.load(tmp_path / "other.pt")
+    assert "register_backbone" in str(err.value) and "other.pt" in str(err.value)
+    assert not isinstance(err.value, hs.FileIntegrityError)  # the file is sound; its class is not registered
+    payload["architecture"] = 3  # not a name at all: a corrupt file
+    torch.save(payload, tmp_path / "corrupt.pt")
+    with pytest.raises(hs.FileIntegrityError, match="unknown backbone architecture 3"):
+        hs.Backbone.load(tmp_path / "corrupt.pt")
+
+
+def test_registered_toy_architecture_round_trips(tmp_path, toy_registered):
+    from hinge_sc.nn import BACKBONES
+
+    assert BACKBONES["toy"] is ToyBackbone
+    bb = ToyBackbone.random(GENES, d_model=8, n_layers=2, n_heads=1, seed=3).eval()
+    assert bb.config == ToyConfig(d_model=8, n_layers=2, n_heads=1, name="random-toy")
+    assert isinstance(bb, hs.Backbone) and type(Backbone(GENES, ToyConfig())) is ToyBackbone
+    ids, _ = bb.token_ids(GENES[:6])
+    x, vis = torch.randn(2, 6), torch.tensor([[1.0, 0, 1, 1, 0, 1]] * 2)
+    assert bb.embed(x, ids, vis).shape == (2, 7, 8)
+    loaded = hs.Backbone.load(bb.save(tmp_path / "toy.pt")).eval()
+    assert type(loaded) is ToyBackbone and loaded.config == bb.config and loaded.checksum() == bb.checksum()
+    torch.testing.assert_close(loaded(x, ids, vis), bb(x, ids, vis), rtol=0, atol=0)
+    BACKBONES.pop("toy")
+    with pytest.raises(ValueError, match=r"unknown backbone architecture 'toy' \(known: 'cellfm', 'scgpt'\)"):
+        hs.Backbone.load(tmp_path / "toy.pt")
+    BACKBONES["toy"] = ToyBackbone  # for the fixture's clean-up
+
+
+def test_register_backbone_refuses_what_it_cannot_read_back(toy_registered):
+    from hinge_sc.nn import BACKBONES, register_backbone
+
+    assert register_backbone(ToyBackbone) is ToyBackbone  # the same class again: nothing changes
+
+    class Other(ToyBackbone):
+        pass
+
+    with pytest.raises(ValueError, match="'toy' is already registered"):
+        register_backbone(Other)
+    assert register_backbone(Other, replace=True) is Other and BACKBONES["toy"] is Other
+    with pytest.raises(TypeError, match="subclass of hinge_sc.Backbone"):
+        register_backbone(torch.nn.Linear)
+    with pytest.raises(TypeError, match="subclass of hinge_sc.Backbone"):
+        register_backbone(Backbone)
+
+    class Nameless(Backbone):
+        config_class = ToyConfig
+
+    with pytest.raises(TypeError, match="`architecture`"):
+        register_backbone(Nameless)
+
+    class NoConfig(Backbone):
+        architecture = "noconfig"
+        config_class = dict
+
+    with pytest.raises(TypeError, match="`config_class` \\(a dataclass\\)"):
+        register_backbone(NoConfig)
+    assert "noconfig" not in BACKBONES
+
+
+def test_pretraining_is_not_a_backbone_method():
+    """The entry point to training sits above `nn` (`hs.pretrain_backbone`), so `nn` imports nothing above it."""
+    from hinge_sc.train import pretrain_backbone
+
+    assert not hasattr(hs.Backbone, "pretrain")
+    assert hs.pretrain_backbone is pretrain_backbone and "pretrain_backbone" in hs.__all__

@@ -338,7 +338,7 @@ def test_from_cellfm_backbone_saved_by_reference(tmp_path, reference):
     adata.var_names = GENES[:6]
     adata.obsm["X_histology"] = rng.normal(size=(16, 4)).astype(np.float32)
     hs.HINGE.setup_anndata(adata)
-    model = hs.HINGE(adata, backbone, n_steps=2)
+    model = hs.HINGE(adata, backbone, diffusion_steps=2)
     model.save(tmp_path / "model")
     assert not (tmp_path / "model" / "backbone.pt").exists()
     loaded = hs.HINGE.load(tmp_path / "model", device="cpu")

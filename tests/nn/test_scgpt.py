@@ -207,7 +207,7 @@ def test_identity_init_through_adapted_backbone(tmp_path):
         ids, _ = bb.token_ids(GENES)
         values, visible = _inputs()
         c = torch.randn(3, D)
-        torch.testing.assert_close(model(values, visible, c, ids), bb(values, ids, visible), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(values, visible, c, ids)["mean"], bb(values, ids, visible), rtol=1e-5, atol=1e-5)
     assert not any(p.requires_grad for p in bb.parameters())
     lora = AdaptedBackbone(bb, n_features=8, n_genes=len(GENES), lora_rank=2)  # LoRA wraps the linear children
     assert len(lora.lora) == LAYERS * 4
@@ -326,7 +326,7 @@ def test_hinge_trains_and_generates_on_her2st(tmp_path, her2st_c):
     train, test = adata[:48].copy(), adata[48:].copy()
     panel = hs.pp.select_genes(train, n_genes=20, section_key=None, vocabulary=bb)
     hs.HINGE.setup_anndata(train, features_key="X_histology")
-    model = hs.HINGE(train, bb, genes=panel, n_steps=10)
+    model = hs.HINGE(train, bb, genes=panel, diffusion_steps=10)
     frozen = {k: v.clone() for k, v in bb.state_dict().items()}
     model.train(max_epochs=1, batch_size=16, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
     assert all(torch.equal(frozen[k], v) for k, v in bb.state_dict().items())

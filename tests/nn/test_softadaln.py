@@ -42,7 +42,7 @@ def test_identity_with_gates_forced_to_one(head_rank, readout):
     _force_identity(model)
     x, vis, c = _inputs()
     ids, _ = model.backbone.token_ids(GENES[:20])
-    torch.testing.assert_close(model(x, vis, c, ids), model.backbone(x, ids, vis), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(x, vis, c, ids)["mean"], model.backbone(x, ids, vis), rtol=1e-5, atol=1e-5)
 
 
 def test_default_init_differs_only_through_gate():
@@ -50,23 +50,23 @@ def test_default_init_differs_only_through_gate():
     x, vis, c = _inputs()
     ids, _ = model.backbone.token_ids(GENES[:20])
     plain = model.backbone(x, ids, vis)
-    adapted = model(x, vis, c, ids)
+    adapted = model(x, vis, c, ids)["mean"]
     diff = (adapted - plain).abs().max().item()
     assert 0 < diff < 0.05 * plain.abs().max().item()
     # the condition has no effect at initialisation: modulation heads output zeros
     c2 = torch.randn_like(c)
-    torch.testing.assert_close(model(x, vis, c2, ids), adapted)
+    torch.testing.assert_close(model(x, vis, c2, ids)["mean"], adapted)
 
 
 def test_readout_adds_a_per_gene_linear_term_of_the_condition():
     model = _adapted(readout=True)
     x, vis, c = _inputs()
     ids, _ = model.backbone.token_ids(GENES[:20])
-    before = model(x, vis, c, ids)
+    before = model(x, vis, c, ids)["mean"]
     with torch.no_grad():
         model.readout.weight[3, 0] = 2.0
         model.readout.bias[5] = -1.0
-    after = model(x, vis, c, ids)
+    after = model(x, vis, c, ids)["mean"]
     expected = before.clone()
     expected[:, 3] += 2.0 * c[:, 0]
     expected[:, 5] -= 1.0
@@ -128,6 +128,6 @@ def test_mask_mechanism_override_is_used():
     assert default.mask_mechanism == "mask_emb" and other.mask_mechanism == "zero_emb"
     x, vis, c = _inputs()
     ids, _ = bb.token_ids(GENES[:20])
-    assert not torch.allclose(default(x, vis, c, ids), other(x, vis, c, ids))
+    assert not torch.allclose(default(x, vis, c, ids)["mean"], other(x, vis, c, ids)["mean"])
     with pytest.raises(ValueError, match="mask_mechanism"):
         AdaptedBackbone(bb, 12, 20, mask_mechanism="replace")

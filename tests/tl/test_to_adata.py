@@ -20,7 +20,7 @@ def model(her2st_crop, genes):
     hs.pp.histology_features(adata, views=1, show_progress_bar=False)
     hs.HINGE.setup_anndata(adata)
     backbone = hs.Backbone.random(genes, d_model=16, n_layers=1, n_heads=2)
-    model = hs.HINGE(adata, backbone, n_steps=4)
+    model = hs.HINGE(adata, backbone, diffusion_steps=4)
     model.train(max_epochs=1, batch_size=16, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
     return model
 

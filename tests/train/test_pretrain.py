@@ -39,7 +39,7 @@ def count_only_section():
 
 def test_pretrain_on_real_counts(count_only_section, tmp_path):
     adata = count_only_section
-    bb = hs.Backbone.pretrain(
+    bb = hs.pretrain_backbone(
         adata, d_model=32, n_layers=2, n_heads=4, n_tokens=64, max_epochs=4, batch_size=32, accelerator="cpu",
         show_progress_bar=False, checkpoint_dir=str(tmp_path / "ckpt"),
     )
@@ -64,7 +64,7 @@ def test_pretrain_on_real_counts(count_only_section, tmp_path):
 def test_pretrain_vocabulary_and_errors(count_only_section):
     genes = list(count_only_section.var_names[:50])
     with pytest.warns(UserWarning, match="10 of 50 genes are not in the backbone vocabulary"):
-        bb = hs.Backbone.pretrain(
+        bb = hs.pretrain_backbone(
             count_only_section, genes=genes, vocabulary=genes[10:] + ["EXTRA"], d_model=16, n_layers=2, n_heads=2,
             n_tokens=16, max_epochs=1, accelerator="cpu", show_progress_bar=False,
         )
@@ -84,9 +84,9 @@ def test_pretrain_vocabulary_and_errors(count_only_section):
         panel = hs.pp.select_genes(adata, n_genes=11, method="highly_expressed", section_key=None, vocabulary=bb)
     assert "EXTRA" not in panel and len(panel) == 10
     with pytest.raises(KeyError, match="not in `adata.var_names`"):
-        hs.Backbone.pretrain(count_only_section, genes=["NOPE"], max_epochs=1)
+        hs.pretrain_backbone(count_only_section, genes=["NOPE"], max_epochs=1)
     with pytest.raises(ValueError, match="mask_ratio"):
-        hs.Backbone.pretrain(count_only_section, d_model=16, n_layers=1, n_heads=2, mask_ratio=1.5, max_epochs=1)
+        hs.pretrain_backbone(count_only_section, d_model=16, n_layers=1, n_heads=2, mask_ratio=1.5, max_epochs=1)
 
 
 def test_hinge_warns_on_scale_mismatch(count_only_section):
@@ -101,7 +101,7 @@ def test_hinge_warns_on_scale_mismatch(count_only_section):
 
 def test_pretrain_prints_one_line_per_epoch_in_a_log_file(count_only_section, capsys):
     # stderr is captured (not a TTY), as when it goes to a log file: one line per epoch instead of a progress bar
-    hs.Backbone.pretrain(
+    hs.pretrain_backbone(
         count_only_section[:80], d_model=16, n_layers=1, n_heads=2, n_tokens=16, max_epochs=2, batch_size=32,
         accelerator="cpu",
     )  # fmt: skip
@@ -126,7 +126,7 @@ def test_progress_choice():
 
 def test_pretrain_scgpt_shaped_prior(count_only_section, tmp_path):
     adata = count_only_section
-    bb = hs.Backbone.pretrain(
+    bb = hs.pretrain_backbone(
         adata, architecture="scgpt", d_model=16, n_layers=1, n_heads=2, n_tokens=32, max_epochs=3, batch_size=32,
         lr=3e-3, accelerator="cpu", show_progress_bar=False,
     )  # fmt: skip
@@ -137,4 +137,4 @@ def test_pretrain_scgpt_shaped_prior(count_only_section, tmp_path):
     loaded = hs.Backbone.load(bb.save(tmp_path / "bb.pt"))
     assert isinstance(loaded, hs.nn.ScGPTBackbone) and loaded.checksum() == bb.checksum()
     with pytest.raises(ValueError, match="`architecture` must be one of"):
-        hs.Backbone.pretrain(adata, architecture="nope", max_epochs=1)
+        hs.pretrain_backbone(adata, architecture="nope", max_epochs=1)

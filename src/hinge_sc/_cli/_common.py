@@ -269,7 +269,7 @@ RECIPE_OPTIONS = {
 
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     """``--recipe`` and one override option per recipe field; every default is the recipe's (one definition)."""
-    from hinge_sc.model._recipe import DEFAULT_RECIPE, RECIPES
+    from hinge_sc.train._recipe import DEFAULT_RECIPE, RECIPES
 
     group = parser.add_argument_group("training recipe (defaults: hinge_sc.model.DEFAULT_RECIPE)")
     group.add_argument(
@@ -286,7 +286,7 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(args: argparse.Namespace):
     """The :class:`~hinge_sc.model.TrainingRecipe` of ``--recipe`` with the options given on the command line."""
-    from hinge_sc.model._recipe import RECIPES
+    from hinge_sc.train._recipe import RECIPES
 
     changes = {field: getattr(args, dest) for dest, (field, _, _) in RECIPE_OPTIONS.items()
                if getattr(args, dest, None) is not None}  # fmt: skip

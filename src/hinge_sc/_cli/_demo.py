@@ -157,7 +157,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     views_key = "X_histology_views" if args.views > 1 else None
     hs.HINGE.setup_anndata(train, features_key="X_histology", views_key=views_key, section_key="section")
-    model = hs.HINGE(train, backbone, genes=panel, n_steps=args.diffusion_steps)
+    model = hs.HINGE(train, backbone, genes=panel, diffusion_steps=args.diffusion_steps)
     model.train(recipe=args.recipe_object, accelerator=args.accelerator, seed=args.seed)
     timings["train_s"] = time.perf_counter() - t0
 

@@ -81,6 +81,11 @@ def add_parser(sub, formatter, parents=()) -> None:
     )
     tr = p.add_argument_group("training")
     tr.add_argument("--diffusion-steps", type=int, default=50, help="Diffusion steps T of the model.")
+    tr.add_argument(
+        "--likelihood", default="gaussian", choices=["gaussian", "mse", "nb"],
+        help="What the model predicts per gene: gaussian (mean and variance; default), mse (the paper's point "
+        "value) or nb (negative binomial on raw counts).",
+    )  # fmt: skip
     tr.add_argument("--seed", type=int, default=0, help="Seed of the initialisation, split, masks and dropout.")
     tr.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto).")
     tr.add_argument("--no-progress-bar", action="store_true", help="No progress bar (per-epoch lines remain).")
@@ -179,7 +184,8 @@ def run(args: argparse.Namespace) -> None:
     hs.HINGE.setup_anndata(
         adata, layer=args.layer, features_key=args.features_key, views_key=views_key, section_key=section_key
     )
-    model = hs.HINGE(adata, backbone, genes=genes, n_steps=args.diffusion_steps, seed=args.seed)
+    model = hs.HINGE(adata, backbone, genes=genes, diffusion_steps=args.diffusion_steps, likelihood=args.likelihood,
+                     seed=args.seed)
     model.train(recipe=args.recipe_object, accelerator=args.accelerator, seed=args.seed,
                 show_progress_bar=not args.no_progress_bar)  # fmt: skip
     model.save(args.model, overwrite=args.overwrite)

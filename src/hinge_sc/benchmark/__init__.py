@@ -28,7 +28,7 @@ __all__ = [
 def __getattr__(name: str):
     # the model class imports scvi-tools: load it on first use
     if name == "HINGEGaussian":
-        from hinge_sc.model._gaussian import HINGEGaussian
+        from hinge_sc.model import HINGEGaussian
 
         return HINGEGaussian
     raise AttributeError(f"module 'hinge_sc.benchmark' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import pandas as pd
 from .._counts import panel_counts
 from .._scales import check_scale, to_model_scale
 from .._validators import check_counts, check_genes, check_genes_given, check_n_obs, check_obsm
-from ..model._prediction import Prediction
+from ..model import Prediction
 from ..tl._write import prepare_target, write_prediction
 
 if TYPE_CHECKING:
@@ -193,8 +193,8 @@ class Baseline:
             )
         return self._standardise(feats)
 
-    def get_expression(self, adata: AnnData, *, features_key: str | None = None) -> Prediction:
-        """Predict panel expression of the spots of ``adata`` from their image features.
+    def generate(self, adata: AnnData, *, features_key: str | None = None) -> Prediction:
+        """Predict panel expression of the spots of ``adata`` from their image features (as :meth:`HINGE.generate`).
 
         Parameters
         ----------
@@ -205,7 +205,8 @@ class Baseline:
 
         Returns
         -------
-        :class:`Prediction` labelled with ``adata.obs_names`` and the panel genes.
+        :class:`~hinge_sc.model.Prediction` labelled with ``adata.obs_names`` and the panel genes (``std`` and
+        ``samples`` ``None`` for a point estimator).
         """
         mean, std, samples = self._predict(self._features(adata, features_key))
         index, columns = pd.Index(adata.obs_names), pd.Index(self.genes_)
@@ -215,6 +216,44 @@ class Baseline:
             samples=samples,
             seed=self.seed if self.stochastic else None,
         )
+
+    def get_expression(
+        self,
+        adata: AnnData,
+        *,
+        features_key: str | None = None,
+        gene_list: Sequence[str] | None = None,
+        return_std: bool = False,
+        return_samples: bool = False,
+    ) -> pd.DataFrame | tuple:
+        """Predicted expression, returned as :meth:`hinge_sc.HINGE.get_expression` returns it.
+
+        Parameters
+        ----------
+        adata, features_key
+            As :meth:`generate`.
+        gene_list
+            Only these panel genes (default: the panel).
+        return_std, return_samples
+            Also return the s.d. (``None`` for a point estimator) and the ``(n_spots, S, G)`` samples.
+
+        Returns
+        -------
+        ``mean`` (spots × genes DataFrame), or the tuple ``(mean, std)``, ``(mean, samples)`` or
+        ``(mean, std, samples)``.
+        """
+        out = self.generate(adata, features_key=features_key)
+        genes = list(self.genes_) if gene_list is None else list(gene_list)
+        absent = [g for g in genes if g not in out.mean.columns]
+        if absent:
+            raise KeyError(f"`gene_list` has genes the baseline does not predict: {absent[:20]}.")
+        columns = out.mean.columns.get_indexer(genes)
+        result: list = [out.mean.iloc[:, columns]]
+        if return_std:
+            result.append(None if out.std is None else out.std.iloc[:, columns])
+        if return_samples:
+            result.append(None if out.samples is None else out.samples[:, :, columns])
+        return result[0] if len(result) == 1 else tuple(result)
 
     def predict(
         self,
@@ -257,7 +296,7 @@ class Baseline:
         """
         key_added = self.name if key_added is None else key_added
         adata = prepare_target(adata, key_added, overwrite=overwrite, copy=copy)
-        out = self.get_expression(adata, features_key=features_key)
+        out = self.generate(adata, features_key=features_key)
         params = {
             "method": self.name,
             **self._hyperparameters(),

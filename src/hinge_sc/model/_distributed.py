@@ -9,17 +9,17 @@ streams, and the shards are gathered back in spot order on every rank. Since a s
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ._inference import sample_batch
+from hinge_sc.module import sample_batch
 
 if TYPE_CHECKING:
-    from hinge_sc.module import HINGEModule
+    from hinge_sc.module import GenerationConfig, HINGEModule
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +40,14 @@ class _Spots(Dataset):
 class _GenerationTask(pl.LightningModule):
     """``predict_step``: one batch of spots → ``(spot indices, samples (B, S, G), point predictions (B, G))``."""
 
-    def __init__(self, module: HINGEModule, **sample_kwargs):
+    def __init__(self, module: HINGEModule, config: GenerationConfig):
         super().__init__()
         self.module = module
-        self.sample_kwargs = sample_kwargs
+        self.config = config
 
     def predict_step(self, batch, batch_idx):
         index, features, seeds = batch
-        samples, point = sample_batch(self.module, features.cpu().numpy(), seeds.cpu().numpy(), **self.sample_kwargs)
+        samples, point = sample_batch(self.module, features.cpu().numpy(), seeds.cpu().numpy(), self.config)
         return index.cpu().numpy(), samples, point
 
 
@@ -55,14 +55,9 @@ def generate_distributed(
     module: HINGEModule,
     features: np.ndarray,
     seeds: np.ndarray,
+    config: GenerationConfig,
     *,
     batch_size: int,
-    n_samples: int,
-    n_steps: int | None,
-    precision: Literal["32", "bf16"] = "32",
-    reveal: Literal["mean", "sample"] | None = None,
-    mean_estimate: Literal["expected", "samples"] = "expected",
-    clip: bool = True,
     accelerator: str = "auto",
     devices: int | list[int] | str = "auto",
     strategy: str | None = None,
@@ -77,8 +72,10 @@ def generate_distributed(
         The model's module.
     features, seeds
         ``(n_spots, D)`` raw features and ``(n_spots,)`` per-spot seeds.
-    batch_size, n_samples, n_steps, precision, reveal, mean_estimate, clip
-        See :meth:`hinge_sc.HINGE.generate`.
+    config
+        Generation settings (:class:`~hinge_sc.module.GenerationConfig`).
+    batch_size
+        Spots per batch.
     accelerator, devices, strategy
         Passed to :class:`lightning.pytorch.Trainer` (e.g. ``devices=2, strategy="ddp"``; ``"ddp"`` launches the
         running script once more per extra process, as in training).
@@ -86,8 +83,7 @@ def generate_distributed(
         Lightning's progress bar.
     """
     module.eval()
-    task = _GenerationTask(module, n_samples=n_samples, n_steps=n_steps, precision=precision, reveal=reveal,
-                           mean_estimate=mean_estimate, clip=clip)  # fmt: skip
+    task = _GenerationTask(module, config)
     trainer = pl.Trainer(
         accelerator=accelerator, devices=devices, strategy=strategy or "auto", logger=False,
         enable_checkpointing=False, enable_progress_bar=show_progress_bar, enable_model_summary=False,
@@ -104,7 +100,7 @@ def generate_distributed(
         samples = np.concatenate([g[1] for g in gathered if g[1] is not None])
         points = np.concatenate([g[2] for g in gathered if g[2] is not None])
     n_genes = int(module.n_genes)
-    out = np.zeros((len(seeds), n_samples, n_genes), dtype=np.float32)
+    out = np.zeros((len(seeds), config.n_samples, n_genes), dtype=np.float32)
     point = np.zeros((len(seeds), n_genes), dtype=np.float32)
     seen = np.zeros(len(seeds), dtype=bool)
     if len(index):

@@ -7,10 +7,11 @@ import warnings
 
 import torch
 
-from hinge_sc.module import expression_target
+from hinge_sc.module import ModuleConfig, expression_target
 from hinge_sc.module._gaussian import GaussianHINGEModule
 
 from ._hinge import HINGE
+from ._training import training_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ class HINGEGaussian(HINGE):
     forward process and the sampler change (:class:`~hinge_sc.module._gaussian.GaussianHINGEModule`). The
     per-gene mean and s.d. used to standardise the targets are computed from the registered training spots
     when :meth:`train` starts and saved with the model. Arguments are those of :class:`~hinge_sc.HINGE`
-    (``mask_fill`` and ``loss_on`` are unused). Register data with ``HINGEGaussian.setup_anndata`` (scvi-tools keeps
+    (``mask_fill`` and ``loss_on`` are unused; the likelihood is the paper's point prediction, ``"mse"``, and there is
+    no linear skip: other values raise). Register data with ``HINGEGaussian.setup_anndata`` (scvi-tools keeps
     one registry per model class). The paper reports that this variant loses about 3 points of
     PCC-50 against masked diffusion with a pre-trained backbone :cite:p:`Fang2026`.
 
@@ -35,6 +37,7 @@ class HINGEGaussian(HINGE):
     """
 
     _module_cls = GaussianHINGEModule
+    _default_config = ModuleConfig(likelihood="mse")
 
     def train(self, max_epochs: int | None = None, **kwargs) -> None:
         """Set the target statistics from the training spots, then train as :meth:`HINGE.train` does.
@@ -48,7 +51,7 @@ class HINGEGaussian(HINGE):
         """
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # dropped spots are reported by HINGE.train below
-            arrays = self._training_arrays()
+            arrays = training_arrays(self)
         x0 = expression_target(
             torch.as_tensor(arrays["counts"]), torch.as_tensor(arrays["library"]), self.module.target_scale
         )

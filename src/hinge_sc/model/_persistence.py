@@ -56,9 +56,14 @@ _FORMAT = "hinge_sc.HINGE/2"
 _LEGACY_FORMAT = "hinge_sc.HINGE/1"
 _BACKBONE_PREFIX = "denoiser.backbone."
 #: Buffers and sub-modules renamed since 0.1.0 (old → new name or prefix of the state-dict key).
-_RENAMED_STATE = {"mask_counts": "n_hidden", "denoiser.condition.": "denoiser.condition_embedding."}
+_RENAMED_STATE = {
+    "mask_counts": "n_hidden",
+    "denoiser.condition.": "denoiser.condition_embedding.",
+    "log_variance_offset": "likelihood.log_variance_offset",  # the variance scale belongs to the likelihood (0.3)
+    "denoiser.variance_head.": "denoiser.heads.log_variance.",
+}
 #: Arguments of :class:`HINGE` renamed since 0.1.0 (old → new).
-_RENAMED_PARAMS = {"condition": "conditioning"}
+_RENAMED_PARAMS = {"condition": "conditioning", "n_steps": "diffusion_steps"}
 #: Arguments of :class:`HINGE` added (or whose default changed) since models were first saved, with the value a
 #: model saved without them was built with: the model is rebuilt as it was trained.
 _PARAMS_BEFORE = {"likelihood": "mse", "readout": False, "linear_skip": False}
@@ -275,9 +280,8 @@ def _check_params(cls: type[HINGE], params: dict[str, Any], path: Path) -> None:
     import inspect
 
     signature = inspect.signature(cls.__init__)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-        return
-    accepted = set(signature.parameters) - {"self", "adata", "backbone"}
+    accepted = set(signature.parameters) - {"self", "adata", "backbone", "overrides"}
+    accepted |= set(cls._default_config.field_names())
     unknown = sorted(k for k in params if k not in accepted)
     if unknown:
         from hinge_sc import __version__
@@ -383,6 +387,8 @@ def _load_weights(model: HINGE, state: dict[str, torch.Tensor], path: Path) -> N
     """Load the adaptation weights; name what does not fit."""
     state = {_renamed_key(k): v for k, v in state.items()}
     expected = {k: v.shape for k, v in model.module.state_dict().items() if not k.startswith(_BACKBONE_PREFIX)}
+    if "likelihood.log_variance_offset" not in expected:  # saved before 0.3, where every module had the buffer
+        state.pop("likelihood.log_variance_offset", None)
     wrong = [
         f"{k} {tuple(v.shape)} vs {tuple(expected[k])}"
         for k, v in state.items()
@@ -399,3 +405,97 @@ def _load_weights(model: HINGE, state: dict[str, torch.Tensor], path: Path) -> N
     missing = [k for k in missing if k != "spread_scale"]  # saved before the spread calibration: 1 (as sampled)
     if missing or unexpected:
         raise ValueError(f"Saved weights in {path} do not fit the model: missing {missing}, unexpected {unexpected}.")
+
+
+class SaveLoadMixin:
+    """``save`` and ``load`` of :class:`~hinge_sc.HINGE` (JSON, safetensors and a manifest; nothing is pickled)."""
+
+    def save(
+        self,
+        dir_path: str,
+        *,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        save_backbone: bool | None = None,
+    ):
+        """Save the trained adaptation, the registry and the backbone (or a reference to its file) to ``dir_path``.
+
+        Writes ``model.json`` (registry and settings), ``model.safetensors`` (adaptation weights), optionally
+        ``backbone.pt`` and ``adata.h5ad``, each atomically (a temporary file renamed in one step), then
+        ``manifest.json`` with the size and SHA-256 of each. No file is a pickle.
+
+        Parameters
+        ----------
+        dir_path
+            Output folder.
+        overwrite
+            Replace files of an earlier save. Without it, nothing is written if any of the files exists.
+        save_anndata
+            Also write the registered AnnData.
+        save_backbone
+            ``None`` (default): a frozen backbone read from files (:meth:`hinge_sc.Backbone.load`,
+            :meth:`~hinge_sc.Backbone.from_cellfm`, :meth:`~hinge_sc.Backbone.from_pretrained`) is saved **by
+            reference**: the absolute and relative path, size and SHA-256 of its files go into ``model.json`` and
+            :meth:`load` reads it from there (the 800M CellFM is not copied into every model); any other backbone
+            (random, pre-trained in this session, fine-tuned) is copied to ``backbone.pt``. ``True``: always copy.
+            ``False``: neither; pass the same backbone to :meth:`load` (its checksum is checked).
+
+        Raises
+        ------
+        FileExistsError
+            A file to be written exists and ``overwrite=False`` (every such file is listed).
+        """
+        save_model(self, dir_path, overwrite=overwrite, save_anndata=save_anndata, save_backbone=save_backbone)
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        *,
+        backbone: Backbone | None = None,
+        accelerator: str = "auto",
+        device: int | str | torch.device = "auto",
+        trust_legacy_pickle: bool = False,
+    ) -> HINGE:
+        """Load a model written by :meth:`save`.
+
+        Every file is checked against ``manifest.json`` (size and SHA-256) before it is read, and nothing is
+        unpickled, so a folder received from someone else cannot run code.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            Optional data to attach (set up with the saved arguments; its feature width must be the model's); not
+            needed for :meth:`generate` on new data. Default: the data saved with ``save(..., save_anndata=True)``
+            (``adata.h5ad``, checked against the manifest), else none.
+        backbone
+            The frozen backbone, if it was not saved with the model, or to use instead of the file it references
+            (checked against the saved checksum).
+        accelerator, device
+            Where to put the model, as in Lightning / scvi-tools: ``accelerator="auto"``, ``device="auto"`` picks a
+            GPU when there is one, else the CPU; e.g. ``accelerator="gpu", device=1``. ``device`` may also name a
+            torch device (``"cpu"``, ``"cuda:0"``).
+        trust_legacy_pickle
+            Only for files you trust: read a folder written by hinge_sc 0.1.0, whose ``model.pt`` is a pickle
+            (unpickling can run any code its author put in the file). Save the model again to convert it.
+
+        Raises
+        ------
+        FileNotFoundError
+            No model in ``dir_path``; no backbone saved and none given; or the backbone file the model references
+            is not at its path (nor at the same place relative to ``dir_path``); the file is named.
+        hinge_sc.FileIntegrityError
+            A file is missing, truncated or changed since it was saved (the file is named), the folder is from an
+            unfinished save, it is a 0.1.0 folder and ``trust_legacy_pickle=False``, the referenced backbone
+            file has changed (its SHA-256 differs), or ``model.json`` records an init argument this version does
+            not take (the file was edited or written by another version; the argument is named).
+        ValueError
+            ``backbone`` or ``adata`` does not fit the saved model.
+        """
+        device = resolve_device(accelerator, device)
+        return load_model(
+            cls, dir_path, adata=adata, backbone=backbone, device=device, trust_legacy_pickle=trust_legacy_pickle
+        )

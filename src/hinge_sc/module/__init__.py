@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from ._calibration import spread_scale
+from ._config import DEFAULT_GENERATION, SAMPLING_STEPS, GenerationConfig, ModuleConfig
+from ._generation import batch_bounds, iter_batches, resolve_batch_size, sample_batch
 from ._hinge import HINGEModule, expression_target
+from ._likelihood import (
+    LIKELIHOODS,
+    GaussianLikelihood,
+    Likelihood,
+    PointLikelihood,
+    build_likelihood,
+    rectified_mean,
+    register_likelihood,
+)
+from ._negative_binomial import NegativeBinomialLikelihood  # registers the "nb" likelihood
 from ._sampler import reverse_step_grid, sample_incremental, sample_masked
 from ._schedule import (
     curriculum_max_step,
@@ -16,7 +28,23 @@ from ._schedule import (
 )
 
 __all__ = [
+    "DEFAULT_GENERATION",
+    "LIKELIHOODS",
+    "SAMPLING_STEPS",
+    "GaussianLikelihood",
+    "GenerationConfig",
     "HINGEModule",
+    "Likelihood",
+    "ModuleConfig",
+    "NegativeBinomialLikelihood",
+    "PointLikelihood",
+    "batch_bounds",
+    "build_likelihood",
+    "iter_batches",
+    "rectified_mean",
+    "register_likelihood",
+    "resolve_batch_size",
+    "sample_batch",
     "curriculum_max_step",
     "expression_target",
     "hidden_schedule",

@@ -57,12 +57,19 @@ class GaussianHINGEModule(HINGEModule):
     Sampling is DDIM with :math:`\eta = 1` (ancestral, DDPM-like) on the step grid of
     :func:`~hinge_sc.module.reverse_step_grid`. The warm-start curriculum then means low noise levels first.
     All arguments are those of :class:`~hinge_sc.module.HINGEModule` (``schedule`` still sets the curriculum
-    cap; ``mask_fill`` and ``loss_on`` are unused).
+    cap; ``mask_fill`` and ``loss_on`` are unused). The ablation predicts :math:`x_0` by squared error: its
+    likelihood must be ``"mse"`` and it has no linear skip (both raise otherwise).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.register_buffer("alpha_bar", torch.as_tensor(cosine_alpha_bar(self.n_steps), dtype=torch.float32))
+        if self.likelihood.name != "mse" or self.linear_skip:
+            raise ValueError(
+                "The Gaussian-diffusion ablation trains a point prediction of x_0 by squared error: build it with "
+                f"`likelihood='mse'` and `linear_skip=False` (found likelihood={self.likelihood.name!r}, "
+                f"linear_skip={self.linear_skip})."
+            )
+        self.register_buffer("alpha_bar", torch.as_tensor(cosine_alpha_bar(self.diffusion_steps), dtype=torch.float32))
         self.register_buffer("gene_mean", torch.zeros(self.n_genes))
         self.register_buffer("gene_std", torch.ones(self.n_genes))
 
@@ -85,7 +92,7 @@ class GaussianHINGEModule(HINGEModule):
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Draw ``t ~ U{1..t_max}``, noise the standardised target and build the condition (all genes visible)."""
-        t_max = self.n_steps if t_max is None else int(t_max)
+        t_max = self.diffusion_steps if t_max is None else int(t_max)
         b, device = counts.shape[0], counts.device
         x0 = expression_target(counts, library, self.target_scale)
         gen_device = generator.device if generator is not None else device
@@ -126,6 +133,7 @@ class GaussianHINGEModule(HINGEModule):
         noise: Noise | None = None,
         reveal: str | None = None,
         return_expected: bool = False,
+        library: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         r"""Generate expression by DDIM sampling from pure noise.
 
@@ -154,6 +162,8 @@ class GaussianHINGEModule(HINGEModule):
         return_expected
             Also return the expected values (here the samples themselves), as
             :meth:`hinge_sc.module.HINGEModule.sample` does.
+        library
+            Not used (the ablation's point likelihood does not model depth).
 
         Returns
         -------
@@ -167,12 +177,12 @@ class GaussianHINGEModule(HINGEModule):
         feats = features.repeat_interleave(n_samples, dim=0)
         visible = torch.ones(n, self.n_genes, device=device)
         z = noise.randn(self.n_genes)
-        grid = reverse_step_grid(self.n_steps, n_steps)
+        grid = reverse_step_grid(self.diffusion_steps, n_steps)
         x0_hat = self.gene_mean + self.gene_std * z
         for t, s in itertools.pairwise(grid):
             steps = torch.full((n,), int(t), device=device, dtype=torch.long)
             c = self.condition_vector(steps, feats, visible)
-            x0_hat = self.denoiser(self.gene_mean + self.gene_std * z, visible, c, self.token_ids)
+            x0_hat = self.denoiser(self.gene_mean + self.gene_std * z, visible, c, self.token_ids)["mean"]
             if s == 0:
                 break
             z0 = (x0_hat - self.gene_mean) / self.gene_std

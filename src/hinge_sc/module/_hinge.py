@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -12,16 +12,15 @@ from hinge_sc._scales import check_scale, to_model_scale
 from hinge_sc.nn import AdaptedBackbone, IncrementalDenoiser
 
 from ._base import DiffusionModule, LossOutput
+from ._config import SAMPLING_STEPS, ModuleConfig
+from ._likelihood import build_likelihood
 from ._sampler import reverse_step_grid, sample_incremental, sample_masked
-from ._schedule import check_n_steps, hidden_schedule, ranks_of, visibility
+from ._schedule import hidden_schedule, ranks_of, visibility
 
 if TYPE_CHECKING:
     from hinge_sc.nn import Backbone
 
 TargetScale = Literal["log2p1", "log1p_cp10k"]
-MaskFill = Literal["gauss", "zero"]
-LossOn = Literal["revealed", "hidden"]
-Likelihood = Literal["mse", "gaussian"]
 
 
 def expression_target(counts: torch.Tensor, library: torch.Tensor, scale: TargetScale) -> torch.Tensor:
@@ -44,19 +43,13 @@ def expression_target(counts: torch.Tensor, library: torch.Tensor, scale: Target
     return to_model_scale(counts, scale, library)
 
 
-#: Reverse steps of generation when none are given (at most ``T``). Chosen on validation spots of the training
-#: sections (README, ``benchmarks/her2st_recipe.py``): 5, 10, 25 and 50 steps gave the same PCC and interval coverage,
-#: one step worse coverage; the paper samples all ``T = 50`` (``HINGE.PAPER_PRESET``).
-SAMPLING_STEPS = 10
-
-
 class HINGEModule(DiffusionModule):
     r"""Masked-diffusion denoiser around a frozen, SoftAdaLN-adapted backbone.
 
     Training step (§5): draw ``t`` in ``1..t_max`` and one permutation per sample, build
-    :math:`x_t = m_t \odot x_0 + (1 - m_t) \odot \epsilon`, predict :math:`\hat x_0` and take the
-    squared error over the genes revealed at this step, :math:`d_t = m_{t-1} - m_t`
-    (or over every hidden gene with ``loss_on="hidden"``):
+    :math:`x_t = m_t \odot x_0 + (1 - m_t) \odot \epsilon`, predict the outputs of the likelihood at every gene and
+    take its loss over the genes revealed at this step, :math:`d_t = m_{t-1} - m_t` (or over every hidden gene with
+    ``loss_on="hidden"``); with the paper's point likelihood that is
 
     .. math::
 
@@ -70,42 +63,25 @@ class HINGEModule(DiffusionModule):
         ``(G,)`` backbone token ids of the panel genes.
     n_features
         Image-feature width ``D``.
-    n_steps
-        Diffusion steps ``T``.
-    schedule, schedule_power
-        Mask-ratio schedule, see :func:`~hinge_sc.module.hidden_schedule`.
-    mask_fill
-        Fill of hidden entries: N(0, 1) noise or zeros (same in training and sampling).
-    loss_on
-        Entries in the loss.
-    target_scale
-        Expression scale of the targets.
-    conditioning, head_rank
-        See :class:`~hinge_sc.nn.AdaptedBackbone`.
-    backbone_dropout
-        Keep the frozen backbone's dropout active while training (as the released code does).
-    mask_mechanism, freeze_backbone, lora_rank
-        See :class:`~hinge_sc.nn.AdaptedBackbone`.
+    config
+        Architecture, adaptation and diffusion (:class:`~hinge_sc.module.ModuleConfig`; default: its defaults).
+    **overrides
+        Fields of ``config`` to change for this module.
+
+    Attributes
+    ----------
     likelihood
-        ``"mse"``: the denoiser predicts a point value per gene, trained by squared error (the paper).
-        ``"gaussian"`` (beyond the paper): it also predicts a log-variance :math:`\log\sigma^2` per gene (a
-        :class:`~hinge_sc.nn.VarianceHead`), trained by the Gaussian negative log-likelihood of the residual of the
-        (detached) mean, so the mean is trained exactly as with ``"mse"``; the sampler can then draw each revealed
-        gene (``sample(..., reveal="sample")``).
-    readout
-        Per-gene linear readout of the condition added to the predicted mean (zero at initialisation; see
-        :class:`~hinge_sc.nn.AdaptedBackbone`).
-    linear_skip
-        Add a fixed linear function of the standardised image features to the predicted mean,
-        :math:`\hat x_0 \mathrel{+}= \tilde f W + b` (buffers ``skip_weight (D, G)`` and ``skip_bias (G,)``, zero
-        until :meth:`set_linear_skip`; :class:`~hinge_sc.HINGE` fits them by ridge on its training spots before
-        training). The adaptation then learns what the image's linear prediction misses.
+        The :class:`~hinge_sc.module.Likelihood` of ``config.likelihood``: the denoiser's output heads, the loss,
+        and what a reveal step writes.
 
     Notes
     -----
     Image features are standardised per dimension before the conditioning network,
     :math:`(f - \mu) / \sigma`, with buffers ``feature_mean`` and ``feature_scale`` (identity until
-    :meth:`set_feature_stats` is called; :class:`~hinge_sc.HINGE` sets them from its training spots).
+    :meth:`set_feature_stats` is called; :class:`~hinge_sc.HINGE` sets them from its training spots). With
+    ``config.linear_skip`` a fixed linear function of the standardised features is added to the predicted mean,
+    :math:`\hat x_0 \mathrel{+}= \tilde f W + b` (buffers ``skip_weight (D, G)``, ``skip_bias (G,)``, zero until
+    :meth:`set_linear_skip`; the training plan fits them by ridge when training starts).
     """
 
     def __init__(
@@ -113,61 +89,40 @@ class HINGEModule(DiffusionModule):
         backbone: Backbone,
         token_ids: torch.Tensor,
         n_features: int,
-        *,
-        n_steps: int = 50,
-        schedule: str = "poly_auto",
-        schedule_power: float | None = None,
-        mask_fill: MaskFill = "gauss",
-        loss_on: LossOn = "revealed",
-        target_scale: TargetScale = "log2p1",
-        conditioning: Literal["sum", "concat"] = "sum",
-        head_rank: int | None = None,
-        backbone_dropout: bool = True,
-        mask_mechanism: Literal["mask_emb", "zero_emb"] | None = None,
-        freeze_backbone: bool = True,
-        lora_rank: int | None = None,
-        likelihood: Likelihood = "mse",
-        readout: bool = False,
-        linear_skip: bool = False,
+        config: ModuleConfig | None = None,
+        **overrides: Any,
     ):
         super().__init__()
-        if likelihood not in ("mse", "gaussian"):
-            raise ValueError(f"`likelihood` must be 'mse' or 'gaussian', got {likelihood!r}.")
-        self.likelihood = likelihood
-        if mask_fill not in ("gauss", "zero"):
-            raise ValueError(f"`mask_fill` must be 'gauss' or 'zero', got {mask_fill!r}.")
-        if loss_on not in ("revealed", "hidden"):
-            raise ValueError(f"`loss_on` must be 'revealed' or 'hidden', got {loss_on!r}.")
-        expression_target(torch.zeros(1, 1), torch.ones(1), target_scale)  # validates the name
+        config = (config or ModuleConfig()).replace(**overrides)
+        self.config = config
         self.n_genes = int(token_ids.numel())
         self.n_features = int(n_features)
-        self.n_steps = check_n_steps(n_steps)
-        self.mask_fill, self.loss_on, self.target_scale = mask_fill, loss_on, target_scale
-        self.backbone_dropout = backbone_dropout
+        self.diffusion_steps = config.diffusion_steps
+        self.mask_fill, self.loss_on, self.target_scale = config.mask_fill, config.loss_on, config.target_scale
+        self.backbone_dropout = config.backbone_dropout
         self.register_buffer("token_ids", token_ids.long().clone())
-        k = hidden_schedule(self.n_genes, self.n_steps, schedule, schedule_power)
+        k = hidden_schedule(self.n_genes, self.diffusion_steps, config.schedule, config.schedule_power)
         self.register_buffer("n_hidden", torch.as_tensor(k, dtype=torch.long))  # k(t), t = 0 … T
         self.register_buffer("feature_mean", torch.zeros(self.n_features))
         self.register_buffer("feature_scale", torch.ones(self.n_features))
-        # log τ² added to the predicted log-variance when sampling (0: as trained; see `calibrate_variance`)
-        self.register_buffer("log_variance_offset", torch.zeros(()))
         # c: generated samples are spread c times as far around their mean (1: as sampled; see `spread_scale`)
         self.register_buffer("spread_scale", torch.ones(()))
-        self.linear_skip = bool(linear_skip)
+        self.linear_skip = bool(config.linear_skip)
         if self.linear_skip:
             self.register_buffer("skip_weight", torch.zeros(self.n_features, self.n_genes))
             self.register_buffer("skip_bias", torch.zeros(self.n_genes))
+        self.likelihood = build_likelihood(config.likelihood, self.n_genes, config.target_scale)
         self.denoiser = AdaptedBackbone(
             backbone,
             n_features,
             self.n_genes,
-            conditioning,
-            head_rank,
-            mask_mechanism,
-            freeze_backbone=freeze_backbone,
-            lora_rank=lora_rank,
-            variance_head=likelihood == "gaussian",
-            readout=readout,
+            config.conditioning,
+            config.head_rank,
+            config.mask_mechanism,
+            freeze_backbone=config.freeze_backbone,
+            lora_rank=config.lora_rank,
+            heads=self.likelihood.heads,
+            readout=config.readout,
         )
 
     @property
@@ -254,7 +209,7 @@ class HINGEModule(DiffusionModule):
         generator
             Optional generator (validation uses a fixed one so its loss is comparable across epochs).
         """
-        t_max = self.n_steps if t_max is None else int(t_max)
+        t_max = self.diffusion_steps if t_max is None else int(t_max)
         b, device = counts.shape[0], counts.device
         x0 = expression_target(counts, library, self.target_scale)
         gen_device = generator.device if generator is not None else device
@@ -282,52 +237,40 @@ class HINGEModule(DiffusionModule):
     def generative(
         self, x_t: torch.Tensor, visible: torch.Tensor, condition: torch.Tensor, linear_skip: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Run the adapted backbone: ``x0_hat (B, G)`` (and its ``log_variance`` with ``likelihood="gaussian"``),
-        plus the ``(B, G)`` ``linear_skip`` term when given."""
-        skip = 0.0 if linear_skip is None else linear_skip
-        if self.likelihood == "mse":
-            return {MODULE_KEYS.PREDICTION: self.denoiser(x_t, visible, condition, self.token_ids) + skip}
-        mean, log_var = self.denoiser(x_t, visible, condition, self.token_ids, return_log_variance=True)
-        return {MODULE_KEYS.PREDICTION: mean + skip, MODULE_KEYS.LOG_VARIANCE: log_var}
+        """Run the adapted backbone: ``{"mean": (B, G), <head>: (B, G)}`` for the likelihood's heads, with the
+        ``(B, G)`` ``linear_skip`` term added to the mean when given."""
+        out = self.denoiser(x_t, visible, condition, self.token_ids)
+        if linear_skip is not None:
+            out[MODULE_KEYS.PREDICTION] = out[MODULE_KEYS.PREDICTION] + linear_skip
+        return out
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        r"""Masked MSE over the revealed (or all hidden) entries, averaged over the entries of the batch.
-
-        With ``likelihood="gaussian"`` the Gaussian negative log-likelihood of the detached residual is added:
-
-        .. math::
-
-            \mathcal L = \frac{\sum d\,(\hat x_0 - x_0)^2}{\sum d}
-            + \frac{\sum d\,\tfrac12\big(\log\sigma^2 + \mathrm{sg}(\hat x_0 - x_0)^2 / \sigma^2\big)}{\sum d}
-        """
+        """The likelihood's loss over the revealed (or all hidden) entries, averaged over the entries of the batch."""
         x0 = inference_outputs[MODULE_KEYS.TARGET]
         visible = inference_outputs[MODULE_KEYS.VISIBLE]
         if self.loss_on == "revealed":
             weight = inference_outputs[MODULE_KEYS.VISIBLE_PREV] - visible
         else:
             weight = 1.0 - visible
-        sq_err = (generative_outputs[MODULE_KEYS.PREDICTION] - x0) ** 2
-        n_entries = weight.sum()
-        denominator = n_entries.clamp_min(1.0)  # steps revealing no gene give 0, not NaN
-        mse = (sq_err * weight).sum() / denominator
-        metrics = {"n_loss_entries": n_entries.detach()}
-        loss = mse
-        if self.likelihood == "gaussian":
-            log_var = generative_outputs[MODULE_KEYS.LOG_VARIANCE]
-            nll = 0.5 * (log_var + sq_err.detach() * torch.exp(-log_var))
-            nll = (nll * weight).sum() / denominator
-            loss = mse + nll
-            metrics.update({"mse": mse.detach(), "nll": nll.detach()})
+        loss, metrics = self.likelihood.loss(
+            generative_outputs, x0, weight, counts=tensors.get(MODULE_KEYS.COUNTS), library=tensors.get(MODULE_KEYS.LIBRARY)
+        )
+        metrics = {"n_loss_entries": weight.sum().detach(), **metrics}
         return LossOutput(loss=loss, n_obs_minibatch=x0.shape[0], extra_metrics=metrics)
 
     # ------------------------------------------------------------------ reverse process
     def resolve_reveal(self, reveal: Literal["mean", "sample"] | None) -> str | None:
-        """The reveal rule :meth:`sample` uses: ``reveal``, or by default ``"sample"`` with a variance head."""
-        return reveal or ("sample" if self.likelihood == "gaussian" else "mean")
+        """The reveal rule :meth:`sample` uses: ``reveal``, or by default ``"sample"`` for a likelihood that draws."""
+        if reveal == "sample" and not self.likelihood.draws:
+            raise ValueError(
+                f"`reveal='sample'` needs a likelihood that draws; this model's is {self.likelihood.name!r} (a point "
+                "value per gene). Use `reveal='mean'`, or train with `likelihood='gaussian'` or `'nb'`."
+            )
+        return reveal or ("sample" if self.likelihood.draws else "mean")
 
     def sampling_steps(self, n_steps: int | None) -> int:
         """Reverse steps of a generation: ``n_steps``, or ``min(SAMPLING_STEPS, T)`` for ``None``."""
-        return min(SAMPLING_STEPS, self.n_steps) if n_steps is None else int(n_steps)
+        return min(SAMPLING_STEPS, self.diffusion_steps) if n_steps is None else int(n_steps)
 
     @torch.inference_mode()
     def sample(
@@ -341,6 +284,7 @@ class HINGEModule(DiffusionModule):
         reveal: Literal["mean", "sample"] | None = None,
         incremental: bool = True,
         return_expected: bool = False,
+        library: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         r"""Generate expression for a batch of spots.
 
@@ -351,16 +295,15 @@ class HINGEModule(DiffusionModule):
         n_samples
             Samples ``S`` per spot.
         n_steps
-            Reverse steps (≤ ``T``); ``None`` uses :data:`SAMPLING_STEPS` (10, or ``T`` if smaller).
+            Reverse steps (≤ ``T``); ``None`` uses :data:`~hinge_sc.module.SAMPLING_STEPS` (10, or ``T`` if smaller).
         generator
             Seeded generator for every random number of the batch (used when ``noise`` is not given).
         noise
             Per-spot random streams, ``Noise.per_spot(seeds, n_samples)``: each spot's samples then depend only on
             its seed, not on the other spots of the batch.
         reveal
-            ``"mean"`` (the paper: revealed genes get the predicted mean) or ``"sample"`` (a draw from the predicted
-            Gaussian, needs ``likelihood="gaussian"``); ``None``: ``"sample"`` when the module predicts a variance.
-            Drawn values use the calibrated variance :math:`\tau^2\sigma^2` (:meth:`calibrate_variance`).
+            ``"mean"`` (the paper: revealed genes get the likelihood's point value) or ``"sample"`` (a draw from the
+            likelihood); ``None``: ``"sample"`` for a likelihood that draws.
         incremental
             Use the incremental sampler (:func:`~hinge_sc.module.sample_incremental`: revealed genes keep their
             token embedding, only revealed genes are decoded; same values up to float rounding). ``False``, or a
@@ -368,6 +311,8 @@ class HINGEModule(DiffusionModule):
         return_expected
             Also return each gene's expected value at its reveal step (see
             :func:`~hinge_sc.module.sample_masked`): a lower-variance estimate of the conditional mean.
+        library
+            ``(B,)`` library sizes to generate at, for count likelihoods (``None``: the training depth).
 
         Returns
         -------
@@ -378,9 +323,8 @@ class HINGEModule(DiffusionModule):
         if noise.n_rows != b * n_samples:
             raise ValueError(f"`noise` has {noise.n_rows} rows, expected spots × samples = {b * n_samples}.")
         feats = features.repeat_interleave(n_samples, dim=0)
-
+        rows_library = None if library is None else library.repeat_interleave(n_samples, dim=0)
         reveal = self.resolve_reveal(reveal)
-        with_variance = reveal == "sample"
 
         def condition(t, visible_prev):
             return self.condition_vector(t, feats, visible_prev)
@@ -388,40 +332,32 @@ class HINGEModule(DiffusionModule):
         skip = self.skip_term(feats)
 
         def denoise(x_t, visible, t, visible_prev):
-            c = condition(t, visible_prev)
-            out = self.generative(x_t, visible, c, skip)
-            if not with_variance:
-                return out[MODULE_KEYS.PREDICTION]
-            return out[MODULE_KEYS.PREDICTION], out[MODULE_KEYS.LOG_VARIANCE] + self.log_variance_offset
+            return self.generative(x_t, visible, condition(t, visible_prev), skip)
 
-        grid = reverse_step_grid(self.n_steps, self.sampling_steps(n_steps))
+        grid = reverse_step_grid(self.diffusion_steps, self.sampling_steps(n_steps))
+        common = {"grid": grid, "noise": noise, "likelihood": self.likelihood, "reveal": reveal,
+                  "return_expected": return_expected, "library": rows_library}  # fmt: skip
         if incremental and IncrementalDenoiser.supports(self.denoiser):
             cache = IncrementalDenoiser(self.denoiser, self.token_ids)
-            out = sample_incremental(
-                cache, condition, self.n_hidden, self.n_genes, grid=grid, noise=noise, reveal=reveal,
-                mask_fill=self.mask_fill, log_variance_offset=self.log_variance_offset, return_expected=return_expected,
-                mean_offset=skip,
-            )  # fmt: skip
+            out = sample_incremental(cache, condition, self.n_hidden, self.n_genes, mask_fill=self.mask_fill,
+                                     mean_offset=skip, **common)  # fmt: skip
         else:
-            out = sample_masked(denoise, self.fill, self.n_hidden, self.n_genes, grid=grid, noise=noise,
-                                reveal=reveal, return_expected=return_expected)  # fmt: skip
+            out = sample_masked(denoise, self.fill, self.n_hidden, self.n_genes, **common)
         if return_expected:
             return out[0].view(b, n_samples, self.n_genes), out[1].view(b, n_samples, self.n_genes)
         return out.view(b, n_samples, self.n_genes)
 
     @torch.no_grad()
-    def calibrate_variance(self, batches, *, n_repeats: int = 4, generator: torch.Generator | None = None) -> float:
-        r"""Fit the variance scale :math:`\tau^2` on held-out spots and store :math:`\log\tau^2` (docs/method.md §5.5).
+    def calibrate_likelihood(
+        self, batches, *, n_repeats: int = 4, generator: torch.Generator | None = None
+    ) -> float | None:
+        r"""Fit the likelihood's calibration on held-out spots (docs/method.md §5.5).
 
-        For each batch and repeat, draw a step and masks as in training, predict the revealed genes' mean and
-        variance, and set
-
-        .. math::
-
-            \tau^2 = \frac{\sum d\,(x_0 - \hat x_0)^2 / \sigma^2}{\sum d},
-
-        the scale that maximises the Gaussian likelihood of the held-out residuals. The variance head is fit on
-        training spots, whose residuals are smaller than a new spot's; :math:`\tau^2 > 1` widens the draws.
+        For each batch and repeat, draw a step and masks as in training and predict the revealed genes; the
+        likelihood fits its calibration on those entries (:meth:`~hinge_sc.module.Likelihood.calibrate`; for the
+        Gaussian the variance scale :math:`\tau^2 = \sum d\,(x_0 - \hat x_0)^2/\sigma^2 / \sum d`, the scale that
+        maximises the likelihood of the held-out residuals: the variance head is fit on training spots, whose
+        residuals are smaller than a new spot's).
 
         Parameters
         ----------
@@ -434,25 +370,17 @@ class HINGEModule(DiffusionModule):
 
         Returns
         -------
-        :math:`\tau^2` (1.0 when there is nothing to calibrate on).
+        The fitted calibration (e.g. :math:`\tau^2`), or ``None`` for a likelihood without one.
         """
-        if self.likelihood != "gaussian":
-            raise ValueError("`calibrate_variance` needs `likelihood='gaussian'` (a variance head).")
         was_training = self.training
         self.eval()
-        num = den = 0.0
+        outputs = []
         for batch in batches:
             for _ in range(n_repeats):
                 inf = self.inference(batch[MODULE_KEYS.COUNTS], batch[MODULE_KEYS.LIBRARY],
                                      batch[MODULE_KEYS.FEATURES], generator=generator)  # fmt: skip
                 gen = self.generative(**self._get_generative_input(batch, inf))
                 weight = inf[MODULE_KEYS.VISIBLE_PREV] - inf[MODULE_KEYS.VISIBLE]
-                z2 = (gen[MODULE_KEYS.PREDICTION] - inf[MODULE_KEYS.TARGET]) ** 2 * torch.exp(
-                    -gen[MODULE_KEYS.LOG_VARIANCE]
-                )
-                num += float((z2 * weight).sum())
-                den += float(weight.sum())
+                outputs.append((gen, inf[MODULE_KEYS.TARGET], weight))
         self.train(was_training)
-        tau2 = num / den if den > 0 else 1.0
-        self.log_variance_offset.fill_(float(torch.log(torch.tensor(tau2))))
-        return tau2
+        return self.likelihood.calibrate(outputs)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from ._likelihood import PointLikelihood
 from ._schedule import ranks_of, visibility
 
 if TYPE_CHECKING:
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 
     from hinge_sc._random import Noise
     from hinge_sc.nn import IncrementalDenoiser
+
+    from ._likelihood import Likelihood, Outputs
 
 
 def reverse_step_grid(n_steps_train: int, n_steps: int | None = None) -> np.ndarray:
@@ -32,78 +35,80 @@ def reverse_step_grid(n_steps_train: int, n_steps: int | None = None) -> np.ndar
     return grid[::-1].copy()
 
 
-def rectified_mean(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    r"""Mean of :math:`\max(0, X)` for :math:`X \sim \mathcal N(\mu, \sigma^2)`: :math:`\mu\,\Phi(\mu/\sigma) +
-    \sigma\,\varphi(\mu/\sigma)` (docs/method.md §5.5).
-
-    The expected value of a gene that :func:`reveal_values` draws with ``reveal="sample"`` (draws are clipped at 0,
-    the floor of both expression scales).
-    """
-    sd = torch.exp(0.5 * log_var)
-    z = mean / sd
-    normal = torch.distributions.Normal(torch.zeros((), dtype=mean.dtype), torch.ones((), dtype=mean.dtype))
-    return mean * normal.cdf(z) + sd * torch.exp(normal.log_prob(z))
-
-
 def reveal_values(
-    out: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    out: Outputs,
     reveal: Literal["mean", "sample"],
+    likelihood: Likelihood,
     noise: Noise,
     *,
     genes: torch.Tensor | None = None,
     n_genes: int | None = None,
+    library: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    r"""Values written into newly revealed genes: the mean, or :math:`\max(0, \mu + e^{\frac12 \log\sigma^2}\epsilon)`.
+    """Values written into newly revealed genes: the likelihood's point value or a draw from it.
 
     Parameters
     ----------
     out
-        The denoiser's ``(n, G)`` mean, or a pair (mean, log-variance).
+        The denoiser's outputs (``"mean"`` and the likelihood's heads), ``(n, r)`` each.
     reveal
-        ``"mean"`` or ``"sample"``.
+        ``"mean"`` (:meth:`Likelihood.point`) or ``"sample"`` (:meth:`Likelihood.sample`).
+    likelihood
+        The module's likelihood.
     noise
-        Source of :math:`\epsilon` (one ``(n, G)`` standard normal draw per call with ``"sample"``).
+        Source of the draws (one full ``(n, n_genes)`` block per call with ``"sample"``).
     genes, n_genes
-        When ``out`` holds the predictions of some genes only, ``(n, r)``: their columns ``(n, r)`` in the panel
-        of ``n_genes`` genes. The full ``(n, n_genes)`` draw is made and its entries at ``genes`` are used, so the
-        random stream is the same as for full predictions.
+        Panel columns ``(n, r)`` of the entries of ``out`` in a panel of ``n_genes`` genes (``None``: all genes).
+    library
+        ``(n,)`` library sizes for count likelihoods (``None``: the reference depth).
     """
-    mean, log_var = out if isinstance(out, tuple) else (out, None)
     if reveal == "mean":
-        return mean
+        return likelihood.point(out, genes=genes, library=library)
     if reveal != "sample":
         raise ValueError(f"`reveal` must be 'mean' or 'sample', got {reveal!r}.")
-    if log_var is None:
-        raise ValueError("`reveal='sample'` needs a denoiser that predicts a variance (`likelihood='gaussian'`).")
-    eps = noise.randn(mean.shape[1] if genes is None else n_genes)
-    if genes is not None:
-        eps = torch.gather(eps, 1, genes)
-    return (mean + torch.exp(0.5 * log_var) * eps).clamp_min(0.0)
+    return likelihood.sample(out, noise, genes=genes, n_genes=n_genes, library=library)
+
+
+def expected_values(
+    out: Outputs, reveal: Literal["mean", "sample"], likelihood: Likelihood, *, genes: torch.Tensor | None = None,
+    library: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Expected value of what :func:`reveal_values` writes: the point value, or the expectation of a draw."""
+    if reveal == "sample":
+        return likelihood.expected(out, genes=genes, library=library)
+    return likelihood.point(out, genes=genes, library=library)
+
+
+def _at(out: Outputs, genes: torch.Tensor) -> Outputs:
+    """Each ``(n, G)`` output at the columns ``genes (n, r)``."""
+    return {k: torch.gather(v, 1, genes) for k, v in out.items()}
 
 
 def sample_masked(
-    denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Outputs],
     fill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     n_hidden: torch.Tensor,
     n_genes: int,
     *,
     grid: np.ndarray,
     noise: Noise,
+    likelihood: Likelihood | None = None,
     reveal: Literal["mean", "sample"] = "mean",
     return_expected: bool = False,
+    library: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Run the reverse process for ``noise.n_rows`` independent samples.
 
     For each sample draw a permutation, start with every gene hidden and, for each pair of grid steps
-    ``t → s`` (``s < t``): predict :math:`\hat x_0 = f(x_t, t, m_t, m_s)`, write it into the genes
+    ``t → s`` (``s < t``): predict :math:`\hat x_0 = f(x_t, t, m_t, m_s)`, write a value into the genes
     revealed by this step (:math:`m_s - m_t`), keep the genes revealed earlier, and refill the genes
     still hidden. Steps that reveal no gene are skipped. After the last step every gene is set.
 
     Parameters
     ----------
     denoise
-        ``(x_t, visible, t, visible_prev) → x0_hat``, all ``(n, G)`` except ``t (n,)``; or ``→ (mean,
-        log_variance)`` for ``reveal="sample"``.
+        ``(x_t, visible, t, visible_prev) → outputs``: ``(n, G)`` tensors (``"mean"`` and the likelihood's heads,
+        or the ``(n, G)`` mean alone), inputs ``(n, G)`` except ``t (n,)``.
     fill
         ``(x, visible, noise) → x`` with hidden entries replaced by the fill (``noise`` is ``(n, G)`` N(0, 1)).
     n_hidden
@@ -113,24 +118,27 @@ def sample_masked(
     grid
         Output of :func:`reverse_step_grid`.
     noise
-        Source of the permutations and fills (:class:`hinge_sc._random.Noise`): one stream per spot makes a
+        Source of the permutations, fills and draws (:class:`hinge_sc._random.Noise`): one stream per spot makes a
         spot's samples independent of the other spots in the batch.
+    likelihood
+        What a reveal writes (:class:`~hinge_sc.module.Likelihood`); ``None``: the point likelihood (the mean).
     reveal
-        What a step writes into the genes it reveals: ``"mean"``, the predicted :math:`\hat x_0` (the paper), or
-        ``"sample"``, a draw :math:`\hat x_0 + \sigma\,\epsilon` from the predicted Gaussian (beyond the paper),
-        clipped at 0, the floor of both expression scales. Later steps condition on the drawn values, so the
-        samples carry gene–gene and spot-level variability.
+        ``"mean"``: the likelihood's point value, the predicted :math:`\hat x_0` (the paper); ``"sample"``: a draw
+        from it (beyond the paper). Later steps condition on the written values, so the samples carry gene–gene
+        and spot-level variability.
     return_expected
         Also return, for each gene, the expected value of what its reveal step wrote given the genes revealed
-        before it: the predicted mean with ``reveal="mean"`` (then equal to the samples), the mean of the clipped
-        Gaussian (:func:`rectified_mean`) with ``reveal="sample"``. Averaged over samples, it estimates the same
-        conditional mean as the samples' average (tower property) with less Monte-Carlo noise (Rao–Blackwell).
+        before it (:func:`expected_values`). Averaged over samples, it estimates the same conditional mean as the
+        samples' average (tower property) with less Monte-Carlo noise (Rao–Blackwell).
+    library
+        ``(n,)`` library sizes for count likelihoods (``None``: the reference depth).
 
     Returns
     -------
     ``(n, G)`` samples, and with ``return_expected`` the ``(n, G)`` expected values.
     """
     n, device = noise.n_rows, noise.device
+    likelihood = likelihood if likelihood is not None else PointLikelihood(n_genes)
     ranks = ranks_of(noise.rand(n_genes))
     x = torch.zeros(n, n_genes, device=device)
     expected = torch.zeros(n, n_genes, device=device) if return_expected else None
@@ -142,13 +150,14 @@ def sample_masked(
         m_s = visibility(ranks, torch.full((n,), k_s, device=device))
         x_t = fill(x, m_t, noise.randn(n_genes))
         out = denoise(x_t, m_t, torch.full((n,), int(t), device=device, dtype=torch.long), m_s)
-        value = reveal_values(out, reveal, noise)
-        revealed = m_s - m_t
-        x = x * m_t + value * revealed  # earlier genes unchanged, newly revealed set, rest 0
+        out = {"mean": out} if isinstance(out, torch.Tensor) else out
+        genes = (m_s - m_t).bool().nonzero()[:, 1].view(n, k_t - k_s)  # every row reveals k_t - k_s genes
+        out = _at(out, genes)
+        value = reveal_values(out, reveal, likelihood, noise, genes=genes, n_genes=n_genes, library=library)
+        x = (x * m_t).scatter_(1, genes, value.to(x.dtype))  # earlier genes unchanged, newly revealed set, rest 0
         if expected is not None:
-            mean = out[0] if isinstance(out, tuple) else out
-            target = rectified_mean(*out) if reveal == "sample" else mean
-            expected = expected * m_t + target * revealed
+            target = expected_values(out, reveal, likelihood, genes=genes, library=library)
+            expected.scatter_(1, genes, target.to(x.dtype))
     return (x, expected) if expected is not None else x
 
 
@@ -160,11 +169,12 @@ def sample_incremental(
     *,
     grid: np.ndarray,
     noise: Noise,
+    likelihood: Likelihood,
     reveal: Literal["mean", "sample"] = "mean",
     mask_fill: Literal["gauss", "zero"] = "gauss",
-    log_variance_offset: torch.Tensor | float = 0.0,
     return_expected: bool = False,
     mean_offset: torch.Tensor | None = None,
+    library: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""The reverse process of :func:`sample_masked` with an :class:`~hinge_sc.nn.IncrementalDenoiser`.
 
@@ -179,13 +189,10 @@ def sample_incremental(
         Token cache and pruned forward pass of the module's denoiser.
     condition
         ``(t, visible_prev) → c``, ``t (n,)``, ``visible_prev (n, G)`` → ``(n, d)``.
-    n_hidden, n_genes, grid, noise, reveal, return_expected
+    n_hidden, n_genes, grid, noise, likelihood, reveal, return_expected, library
         As in :func:`sample_masked`.
     mask_fill
         The module's fill of hidden genes (only read with ``zero_emb``, where hidden tokens embed their fill).
-    log_variance_offset
-        Added to the predicted log-variance (the calibration :math:`\log\tau^2` of
-        :meth:`~hinge_sc.module.HINGEModule.calibrate_variance`).
     mean_offset
         ``(n, G)`` term added to the predicted means (the module's linear skip), or ``None``.
 
@@ -199,7 +206,6 @@ def sample_incremental(
     denoiser.start(n, device)
     x = torch.zeros(n, n_genes, device=device)
     expected = torch.zeros(n, n_genes, device=device) if return_expected else None
-    with_variance = reveal == "sample"
     for t, s in zip(grid[:-1], grid[1:], strict=True):
         k_t, k_s = int(n_hidden[t]), int(n_hidden[s])
         if k_s == k_t:
@@ -212,17 +218,14 @@ def sample_incremental(
         step = torch.full((n,), int(t), device=device, dtype=torch.long)
         c = condition(step, visibility(ranks, ranks.new_full((n,), k_s)))
         genes = order[:, k_s:k_t]
-        out = denoiser.forward(c, genes, return_log_variance=with_variance)
+        out = denoiser.forward(c, genes)
         if mean_offset is not None:
-            offset = torch.gather(mean_offset, 1, genes)
-            out = (out[0] + offset, out[1]) if with_variance else out + offset
-        if with_variance:
-            out = (out[0], out[1] + log_variance_offset)
-        value = reveal_values(out, reveal, noise, genes=genes, n_genes=n_genes).to(x.dtype)
+            out["mean"] = out["mean"] + torch.gather(mean_offset, 1, genes)
+        value = reveal_values(out, reveal, likelihood, noise, genes=genes, n_genes=n_genes, library=library)
+        value = value.to(x.dtype)
         denoiser.reveal(genes, value)
         x.scatter_(1, genes, value)
         if expected is not None:
-            target = rectified_mean(*out) if with_variance else out
+            target = expected_values(out, reveal, likelihood, genes=genes, library=library)
             expected.scatter_(1, genes, target.to(x.dtype))
     return (x, expected) if expected is not None else x
-

@@ -1,16 +1,19 @@
-"""Neural-network blocks: the backbone, its layers and SoftAdaLN."""
+"""Neural-network blocks: the backbones (one class per architecture, registered in :data:`BACKBONES`), their layers
+and SoftAdaLN."""
 
 from __future__ import annotations
 
-from ._adapted import AdaptedBackbone, VarianceHead
-from ._backbone import Backbone, SoftBinningValueEncoder, ValueDecoder
+from ._adapted import HEADS, AdaptedBackbone, VarianceHead
+from ._backbone import Backbone, register_backbone
 from ._cellfm import CELLFM_CHECKPOINTS, download_cellfm
+from ._cellfm_backbone import CellFMBackbone, SoftBinningValueEncoder, ValueDecoder
 from ._config import CELLFM_SHAPES, BackboneConfig
 from ._gene_aliases import GENE_ALIASES
 from ._genes import GeneVocabulary, match_genes, read_hgnc_aliases
 from ._inference import IncrementalDenoiser
 from ._mindspore import MindSporeCheckpoint, read_mindspore_checkpoint
 from ._provenance import CheckpointRecord, PretrainingRecord, Provenance
+from ._registry import BACKBONES
 from ._retention import MultiHeadRetention, RetentionLayer, SimpleGatedLinearUnit, per_head_rms_norm
 from ._scgpt import ScGPTBackbone, ScGPTConfig, ScGPTLayer
 from ._scgpt_checkpoint import SCGPT_CHECKPOINTS, download_scgpt, read_scgpt_vocabulary
@@ -25,12 +28,14 @@ from ._softadaln import (
 )
 
 __all__ = [
+    "BACKBONES",
     "CELLFM_CHECKPOINTS",
     "CELLFM_SHAPES",
     "GENE_ALIASES",
     "AdaptedBackbone",
     "Backbone",
     "BackboneConfig",
+    "CellFMBackbone",
     "CheckpointRecord",
     "ConditionEmbedding",
     "FinalModulation",
@@ -52,6 +57,7 @@ __all__ = [
     "SoftNorm",
     "ValueDecoder",
     "VarianceHead",
+    "HEADS",
     "download_cellfm",
     "download_scgpt",
     "match_genes",
@@ -60,5 +66,6 @@ __all__ = [
     "read_hgnc_aliases",
     "read_mindspore_checkpoint",
     "read_scgpt_vocabulary",
+    "register_backbone",
     "timestep_embedding",
 ]

@@ -12,6 +12,8 @@ from torch import nn
 from ._softadaln import ConditionEmbedding, FinalModulation, SoftAdaLNLayer
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._backbone import Backbone
 
 
@@ -61,6 +63,10 @@ class VarianceHead(nn.Module):
         return self.out(F.gelu(self.hidden(z))).squeeze(-1).clamp(-10.0, 10.0)
 
 
+#: Output heads an :class:`AdaptedBackbone` can build besides the mean, by name (a likelihood lists the ones it needs).
+HEADS: dict[str, type[nn.Module]] = {"log_variance": VarianceHead}
+
+
 class AdaptedBackbone(nn.Module):
     r"""Denoiser :math:`\hat x_0 = f(x_t, m_t, c)`: the frozen backbone under SoftAdaLN modulation.
 
@@ -86,9 +92,9 @@ class AdaptedBackbone(nn.Module):
         Keep the backbone frozen (HINGE). ``False`` fine-tunes all its weights (the paper's worst ablation).
     lora_rank, lora_alpha
         Add LoRA adapters of this rank to every projection of the frozen backbone (off by default).
-    variance_head
-        Also predict a log-variance per gene (:class:`VarianceHead`, beyond the paper): the spread of the value a
-        reveal step writes.
+    heads
+        Output heads besides the mean, by name (:data:`HEADS`, e.g. ``("log_variance",)``, a
+        :class:`VarianceHead`): what the model's likelihood needs (:class:`hinge_sc.module.Likelihood`).
     readout
         Add a per-gene linear readout of the condition to the predicted mean, :math:`\hat x_0 \mathrel{+}= W c + b`
         with ``W (G, d)`` (beyond the paper). It starts at zero, so the identity initialisation holds; it gives
@@ -110,7 +116,7 @@ class AdaptedBackbone(nn.Module):
         freeze_backbone: bool = True,
         lora_rank: int | None = None,
         lora_alpha: float | None = None,
-        variance_head: bool = False,
+        heads: Sequence[str] = (),
         readout: bool = False,
     ):
         super().__init__()
@@ -133,7 +139,10 @@ class AdaptedBackbone(nn.Module):
         self.condition_embedding = ConditionEmbedding(n_features, n_genes, d, mode=conditioning)
         self.layers = nn.ModuleList(SoftAdaLNLayer(d, head_rank) for _ in backbone.encoder)
         self.final = FinalModulation(d)
-        self.variance_head = VarianceHead(d) if variance_head else None
+        unknown = [h for h in heads if h not in HEADS]
+        if unknown:
+            raise ValueError(f"Unknown output head(s) {unknown}; the heads are {sorted(HEADS)}.")
+        self.heads = nn.ModuleDict({name: HEADS[name](d) for name in heads})
         self.readout = None
         if readout:
             self.readout = nn.Linear(d, n_genes)
@@ -150,15 +159,9 @@ class AdaptedBackbone(nn.Module):
         return torch.einsum("bd,brd->br", c, weight) + bias
 
     def forward(
-        self,
-        x_t: torch.Tensor,
-        visible: torch.Tensor,
-        c: torch.Tensor,
-        token_ids: torch.Tensor,
-        *,
-        return_log_variance: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Predict clean values (and, with ``return_log_variance``, their log-variance).
+        self, x_t: torch.Tensor, visible: torch.Tensor, c: torch.Tensor, token_ids: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Predict clean values and the outputs of the heads.
 
         Parameters
         ----------
@@ -170,12 +173,10 @@ class AdaptedBackbone(nn.Module):
             ``(B, d)`` condition.
         token_ids
             ``(G,)`` backbone token ids of the panel.
-        return_log_variance
-            Also return the ``(B, G)`` log-variance (needs ``variance_head=True``).
 
         Returns
         -------
-        ``(B, G)`` prediction of ``x_0``; with ``return_log_variance`` a pair (mean, log-variance).
+        ``{"mean": (B, G) prediction of x_0, <head>: (B, G) for each head}``.
         """
         bb = self.backbone
         h = bb.embed(x_t, token_ids, visible, self.mask_mechanism)
@@ -183,18 +184,17 @@ class AdaptedBackbone(nn.Module):
         for layer, ada in zip(bb.encoder, self.layers, strict=True):
             h = ada(layer, h, c, key_mask)
         z = self.final(h[:, 1:], c)
-        mean = bb.value_dec(z) + self.readout_values(c)
-        if not return_log_variance:
-            return mean
-        if self.variance_head is None:
-            raise ValueError("This model has no variance head; build it with `variance_head=True`.")
-        return mean, self.variance_head(z)
+        return self.outputs(z, bb.value_dec(z) + self.readout_values(c))
+
+    def outputs(self, z: torch.Tensor, mean: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"mean": mean, <head>: head(z)}`` from the final tokens ``z (B, r, d)`` and the ``(B, r)`` mean."""
+        return {"mean": mean, **{name: head(z) for name, head in self.heads.items()}}
 
     def trainable_parameters(self) -> dict[str, int]:
         """Number of trainable parameters per part."""
         parts = {"condition_embedding": self.condition_embedding, "softadaln_layers": self.layers, "final": self.final}
-        if self.variance_head is not None:
-            parts["variance_head"] = self.variance_head
+        for name, head in self.heads.items():
+            parts[f"{name}_head"] = head
         if self.readout is not None:
             parts["readout"] = self.readout
         if len(self.lora):

@@ -1,24 +1,31 @@
-"""The CellFM-style ERetNet backbone (docs/method.md §3)."""
+"""The base class of every backbone architecture (docs/method.md §3) and the registration of architectures.
+
+:class:`Backbone` holds what all architectures share: the gene vocabulary and its matching, the provenance, the
+token layout (CLS, then one token per gene), the forward pass through ``encoder`` and ``value_dec``, persistence
+and the factories (:meth:`~Backbone.random`, :meth:`~Backbone.from_cellfm`, :meth:`~Backbone.from_scgpt`,
+:meth:`~Backbone.from_pretrained`, :meth:`~Backbone.load`). Each architecture is a sibling subclass that builds its
+own network (:class:`~hinge_sc.nn.CellFMBackbone`, :class:`~hinge_sc.nn.ScGPTBackbone`) and is registered by name
+with :func:`register_backbone`; files name their architecture and are read back through the registry.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hinge_sc._random import seeded
 
-from ._backbone_io import architecture_class, checksum, load_backbone, save_backbone
+from ._backbone_io import checksum, load_backbone, save_backbone
 from ._cellfm import CELLFM_REVISION, check_vocabulary_given, download_cellfm, load_cellfm
-from ._config import CELLFM_SHAPES, BackboneConfig, MaskMechanism
 from ._genes import GeneVocabulary
 from ._provenance import Provenance
-from ._retention import RetentionLayer
+from ._registry import BACKBONES, DEFAULT_ARCHITECTURE, backbone_class, class_for_config
+from ._scgpt_checkpoint import SCGPT_CHECKPOINTS, download_scgpt, load_scgpt
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -26,67 +33,31 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from ._config import BackboneConfig, MaskMechanism
+
 logger = logging.getLogger(__name__)
 
-class SoftBinningValueEncoder(nn.Module):
-    r"""Soft-binning encoder of one scalar value per gene.
-
-    .. math::
-
-        h = \mathrm{LeakyReLU}(w_1 x),\quad h \leftarrow W_3 h + a\,h,\quad e = T\,\mathrm{softmax}(h)
-    """
-
-    def __init__(self, d_model: int, n_bins: int, negative_slope: float):
-        super().__init__()
-        self.negative_slope = negative_slope
-        self.w1 = nn.Linear(1, n_bins, bias=False)
-        self.w3 = nn.Linear(n_bins, n_bins, bias=False)
-        self.a = nn.Parameter(torch.ones(()))
-        self.table = nn.Linear(n_bins, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, G)`` values → ``(B, G, d)`` embeddings."""
-        h = F.leaky_relu(self.w1(x.unsqueeze(-1)), self.negative_slope)
-        h = self.w3(h) + self.a * h
-        return self.table(torch.softmax(h, dim=-1))
-
-
-class ValueEncoder(nn.Module):
-    """Value encoder plus the learned embedding of a masked value (CellFM's ``value_enc``)."""
-
-    def __init__(self, d_model: int, n_bins: int, negative_slope: float):
-        super().__init__()
-        self.value_enc = SoftBinningValueEncoder(d_model, n_bins, negative_slope)
-        self.mask_emb = nn.Parameter(torch.zeros(d_model))
-
-
-class ValueDecoder(nn.Module):
-    r"""Per-token decoder :math:`\hat y = W_2\,\mathrm{LeakyReLU}(W_1 h)` (d → d → 1)."""
-
-    def __init__(self, d_model: int, negative_slope: float):
-        super().__init__()
-        self.negative_slope = negative_slope
-        self.w1 = nn.Linear(d_model, d_model, bias=False)
-        self.w2 = nn.Linear(d_model, 1, bias=False)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """``(B, G, d) → (B, G)``."""
-        return self.w2(F.leaky_relu(self.w1(h), self.negative_slope)).squeeze(-1)
+B = TypeVar("B", bound="Backbone")
 
 
 class Backbone(nn.Module):
-    """CellFM-style single-cell foundation model: gene tokens, ERetNet layers, value decoder.
+    """Single-cell foundation model: gene tokens, a stack of layers, a value decoder (base of every architecture).
 
-    Tokens are one CLS token followed by one token per panel gene. A gene's token is its row of the
-    gene table plus the embedding of its value; hidden genes get the mask embedding (``mask_emb``,
-    CellFM's pre-training) or add ``zero_emb`` to the embedding of their fill value (HINGE's code).
+    Tokens are one CLS token followed by one token per panel gene; a gene's token is its gene embedding plus the
+    embedding of its value, and hidden genes get the architecture's hidden-gene embedding. The architectures are
+    sibling subclasses, registered by name in :data:`hinge_sc.nn.BACKBONES`: ``"cellfm"``
+    (:class:`~hinge_sc.nn.CellFMBackbone`, retention layers) and ``"scgpt"`` (:class:`~hinge_sc.nn.ScGPTBackbone`,
+    softmax transformer); ``isinstance(x, hs.Backbone)`` holds for all of them.
+
+    ``Backbone(genes, config)`` builds the architecture whose config class ``config`` is (a
+    :class:`~hinge_sc.nn.BackboneConfig`, or none: CellFM-style), uninitialised; use the factories below.
 
     Parameters
     ----------
     genes
         Vocabulary (gene symbols); gene ``i`` has token id ``i + 1``, id 0 is padding.
     config
-        Sizes and options, see :class:`BackboneConfig`.
+        Sizes and options: an instance of the architecture's ``config_class`` (default: its defaults).
 
     Examples
     --------
@@ -95,26 +66,28 @@ class Backbone(nn.Module):
     """
 
     #: Name of the architecture, saved with the backbone so that :meth:`load` rebuilds the right class.
-    architecture = "cellfm"
-    config_class = BackboneConfig
+    architecture: ClassVar[str]
+    #: Dataclass of the architecture's hyper-parameters (saved with the backbone as plain data).
+    config_class: ClassVar[type]
 
-    def __init__(self, genes: Sequence[str], config: BackboneConfig | None = None):
+    def __new__(cls, *args, **kwargs):
+        # `Backbone(genes, config)` on the base class builds the architecture that `config` belongs to
+        if cls is Backbone:
+            cls = class_for_config(kwargs.get("config", args[1] if len(args) > 1 else None))
+        return super().__new__(cls)
+
+    def __init__(self, genes: Sequence[str], config: object | None = None):
         super().__init__()
         self.vocabulary = GeneVocabulary(genes)
-        self.config = config = config or BackboneConfig()
+        config = self.config_class() if config is None else config
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"`config` of a {type(self).__name__} must be a {self.config_class.__name__}, found "
+                f"{type(config).__name__}."
+            )
+        self.config = config
         #: Where the weights come from (pre-training run, checkpoint, scale); saved with the backbone.
         self.provenance = Provenance()
-        d = config.d_model
-        n_rows = 8 * math.ceil((len(self.vocabulary) + 1) / 8)  # CellFM pads the table to a multiple of 8
-        self.gene_emb = nn.Parameter(torch.zeros(n_rows, d))
-        self.cls_token = nn.Parameter(torch.zeros(d))
-        self.zero_emb = nn.Parameter(torch.zeros(d))
-        self.value_enc = ValueEncoder(d, config.n_bins, config.negative_slope)
-        self.encoder = nn.ModuleList(
-            RetentionLayer(d, config.n_heads, config.d_ffn or d, i, config.n_layers, config.dropout, config.norm_eps)
-            for i in range(config.n_layers)
-        )
-        self.value_dec = ValueDecoder(d, config.negative_slope)
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -129,7 +102,7 @@ class Backbone(nn.Module):
         seed: int | None = 0,
         **config_kwargs,
     ) -> Backbone:
-        """A randomly initialised backbone of any size.
+        """A randomly initialised backbone of any size (CellFM-style when called on :class:`Backbone`).
 
         Parameters
         ----------
@@ -138,119 +111,38 @@ class Backbone(nn.Module):
         d_model, n_layers, n_heads
             Width ``d``, depth ``L`` and heads ``H``.
         shape
-            Use the shape of a published CellFM model instead (``d=1536``; ``L=40, H=48`` or ``L=2, H=48``).
+            CellFM-style only: use the shape of a published CellFM model instead (``d=1536``; ``L=40, H=48`` or
+            ``L=2, H=48``).
         seed
             Seed of the initialisation (``None`` uses the global generator).
         **config_kwargs
-            Other fields of :class:`BackboneConfig`.
+            Other fields of the architecture's config (:class:`~hinge_sc.nn.BackboneConfig`,
+            :class:`~hinge_sc.nn.ScGPTConfig`), e.g. ``dropout``.
         """
-        sizes = {"d_model": d_model, "n_layers": n_layers, "n_heads": n_heads}
-        if shape is not None:
-            if shape not in CELLFM_SHAPES:
-                raise ValueError(f"`shape` must be one of {sorted(CELLFM_SHAPES)}, got {shape!r}.")
-            sizes = CELLFM_SHAPES[shape]
-        config = BackboneConfig(**sizes, name=config_kwargs.pop("name", shape or "random"), **config_kwargs)
+        arch = backbone_class(DEFAULT_ARCHITECTURE) if cls is Backbone else cls
+        config = arch.random_config(d_model=d_model, n_layers=n_layers, n_heads=n_heads, shape=shape, **config_kwargs)
         with seeded(seed) if seed is not None else contextlib.nullcontext():
-            model = cls(genes, config)
+            model = arch(genes, config)
             model.reset_parameters()
         return model
 
     @classmethod
-    def pretrain(
-        cls,
-        adata,
-        genes: Sequence[str] | None = None,
-        *,
-        vocabulary: Sequence[str] | None = None,
-        backbone: Backbone | None = None,
-        layer: str | None = None,
-        d_model: int = 128,
-        n_layers: int = 4,
-        n_heads: int = 8,
-        architecture: Literal["cellfm", "scgpt"] = "cellfm",
-        n_tokens: int = 256,
-        mask_ratio: float = 0.2,
-        target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
-        max_epochs: int = 10,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        validation_size: float = 0.1,
-        seed: int = 0,
-        accelerator: str = "auto",
-        devices: int | str = "auto",
-        strategy: str | None = None,
-        checkpoint_dir: str | None = None,
-        show_progress_bar: bool = True,
-        allow_non_integer: bool = False,
-        **trainer_kwargs,
-    ) -> Backbone:
-        """Pre-train a backbone on expression-only data (single cells, or spots without images).
+    def random_config(cls, *, d_model: int, n_layers: int, n_heads: int, shape: str | None = None, **config_kwargs):
+        """The config :meth:`random` builds (name ``"random-<architecture>"`` unless ``name`` is given).
 
-        CellFM's objective: hide ``mask_ratio`` of each sample's gene values (the learned mask embedding
-        replaces them) and reconstruct them through the value decoder with MSE. Each sample shows the backbone
-        ``n_tokens`` of its genes (mostly expressed ones), redrawn every epoch, so large gene spaces stay cheap.
-        The result plugs into :class:`hinge_sc.HINGE` like a CellFM checkpoint.
-
-        Parameters
-        ----------
-        adata
-            Spots or cells × genes, raw counts.
-        genes
-            Genes to train on (default: all of ``adata.var_names``).
-        vocabulary
-            Vocabulary of the new backbone (default: ``genes``); e.g. CellFM's, so panels can use any of its genes.
-        backbone
-            Continue pre-training this backbone instead of a new random one.
-        layer
-            Layer with raw counts (default ``X``).
-        d_model, n_layers, n_heads
-            Size of a new backbone.
-        architecture
-            Shape of a new backbone: ``"cellfm"`` (retention layers, :class:`Backbone`) or ``"scgpt"`` (softmax
-            transformer, :class:`~hinge_sc.nn.ScGPTBackbone`; hidden genes get its generative flag and are removed
-            as keys, as in scGPT's generative pre-training; dropout 0.1 and none on the attention weights). Same objective and
-            data for both.
-        n_tokens
-            Genes per sample.
-        mask_ratio
-            Fraction of the tokens hidden.
-        target_scale
-            Value scale (use the scale HINGE will be trained on).
-        max_epochs, batch_size, lr, validation_size, seed
-            Training settings (AdamW, gradient clipping 1.0).
-        accelerator, devices, strategy
-            Passed to :class:`lightning.pytorch.Trainer`.
-        checkpoint_dir
-            Write Lightning checkpoints (best and last) here.
-        show_progress_bar
-            Show the progress bar.
-        allow_non_integer
-            Accept non-negative non-integer counts (corrected counts, e.g. ambient-RNA corrected); by default
-            non-integer values (log-normalised or scaled data) raise.
-        **trainer_kwargs
-            Other :class:`lightning.pytorch.Trainer` arguments (not those set here: ``logger``,
-            ``enable_checkpointing``, ``enable_progress_bar``, ``enable_model_summary``).
-
-        Returns
-        -------
-        The trained backbone (in eval mode); ``backbone.provenance.pretraining`` holds the settings and the
-        per-epoch ``history`` (train and validation loss).
-
-        Notes
-        -----
-        The implementation is :func:`hinge_sc.train.pretrain_backbone` (the Lightning layer), imported when this
-        method is called.
+        Raises
+        ------
+        ValueError
+            ``shape`` is given: only the CellFM-style architecture has published shapes.
         """
-        from hinge_sc.train._pretrain import pretrain_backbone
+        if shape is not None:
+            raise ValueError(f"`shape` names a published CellFM model; a {cls.__name__} has none (pass the sizes).")
+        name = config_kwargs.pop("name", f"random-{cls.architecture}")
+        return cls.config_class(d_model=d_model, n_layers=n_layers, n_heads=n_heads, name=name, **config_kwargs)
 
-        return pretrain_backbone(
-            adata, genes=genes, vocabulary=vocabulary, backbone=backbone, layer=layer, d_model=d_model,
-            n_layers=n_layers, n_heads=n_heads, architecture=architecture, n_tokens=n_tokens, mask_ratio=mask_ratio,
-            target_scale=target_scale,
-            max_epochs=max_epochs, batch_size=batch_size, lr=lr, validation_size=validation_size, seed=seed,
-            accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
-            show_progress_bar=show_progress_bar, allow_non_integer=allow_non_integer, **trainer_kwargs,
-        )
+    def reset_parameters(self) -> None:
+        """Initialise every weight as the architecture's authors do (random backbones and pre-training)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `reset_parameters`.")
 
     @classmethod
     def from_cellfm(
@@ -264,6 +156,7 @@ class Backbone(nn.Module):
     ) -> Backbone:
         """Load the weights of a CellFM MindSpore checkpoint into a new backbone (without MindSpore).
 
+        Returns a :class:`~hinge_sc.nn.CellFMBackbone` (also when called on another architecture's class).
         Parameter names map one to one (LayerNorm ``gamma``/``beta`` → ``weight``/``bias``; matrices are
         stored (out, in) and never transposed). Optimiser state, string entries, the 80M model's ``ST_*``
         tensors and CellFM's other heads (``cellwise_dec``, ``value_dec.zero_logit``) are skipped. The backbone
@@ -279,7 +172,7 @@ class Backbone(nn.Module):
             github.com/biomed-AI/CellFM). Its size must fit the checkpoint's gene table, padded to a multiple of 8.
         config
             ``"auto"`` infers ``d_model``, ``n_layers`` (largest encoder index + 1), ``d_ffn`` and ``n_bins``
-            from the shapes; a CellFM name also checks them; a :class:`BackboneConfig` is used as given.
+            from the shapes; a CellFM name also checks them; a :class:`~hinge_sc.nn.BackboneConfig` is used as given.
         n_heads
             Number of heads, which shapes cannot tell (default 48 when ``d_model = 1536``, as CellFM; else required).
         ignore
@@ -301,8 +194,9 @@ class Backbone(nn.Module):
         --------
         >>> bb = hs.Backbone.from_cellfm("CellFM_80M_weight.ckpt", vocabulary="expand_gene_info.csv")
         """
-        cls = architecture_class(cls, "cellfm")  # also when called on a sibling class (ScGPTBackbone)
-        return load_cellfm(cls, ckpt_path, vocabulary=vocabulary, config=config, n_heads=n_heads, ignore=ignore)
+        return load_cellfm(
+            backbone_class("cellfm"), ckpt_path, vocabulary=vocabulary, config=config, n_heads=n_heads, ignore=ignore
+        )
 
     @classmethod
     def from_scgpt(cls, model_dir: str | Path, *, ignore: Sequence[str] = (), name: str | None = None) -> Backbone:
@@ -335,9 +229,7 @@ class Backbone(nn.Module):
         >>> bb = hs.Backbone.from_scgpt("scGPT_human")
         >>> ids, report = bb.match_genes(adata.var_names)
         """
-        from ._scgpt_checkpoint import load_scgpt
-
-        return load_scgpt(architecture_class(cls, "scgpt"), model_dir, ignore=ignore, name=name)
+        return load_scgpt(backbone_class("scgpt"), model_dir, ignore=ignore, name=name)
 
     @classmethod
     def from_pretrained(
@@ -377,30 +269,13 @@ class Backbone(nn.Module):
         --------
         >>> bb = hs.Backbone.from_pretrained("cellfm-80m", vocabulary="expand_gene_info.csv")
         """
-        if name == "scgpt-human":
-            from ._scgpt_checkpoint import download_scgpt
-
+        if name in SCGPT_CHECKPOINTS:
             return cls.from_scgpt(download_scgpt(name, cache_dir=cache_dir), name=name)
         check_vocabulary_given(vocabulary, name)
         path = download_cellfm(
             name, cache_dir=cache_dir, revision=revision or CELLFM_REVISION, show_progress_bar=show_progress_bar
         )
         return cls.from_cellfm(path, vocabulary=vocabulary, config=name)
-
-    def reset_parameters(self) -> None:
-        """Xavier-normal initialisation as in CellFM (used for random backbones and pre-training)."""
-        n_layers = self.config.n_layers
-        nn.init.xavier_normal_(self.gene_emb)
-        with torch.no_grad():
-            self.gene_emb[0].zero_()  # padding row
-        nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.value_enc.mask_emb, std=0.02)
-        nn.init.zeros_(self.zero_emb)
-        enc = self.value_enc.value_enc
-        for lin in (enc.w1, enc.w3, enc.table, self.value_dec.w1, self.value_dec.w2):
-            nn.init.xavier_normal_(lin.weight)
-        for layer in self.encoder:
-            layer.reset_parameters(n_layers)
 
     # ----------------------------------------------------------------- vocabulary and provenance
     @property
@@ -431,12 +306,13 @@ class Backbone(nn.Module):
 
     @property
     def pretrained_token_ids(self) -> set[int] | None:
-        """Token ids whose embeddings :meth:`pretrain` trained; ``None`` when not recorded (random, CellFM)."""
+        """Token ids whose embeddings :func:`hinge_sc.pretrain_backbone` trained; ``None`` when not recorded (random,
+        CellFM)."""
         record = self.provenance.pretraining
         return None if record is None else set(record.token_ids)
 
     def unseen_in_pretraining(self, genes: Sequence[str], *, aliases: bool | Mapping[str, str] = True) -> list[str]:
-        """Genes of ``genes`` in the vocabulary whose embeddings :meth:`pretrain` never trained.
+        """Genes of ``genes`` in the vocabulary whose embeddings :func:`hinge_sc.pretrain_backbone` never trained.
 
         Empty when the backbone has no record of its pre-training genes (random weights, CellFM checkpoints).
         """
@@ -499,17 +375,24 @@ class Backbone(nn.Module):
         mask_mechanism
             Override of ``config.mask_mechanism`` (the mechanism the backbone was pre-trained with).
         """
-        v = self.value_enc.value_enc(values)
-        if visible is not None:
-            hidden = (1.0 - visible).unsqueeze(-1).to(v.dtype)
-            if (mask_mechanism or self.config.mask_mechanism) == "mask_emb":
-                v = torch.lerp(v, self.value_enc.mask_emb.to(v.dtype), hidden)  # v (1 - hidden) + hidden · mask_emb
-            else:
-                v = v + hidden * self.zero_emb
-        gene = self.gene_emb[token_ids]  # (G, d), or (B, G, d) for per-sample token ids
+        v = self.embed_values(values, visible, mask_mechanism or self.config.mask_mechanism)
+        gene = self.embed_genes(token_ids)  # (G, d), or (B, G, d) for per-sample token ids
         tokens = (gene.unsqueeze(0) if token_ids.ndim == 1 else gene) + v
-        cls = self.cls_token.expand(values.shape[0], 1, -1).to(tokens.dtype)
-        return torch.cat([cls, tokens], dim=1)
+        return torch.cat([self.embed_cls(values, tokens.dtype), tokens], dim=1)
+
+    def embed_values(
+        self, values: torch.Tensor, visible: torch.Tensor | None, mask_mechanism: MaskMechanism
+    ) -> torch.Tensor:
+        """``(B, G)`` values → ``(B, G, d)`` value embeddings, hidden genes (``visible`` 0) embedded as such."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `embed_values`.")
+
+    def embed_genes(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """``(G,)`` or ``(B, G)`` token ids → gene embeddings ``(G, d)`` or ``(B, G, d)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `embed_genes`.")
+
+    def embed_cls(self, values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The ``(B, 1, d)`` CLS token of a batch of ``values`` ``(B, G)``, in ``dtype``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `embed_cls`.")
 
     @staticmethod
     def key_mask(visible: torch.Tensor | None) -> torch.Tensor | None:
@@ -536,7 +419,7 @@ class Backbone(nn.Module):
         return checksum(self)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the backbone (vocabulary, config, weights, provenance) to one file, atomically.
+        """Write the backbone (architecture, vocabulary, config, weights, provenance) to one file, atomically.
 
         The file holds only tensors and plain data, so :meth:`load` reads it with ``weights_only=True``.
 
@@ -551,17 +434,74 @@ class Backbone(nn.Module):
     def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Backbone:
         """Read a backbone written by :meth:`save` (no unpickling: ``torch.load(..., weights_only=True)``).
 
+        The file names its architecture; the backbone is rebuilt as the class registered under that name
+        (:data:`hinge_sc.nn.BACKBONES`), whichever class this is called on.
+
         Raises
         ------
         FileNotFoundError
             No file at ``path``.
+        ValueError
+            The file's architecture is not registered (the message names the registered ones).
         hinge_sc.FileIntegrityError
             The file is truncated, corrupt, not a backbone file, holds objects other than tensors and plain data,
             or holds NaN or infinite weights (the first such tensor is named).
         """
-        return load_backbone(cls, path, map_location=map_location)
+        return load_backbone(path, map_location=map_location)
 
     def extra_repr(self) -> str:
         c = self.config
         return f"name={c.name!r}, genes={len(self.genes)}, d={c.d_model}, L={c.n_layers}, H={c.n_heads}"
 
+
+def register_backbone(cls: type[B], *, replace: bool = False) -> type[B]:
+    """Register a backbone architecture under its ``architecture`` name (usable as a class decorator).
+
+    Registered architectures are what :meth:`Backbone.load` can read back and what ``Backbone(genes, config)``
+    dispatches to by config class. The built-in ones are ``"cellfm"`` and ``"scgpt"``.
+
+    Parameters
+    ----------
+    cls
+        A subclass of :class:`Backbone` with a string ``architecture`` and a dataclass ``config_class``; it
+        implements ``__init__(genes, config)`` (calling ``super().__init__(genes, config)`` first),
+        ``reset_parameters``, ``embed_values``, ``embed_genes``, ``embed_cls`` and has an ``encoder`` (layers
+        ``h, key_mask → h``) and a ``value_dec``.
+    replace
+        Replace a different class registered under the same name (else that is an error).
+
+    Returns
+    -------
+    ``cls``, unchanged.
+
+    Raises
+    ------
+    TypeError
+        ``cls`` is not a subclass of :class:`Backbone`, or lacks ``architecture`` or a dataclass ``config_class``.
+    ValueError
+        Another class is registered under that name and ``replace`` is false.
+
+    Examples
+    --------
+    >>> @hs.nn.register_backbone
+    ... class MyBackbone(hs.Backbone):
+    ...     architecture = "mine"
+    ...     config_class = MyConfig
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Backbone)) or cls is Backbone:
+        raise TypeError(f"`cls` must be a subclass of hinge_sc.Backbone, found {cls!r}.")
+    name = getattr(cls, "architecture", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} needs a class attribute `architecture` (a non-empty string), found {name!r}.")
+    config_class = getattr(cls, "config_class", None)
+    if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)):
+        raise TypeError(f"{cls.__name__} needs a class attribute `config_class` (a dataclass), found {config_class!r}.")
+    existing = BACKBONES.get(name)
+    if existing is not None and existing is not cls and not replace:
+        raise ValueError(
+            f"Backbone architecture {name!r} is already registered as {existing.__module__}.{existing.__qualname__}; "
+            "give yours another `architecture` name, or pass `replace=True`."
+        )
+    BACKBONES[name] = cls
+    logger.debug("Registered backbone architecture %r: %s", name, cls.__qualname__)
+    return cls

@@ -14,9 +14,10 @@ import torch
 from hinge_sc._files import FileIntegrityError, load_tensors, refuse_existing, write_atomic
 
 from ._provenance import Provenance
+from ._registry import BACKBONES, backbone_class, unknown_architecture
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from ._backbone import Backbone
 
@@ -55,16 +56,20 @@ def save_backbone(backbone: Backbone, path: str | Path, *, overwrite: bool = Fal
     return path
 
 
-def load_backbone(cls: type[Backbone], path: str | Path, *, map_location: str | torch.device = "cpu") -> Backbone:
-    """Read a file written by :func:`save_backbone` into a new ``cls`` (see :meth:`hinge_sc.nn.Backbone.load`)."""
+def load_backbone(path: str | Path, *, map_location: str | torch.device = "cpu") -> Backbone:
+    """Read a file written by :func:`save_backbone` into a new backbone of the class registered under the file's
+    architecture (see :meth:`hinge_sc.nn.Backbone.load`); files without one (the first format) are CellFM-style."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No backbone file at `path` {path}; write one with `Backbone.save(path)`.")
     payload = load_tensors(path, map_location=map_location, what="backbone file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise FileIntegrityError(f"{path} is not a hinge_sc backbone file (expected format {FORMAT!r}).")
+    architecture = payload.get("architecture", "cellfm")  # files of the first format are all CellFM-style
+    if isinstance(architecture, str) and architecture not in BACKBONES:  # a sound file of an unregistered class
+        raise ValueError(f"Cannot read the backbone file {path}: {unknown_architecture(architecture)}.")
     try:
-        cls = architecture_class(cls, payload.get("architecture", "cellfm"))
+        cls = backbone_class(architecture)
         genes, config, state = payload["genes"], cls.config_class(**payload["config"]), payload["state_dict"]
         if not isinstance(state, dict) or not isinstance(genes, list):
             raise TypeError("`genes` must be a list and `state_dict` a mapping of tensors")
@@ -142,22 +147,32 @@ def load_from_source(
     if loader == "from_cellfm":
         opts = dict(options)
         config = opts.pop("config", "auto")
-        config = cls.config_class(**config) if isinstance(config, dict) else config
+        config = backbone_class("cellfm").config_class(**config) if isinstance(config, dict) else config
         vocabulary = files.get("vocabulary", opts.pop("vocabulary", None))
         opts.pop("vocabulary", None)
         return cls.from_cellfm(files["ckpt_path"], vocabulary=vocabulary, config=config, **opts)
     raise ValueError(f"Unknown backbone reader {loader!r}; expected one of {LOADERS}.")
 
-def architecture_class(cls: type[Backbone], architecture: str) -> type[Backbone]:
-    """Find the class saved as ``architecture`` among ``cls``'s family (its root backbone class and every subclass)."""
-    root = cls
-    while "architecture" in dir(root.__base__):
-        root = root.__base__
-    family, stack = [], [root]
-    while stack:
-        family.append(stack.pop())
-        stack.extend(family[-1].__subclasses__())
-    for candidate in family:
-        if candidate.architecture == architecture:
-            return candidate
-    raise ValueError(f"unknown backbone architecture {architecture!r} (known: {[c.architecture for c in family]})")
+def mismatch_report(
+    missing: Sequence[str], unexpected: Sequence[str], wrong: Sequence[str], *, limit: int = 10
+) -> str | None:
+    """One sentence per kind of mismatch between a checkpoint and a backbone, for the readers' ValueError.
+
+    Parameters
+    ----------
+    missing, unexpected, wrong
+        Parameters the checkpoint lacks, checkpoint tensors the backbone has no place for, and tensors of the wrong
+        shape or type (each item already described).
+    limit
+        Items named per kind (the rest are counted).
+
+    Returns
+    -------
+    E.g. ``"missing (2): a; b. mis-shaped (1): c: expected (4,), found (5,)"``; ``None`` when all three are empty.
+    """
+    problems = [
+        f"{label} ({len(items)}): {'; '.join(items[:limit])}{' …' if len(items) > limit else ''}"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
+        if items
+    ]
+    return ". ".join(problems) if problems else None

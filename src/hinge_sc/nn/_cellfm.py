@@ -1,4 +1,4 @@
-"""CellFM's MindSpore checkpoints → :class:`~hinge_sc.nn.Backbone` (docs/method.md §8)."""
+"""CellFM's MindSpore checkpoints → :class:`~hinge_sc.nn.CellFMBackbone` (docs/method.md §8)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from ._backbone_io import check_finite_tensor, record_source
+from ._backbone_io import check_finite_tensor, mismatch_report, record_source
 from ._config import CELLFM_SHAPES, BackboneConfig
 from ._mindspore import MindSporeCheckpoint
 from ._provenance import CheckpointRecord
@@ -228,16 +228,12 @@ def _check_fit(ckpt: MindSporeCheckpoint, params: dict[str, str], expected: dict
         if name in params
         and (not _fits(shapes[name], shape) or ckpt.entries[params[name]].tensor_type not in _FLOAT_TYPES)
     ]
-    if missing or unexpected or wrong:
-        problems = [
-            f"{label} ({len(items)}): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}"
-            for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
-            if items
-        ]
+    report = mismatch_report(missing, unexpected, wrong)
+    if report:
         raise ValueError(
             f"`ckpt_path` {ckpt.path} does not fit a CellFM backbone ({config.name}: d_model={config.d_model}, "
-            f"n_layers={config.n_layers}, n_bins={config.n_bins}). " + "; ".join(problems) + ". Weight matrices "
-            "must be stored (out, in) as in MindSpore; pass `ignore=(prefix, ...)` to skip extra tensors."
+            f"n_layers={config.n_layers}, n_bins={config.n_bins}). {report}. Weight matrices must be stored "
+            "(out, in) as in MindSpore; pass `ignore=(prefix, ...)` to skip extra tensors."
         )
 
 
@@ -250,7 +246,7 @@ def load_cellfm(
     n_heads: int | None = None,
     ignore: Sequence[str] = (),
 ) -> Backbone:
-    """Load a CellFM checkpoint into a new ``cls`` instance (see :meth:`Backbone.from_cellfm`).
+    """Load a CellFM checkpoint into a new ``cls`` instance (see :meth:`hinge_sc.Backbone.from_cellfm`).
 
     Every declared tensor size is checked against the bytes the file holds, and every parameter shape against
     the checkpoint, on the meta device, before any memory is allocated for the weights; every tensor read must be

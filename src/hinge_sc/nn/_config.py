@@ -32,9 +32,17 @@ def check_sizes(config: object) -> None:
         )
 
 
+def check_config(config: object) -> None:
+    """The checks every architecture's config shares: sizes in range (:func:`check_sizes`) and ``mask_mechanism``."""
+    check_sizes(config)
+    mechanism = getattr(config, "mask_mechanism", "mask_emb")
+    if mechanism not in ("mask_emb", "zero_emb"):
+        raise ValueError(f"`mask_mechanism` must be 'mask_emb' or 'zero_emb', got {mechanism!r}.")
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
-    """Hyper-parameters of :class:`~hinge_sc.nn.Backbone` (everything needed to rebuild it).
+    """Hyper-parameters of :class:`~hinge_sc.nn.CellFMBackbone` (everything needed to rebuild it).
 
     Attributes
     ----------
@@ -68,9 +76,7 @@ class BackboneConfig:
     name: str = "random"
 
     def __post_init__(self):
-        check_sizes(self)
-        if self.mask_mechanism not in ("mask_emb", "zero_emb"):
-            raise ValueError(f"`mask_mechanism` must be 'mask_emb' or 'zero_emb', got {self.mask_mechanism!r}.")
+        check_config(self)
 
 
 #: Shapes of the published CellFM models (random weights unless loaded from a checkpoint).

@@ -146,15 +146,12 @@ class IncrementalDenoiser:
         return post_norm_residual(p["norm2"], h, F.linear(a * b, p["w_ffn_o"]), torch.sigmoid(gate2).unsqueeze(1),
                                   p["alpha"])  # fmt: skip
 
-    def forward(
-        self, c: torch.Tensor, genes: torch.Tensor, *, return_log_variance: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, c: torch.Tensor, genes: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predict the values of ``genes (n, r)`` from the cached tokens under condition ``c (n, d)``.
 
         Returns
         -------
-        ``(n, r)`` predicted means (and log-variances with ``return_log_variance``), the entries of
-        :meth:`AdaptedBackbone.forward`'s output at ``genes``.
+        ``(n, r)`` entries of :meth:`AdaptedBackbone.forward`'s outputs at ``genes`` (``"mean"`` and the heads).
         """
         h, key_mask = self.tokens, self.key_mask
         last = len(self.layers) - 1
@@ -163,9 +160,4 @@ class IncrementalDenoiser:
         final = self.adapted.final
         shift, scale = final.head(c)
         z = modulate(final.norm(h), shift, scale)
-        mean = self.backbone.value_dec(z) + self.adapted.readout_values(c, genes)
-        if not return_log_variance:
-            return mean
-        if self.adapted.variance_head is None:
-            raise ValueError("This model has no variance head; build it with `variance_head=True`.")
-        return mean, self.adapted.variance_head(z)
+        return self.adapted.outputs(z, self.backbone.value_dec(z) + self.adapted.readout_values(c, genes))

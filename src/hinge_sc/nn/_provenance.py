@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass
 class PretrainingRecord:
-    """Settings and outcome of :meth:`hinge_sc.Backbone.pretrain`.
+    """Settings and outcome of :func:`hinge_sc.pretrain_backbone`.
 
     Attributes
     ----------
@@ -54,7 +54,7 @@ class Provenance:
     target_scale
         Expression scale the backbone was pre-trained on (``None``: unknown, e.g. CellFM's own).
     pretraining
-        Record of :meth:`hinge_sc.Backbone.pretrain`, if it was pre-trained by hinge_sc.
+        Record of :func:`hinge_sc.pretrain_backbone`, if it was pre-trained by hinge_sc.
     checkpoint
         The checkpoint it was read from, if any.
     """

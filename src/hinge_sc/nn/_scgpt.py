@@ -6,7 +6,6 @@ load one tensor to one parameter (:mod:`hinge_sc.nn._scgpt_checkpoint`); the for
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -14,12 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hinge_sc._random import seeded
-
-from ._backbone import Backbone
-from ._config import check_sizes
-from ._genes import GeneVocabulary
-from ._provenance import Provenance
+from ._backbone import Backbone, register_backbone
+from ._config import check_config
 from ._retention import post_norm_residual
 
 if TYPE_CHECKING:
@@ -87,7 +82,7 @@ class ScGPTConfig:
     name: str = "scgpt"
 
     def __post_init__(self):
-        check_sizes(self)
+        check_config(self)
         if self.d_model % self.n_heads:
             raise ValueError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads}).")
         if self.input_emb_style not in ("continuous", "category"):
@@ -105,8 +100,6 @@ class ScGPTConfig:
                 )
         if self.hidden_token not in ("flag", "mask_value"):
             raise ValueError(f"`hidden_token` must be 'flag' or 'mask_value', got {self.hidden_token!r}.")
-        if self.mask_mechanism not in ("mask_emb", "zero_emb"):
-            raise ValueError(f"`mask_mechanism` must be 'mask_emb' or 'zero_emb', got {self.mask_mechanism!r}.")
 
     @property
     def ffn_width(self) -> int:
@@ -249,15 +242,16 @@ class ExpressionDecoder(nn.Module):
         return self.fc(h).squeeze(-1)
 
 
+@register_backbone
 class ScGPTBackbone(Backbone):
-    """scGPT-shaped single-cell foundation model: a drop-in :class:`~hinge_sc.nn.Backbone` for HINGE.
+    """scGPT-shaped single-cell foundation model: a drop-in :class:`~hinge_sc.Backbone` for HINGE.
 
     Tokens are the CLS token followed by one token per panel gene. A gene's token is its LayerNorm-ed gene
     embedding plus the embedding of its value; a hidden gene gets scGPT's generative flag instead of a value
     embedding (``hidden_token="flag"``) and is removed as a key for every other token in every layer (it still
     attends to itself). The CLS token is scGPT's ``<cls>`` embedding plus the value embedding of ``pad_value``.
-    Same interface as the CellFM-style backbone: ``embed`` / ``key_mask`` / ``encoder`` (layers with ``attn``,
-    ``ffn`` and post-norms, wrapped by SoftAdaLN) / ``value_dec``.
+    Same interface as the CellFM-style backbone (:class:`~hinge_sc.nn.CellFMBackbone`): ``embed`` / ``key_mask`` /
+    ``encoder`` (layers with ``attn``, ``ffn`` and post-norms, wrapped by SoftAdaLN) / ``value_dec``.
 
     Parameters
     ----------
@@ -276,10 +270,8 @@ class ScGPTBackbone(Backbone):
     config_class = ScGPTConfig
 
     def __init__(self, genes: Sequence[str], config: ScGPTConfig | None = None):
-        nn.Module.__init__(self)  # not Backbone.__init__: none of the CellFM layers
-        self.vocabulary = GeneVocabulary(genes)
-        self.config = config = config or ScGPTConfig()
-        self.provenance = Provenance()
+        super().__init__(genes, config)
+        config = self.config
         d = config.d_model
         self.gene_emb = nn.Parameter(torch.zeros(len(self.vocabulary) + 1, d))  # row 0: <pad>
         self.cls_token = nn.Parameter(torch.zeros(d))  # the raw <cls> row (LayerNorm-ed like every gene row)
@@ -302,42 +294,6 @@ class ScGPTBackbone(Backbone):
         )
         self.value_dec = ExpressionDecoder(d)
 
-    @classmethod
-    def random(
-        cls,
-        genes: Sequence[str],
-        *,
-        d_model: int = 256,
-        n_layers: int = 4,
-        n_heads: int = 8,
-        seed: int | None = 0,
-        **config_kwargs,
-    ) -> ScGPTBackbone:
-        """Build a randomly initialised scGPT-shaped backbone (scGPT's initialisation).
-
-        Parameters
-        ----------
-        genes
-            Vocabulary.
-        d_model, n_layers, n_heads
-            Width ``d``, depth ``L`` and heads ``H``.
-        seed
-            Seed of the initialisation (``None`` uses the global generator).
-        **config_kwargs
-            Other fields of :class:`ScGPTConfig` (e.g. ``dropout``, ``d_hid``).
-        """
-        config = ScGPTConfig(
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            name=config_kwargs.pop("name", "random-scgpt"),
-            **config_kwargs,
-        )
-        with seeded(seed) if seed is not None else contextlib.nullcontext():
-            model = cls(genes, config)
-            model.reset_parameters()
-        return model
-
     def reset_parameters(self) -> None:
         """Initialise as scGPT does.
 
@@ -355,46 +311,32 @@ class ScGPTBackbone(Backbone):
             nn.init.zeros_(layer.attn.in_proj.bias)
             nn.init.zeros_(layer.attn.out_proj.bias)
 
-    # ----------------------------------------------------------------- forward pieces
+    # ----------------------------------------------------------------- forward pieces (see Backbone.embed)
     def _hidden_embedding(self, like: torch.Tensor) -> torch.Tensor:
         """``(d,)`` or ``(1, 1, d)`` embedding that replaces a hidden gene's value embedding."""
         if self.config.hidden_token == "flag":
             return self.flag_emb[1].to(like.dtype)
         return self.value_enc(like.new_full((1, 1), self.config.mask_value))
 
-    def embed(
-        self,
-        values: torch.Tensor,
-        token_ids: torch.Tensor,
-        visible: torch.Tensor | None = None,
-        mask_mechanism: MaskMechanism | None = None,
+    def embed_values(
+        self, values: torch.Tensor, visible: torch.Tensor | None, mask_mechanism: MaskMechanism
     ) -> torch.Tensor:
-        """Token embeddings ``(B, 1 + G, d)``: CLS, then LayerNorm(gene row) + value embedding.
-
-        Parameters
-        ----------
-        values
-            ``(B, G)`` input values (hidden entries already filled).
-        token_ids
-            ``(G,)`` token ids of the panel, or ``(B, G)`` when every sample has its own genes.
-        visible
-            ``(B, G)``, 1 = visible; ``None`` means all visible.
-        mask_mechanism
-            Override of ``config.mask_mechanism``.
-        """
+        """scGPT's value embedding; with ``"mask_emb"``, hidden genes get the ``hidden_token`` embedding instead."""
         v = self.value_enc(values)
-        if visible is not None and (mask_mechanism or self.config.mask_mechanism) == "mask_emb":
+        if visible is not None and mask_mechanism == "mask_emb":
             hidden = (1.0 - visible).unsqueeze(-1).to(v.dtype)
             v = v * (1.0 - hidden) + hidden * self._hidden_embedding(values)
-        gene = self.gene_norm(self.gene_emb[token_ids])  # (G, d), or (B, G, d) for per-sample token ids
-        tokens = (gene.unsqueeze(0) if token_ids.ndim == 1 else gene) + v
+        return v
+
+    def embed_genes(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """LayerNorm-ed rows of the token table."""
+        return self.gene_norm(self.gene_emb[token_ids])
+
+    def embed_cls(self, values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """LayerNorm-ed ``<cls>`` row plus the value embedding of ``pad_value``."""
         cls_value = self.value_enc(values.new_full((values.shape[0], 1), self.config.pad_value))
-        cls = self.gene_norm(self.cls_token).to(tokens.dtype) + cls_value
-        return torch.cat([cls, tokens], dim=1)
+        return self.gene_norm(self.cls_token).to(dtype) + cls_value
 
     def extra_repr(self) -> str:
         c = self.config
-        return (
-            f"name={c.name!r}, genes={len(self.genes)}, d={c.d_model}, L={c.n_layers}, H={c.n_heads}, "
-            f"values={c.input_emb_style}, hidden={c.hidden_token}"
-        )
+        return f"{super().extra_repr()}, values={c.input_emb_style}, hidden={c.hidden_token}"

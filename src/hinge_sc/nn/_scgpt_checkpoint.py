@@ -21,6 +21,7 @@ import torch
 
 from hinge_sc._files import load_tensors
 
+from ._backbone_io import mismatch_report
 from ._provenance import CheckpointRecord
 
 if TYPE_CHECKING:
@@ -236,17 +237,12 @@ def _check_fit(
             wrong.append(f"{key}: expected {shape}, found {tuple(tensor.shape)} {tensor.dtype}")
     stored = {**expected, "gene_emb": (n_vocab, config.d_model)}  # shapes as scGPT stores them
     missing = [f"{scgpt_names(name)} (expected {stored[name]})" for name in expected if name not in params]
-    if missing or unexpected or wrong:
-        problems = [
-            f"{label} ({len(items)}): {'; '.join(items[:10])}{' …' if len(items) > 10 else ''}"
-            for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
-            if items
-        ]
+    report = mismatch_report(missing, unexpected, wrong)
+    if report:
         raise ValueError(
             f"{path} does not fit the scGPT backbone its args.json and vocab.json describe (d={config.d_model}, "
             f"layers={config.n_layers}, d_hid={config.ffn_width}, values={config.input_emb_style}, vocabulary of "
-            f"{n_vocab:,} tokens). " + ". ".join(problems) + ". Pass "
-            "`ignore=(prefix, ...)` to skip extra scGPT tensors."
+            f"{n_vocab:,} tokens). {report}. Pass `ignore=(prefix, ...)` to skip extra scGPT tensors."
         )
     return params, skipped
 
@@ -254,7 +250,7 @@ def _check_fit(
 def load_scgpt(
     cls: type[ScGPTBackbone], model_dir: str | Path, *, ignore: Sequence[str] = (), name: str | None = None
 ) -> ScGPTBackbone:
-    """Load an scGPT model folder into a new ``cls`` instance (see :meth:`Backbone.from_scgpt`)."""
+    """Load an scGPT model folder into a new ``cls`` instance (see :meth:`hinge_sc.Backbone.from_scgpt`)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"No scGPT model folder at `model_dir` {model_dir}. {_HOW}")

@@ -98,7 +98,7 @@ def select_genes(
     vocabulary
         The backbone, or the gene symbols it knows (e.g. ``backbone.genes``). A gene qualifies when
         :meth:`hinge_sc.Backbone.match_genes` would match it: exactly, ignoring case, or through a renamed
-        symbol; with a backbone from :meth:`hinge_sc.Backbone.pretrain`, only genes it was pre-trained on
+        symbol; with a backbone from :func:`hinge_sc.pretrain_backbone`, only genes it was pre-trained on
         (their embeddings are trained).
     aliases
         Renamed-symbol table for that matching: ``True`` (curated :data:`hinge_sc.nn.GENE_ALIASES`),

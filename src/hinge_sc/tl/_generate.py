@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from hinge_sc._scales import SCALE_FLOOR, shift_depth, shift_depth_std
 from hinge_sc._validators import check_key_free
+from hinge_sc.model import GenerationConfig
 from hinge_sc.pp._spatialdata import is_spatialdata
 
-from ._stream import generate_to_store
 from ._to_adata import generated_table
 from ._write import prepare_target, write_prediction
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
     from anndata import AnnData
     from spatialdata import SpatialData
@@ -33,25 +32,13 @@ def generate(
     adata: AnnData | SpatialData | None = None,
     *,
     table_key: str | None = None,
-    features_key: str | None = None,
-    n_samples: int = 8,
-    n_steps: int | None = None,
     key_added: str = "hinge",
     save_samples: bool = False,
     overwrite: bool = False,
     copy: bool = False,
-    seed: int | None = None,
-    batch_size: int | None = None,
-    precision: Literal["32", "bf16"] = "32",
-    reveal: Literal["mean", "sample"] | None = None,
-    clip: bool = True,
-    mean_estimate: Literal["expected", "samples"] = "expected",
-    show_progress_bar: bool = True,
-    store: str | Path | None = None,
-    resume: bool = False,
-    devices: int | list[int] | str | None = None,
-    strategy: str | None = None,
     library_size: float | str | Sequence[float] | np.ndarray | None = None,
+    config: GenerationConfig | None = None,
+    **kwargs: Any,
 ) -> AnnData | None:
     """Generate spot expression from histology with a trained :class:`~hinge_sc.HINGE` model.
 
@@ -66,44 +53,14 @@ def generate(
         (results are written into that table).
     table_key
         SpatialData: the table with the spots (default: the table registered with the model, or the only one).
-    features_key
-        ``obsm`` key of the ``(n_spots, D)`` image features (default: the key the model was set up with).
-    n_samples
-        Samples per spot; the point prediction is their mean and the uncertainty their s.d.
-    n_steps
-        Reverse diffusion steps (≤ the model's ``n_steps``); default 10 (or the model's ``n_steps`` if smaller).
     key_added
         Prefix of the keys written.
     save_samples
         Also write the ``(n_spots, n_samples, n_genes)`` samples.
     overwrite
-        Replace existing keys.
+        Replace existing keys (and, with ``store``, a store hinge_sc wrote).
     copy
         Work on a copy of ``adata`` and return it.
-    seed
-        Sampler seed (drawn and recorded when ``None``).
-    batch_size
-        Spots per batch (default: by device, see :meth:`hinge_sc.HINGE.generate`); does not change the values.
-    precision
-        ``"bf16"`` runs the denoiser under bfloat16 autocast (see :meth:`hinge_sc.HINGE.generate`).
-    reveal
-        ``"mean"`` or ``"sample"`` (see :meth:`hinge_sc.HINGE.generate`); ``None`` picks by the model's likelihood.
-    clip
-        Clip the samples at the floor of the model scale (0: no counts), recorded as ``params["clipped_at"]``
-        (``None`` when ``clip=False``).
-    mean_estimate
-        ``"expected"`` (Rao–Blackwellised) or ``"samples"`` (see :meth:`hinge_sc.HINGE.generate`).
-    show_progress_bar
-        Show a progress bar.
-    store
-        Path of a zarr store to write the results into block by block (about 256 spots at a time, with the samples
-        when ``save_samples``), for whole slides: memory stays bounded and an interrupted run can be resumed.
-        Replaced with ``overwrite=True``.
-    resume
-        Continue the run stored in ``store`` (same model, spots and settings; its seed is used when ``seed=None``).
-    devices, strategy
-        Generate in several processes, e.g. ``devices=2, strategy="ddp"`` (see :meth:`hinge_sc.HINGE.generate`).
-
     library_size
         Sequencing depth (total UMI per spot) to generate at, for a model on log2(count + 1), whose levels depend on
         depth: ``None`` — the median of the training spots (``model.train_params_["median_library_size"]``); a
@@ -113,6 +70,14 @@ def generate(
         differ in depth (her2st: A1 ≈ 4.3k, patient C 8.5k–12.4k UMI per spot) and no image tells it, so on a new
         patient give the depth when it is known, or compare on the depth-normalised scale
         (``hs.tl.evaluate(..., scale="log1p_cp10k")``), which this does not change.
+    config
+        Generation settings (:class:`~hinge_sc.model.GenerationConfig`).
+    **kwargs
+        Fields of ``config`` (``n_samples`` (8), ``n_steps`` (10 reverse steps), ``batch_size``, ``precision``,
+        ``reveal``, ``clip``, ``mean_estimate``) and the other arguments of :meth:`hinge_sc.HINGE.generate`:
+        ``features_key``, ``seed`` (drawn and recorded when ``None``), ``show_progress_bar``, ``store`` (a zarr store
+        written block by block, for whole slides; resumable with ``resume=True``), ``devices``/``strategy``
+        (several processes).
 
     Returns
     -------
@@ -154,38 +119,29 @@ def generate(
                 "replace it. Pass another `key_added`."
             )
         check_key_free(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
-    kwargs = {
-        "features_key": features_key, "n_samples": n_samples, "n_steps": n_steps, "batch_size": batch_size,
-        "seed": seed, "precision": precision, "reveal": reveal, "clip": clip, "mean_estimate": mean_estimate,
-        "show_progress_bar": show_progress_bar,
-    }  # fmt: skip
-    if store is not None:
-        if devices is not None or strategy is not None:
-            raise ValueError("`store` writes from one process: pass `store` or `devices`/`strategy`, not both.")
-        out = generate_to_store(
-            model, adata, store, save_samples=save_samples, resume=resume, overwrite=overwrite, **kwargs
-        )
-    else:
-        out = model.generate(adata, return_samples=save_samples, devices=devices, strategy=strategy, **kwargs)
+    fields, rest = GenerationConfig.split(kwargs)
+    config = model.generation_config(config, **fields)
+    out = model.generate(adata, config=config, return_samples=save_samples, overwrite=overwrite, **rest)
     out, depth = _at_depth(model, adata, out, library_size)
     module = model.module
+    store = rest.get("store")
     params = {
         "library_size": depth,
-        "features_key": features_key or model.setup_args["features_key"],
-        "n_samples": n_samples,
-        "n_steps": module.sampling_steps(n_steps),
-        "n_steps_train": module.n_steps,
+        "features_key": rest.get("features_key") or model.setup_args["features_key"],
+        "n_samples": config.n_samples,
+        "n_steps": module.sampling_steps(config.n_steps),
+        "n_steps_train": module.diffusion_steps,
         "seed": out.seed,
         "randomness": "per spot: (seed, obs name)",
-        "batch_size": batch_size,
+        "batch_size": config.batch_size,
         "store": None if store is None else str(store),
-        "precision": precision,
+        "precision": config.precision,
         "target_scale": module.target_scale,
         "mask_fill": module.mask_fill,
-        "likelihood": module.likelihood,
-        "reveal": module.resolve_reveal(reveal),
-        "clipped_at": SCALE_FLOOR[module.target_scale] if clip else None,
-        "mean_estimate": mean_estimate,
+        "likelihood": module.likelihood.name,
+        "reveal": module.resolve_reveal(config.reveal),
+        "clipped_at": SCALE_FLOOR[module.target_scale] if config.clip else None,
+        "mean_estimate": config.mean_estimate,
         "variance_scale": model.train_params_.get("variance_scale"),
         "mask_mechanism": module.denoiser.mask_mechanism,
         "genes": list(model.panel_genes_),

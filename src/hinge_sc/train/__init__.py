@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from ._datamodule import HINGEDataModule, split_sections, split_spots
 from ._pretrain import pretrain_backbone
+from ._recipe import DEFAULT_RECIPE, PAPER_RECIPE, RECIPES, TrainingRecipe, resolve_recipe
 from ._trainingplan import HINGETrainingPlan
 
-__all__ = ["HINGEDataModule", "HINGETrainingPlan", "pretrain_backbone", "split_sections", "split_spots"]
+__all__ = [
+    "DEFAULT_RECIPE",
+    "HINGEDataModule",
+    "HINGETrainingPlan",
+    "PAPER_RECIPE",
+    "RECIPES",
+    "TrainingRecipe",
+    "pretrain_backbone",
+    "resolve_recipe",
+    "split_sections",
+    "split_spots",
+]
 
 _MOVED_TO_MODULE = {
     "curriculum_max_step": "curriculum_max_step",

@@ -136,6 +136,12 @@ class HINGEDataModule(pl.LightningDataModule):
         ``(n_spots,)`` section labels: hold out whole sections (:func:`split_sections`) instead of random spots.
     views_per_epoch
         Views of each training spot per epoch (see :class:`SpotViewDataset`); ``None``: all of them.
+    sections
+        ``(n_spots,)`` section labels, used as the cross-validation groups of the linear skip's ridge fit (also
+        when validation holds out random spots); ``None``: spots.
+    spot_names
+        ``(n_spots,)`` names of the spots (``obs_names``): the seeds of their generation streams when the spread is
+        calibrated on the validation spots.
     """
 
     def __init__(
@@ -150,9 +156,12 @@ class HINGEDataModule(pl.LightningDataModule):
         seed: int = 0,
         groups: np.ndarray | None = None,
         views_per_epoch: int | None = None,
+        sections: np.ndarray | None = None,
+        spot_names: np.ndarray | None = None,
     ):
         super().__init__()
         self.views_per_epoch = views_per_epoch
+        self.sections, self.spot_names = sections, spot_names
         n = counts.shape[0]
         self.counts = torch.as_tensor(counts, dtype=torch.float32)
         self.library = torch.as_tensor(library, dtype=torch.float32)

@@ -20,6 +20,10 @@ from ._datamodule import split_spots
 from ._progress import EpochLines, quiet_lightning, use_epoch_lines
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anndata import AnnData
+
     from hinge_sc.nn import Backbone
 
 logger = logging.getLogger(__name__)
@@ -220,7 +224,7 @@ def run_pretraining(
     show_progress_bar: bool,
     **trainer_kwargs,
 ) -> list[dict[str, float]]:
-    """Fit ``backbone`` in place; returns the per-epoch history (see :meth:`hinge_sc.Backbone.pretrain`)."""
+    """Fit ``backbone`` in place; returns the per-epoch history (see :func:`pretrain_backbone`)."""
     train_idx, val_idx = split_spots(counts.shape[0], validation_size, seed)
     lib = np.asarray(counts.sum(axis=1)).ravel() if library is None else np.asarray(library)
     train_ds = SpotTokenDataset(counts[train_idx], token_ids, n_tokens, seed, library=lib[train_idx])
@@ -312,38 +316,99 @@ def masked_reconstruction_error(
     return {"mse_backbone": sq_model / n, "mse_mean_imputation": sq_mean / n, "n_masked": int(n)}
 
 
+#: Options of a new backbone of each architecture :func:`pretrain_backbone` builds (other registered architectures:
+#: their defaults, named ``"hinge_sc-pretrained-<architecture>"``).
+PRETRAINING_OPTIONS = {
+    "cellfm": {"name": "hinge_sc-pretrained"},
+    # CellFM's dropout rate; no dropout of attention weights (costly on CPU, CellFM's retention has none)
+    "scgpt": {"name": "hinge_sc-pretrained-scgpt", "dropout": 0.1, "attention_dropout": 0.0},
+}
+
+
 def pretrain_backbone(
-    adata,
+    adata: AnnData,
+    genes: Sequence[str] | None = None,
     *,
-    genes=None,
-    vocabulary=None,
-    backbone=None,
-    layer=None,
+    vocabulary: Sequence[str] | None = None,
+    backbone: Backbone | None = None,
+    layer: str | None = None,
     d_model: int = 128,
     n_layers: int = 4,
     n_heads: int = 8,
-    architecture: str = "cellfm",
+    architecture: Literal["cellfm", "scgpt"] = "cellfm",
     n_tokens: int = 256,
     mask_ratio: float = 0.2,
-    target_scale: str = "log2p1",
+    target_scale: Literal["log2p1", "log1p_cp10k"] = "log2p1",
     max_epochs: int = 10,
     batch_size: int = 32,
     lr: float = 1e-3,
     validation_size: float = 0.1,
     seed: int = 0,
     accelerator: str = "auto",
-    devices="auto",
+    devices: int | str = "auto",
     strategy: str | None = None,
     checkpoint_dir: str | None = None,
     show_progress_bar: bool = True,
     allow_non_integer: bool = False,
     **trainer_kwargs,
-):
-    """Implementation of :meth:`hinge_sc.Backbone.pretrain`.
+) -> Backbone:
+    """Pre-train a backbone on expression-only data (single cells, or spots without images).
 
-    ``allow_non_integer`` (reaching here through the ``**trainer_kwargs`` of :meth:`~hinge_sc.Backbone.pretrain`)
-    accepts non-negative non-integer counts, for corrected non-integer counts, e.g. ambient-RNA corrected.
-    ``trainer_kwargs`` that this function sets itself (:data:`RESERVED_TRAINER_KWARGS`) raise a TypeError.
+    CellFM's objective: hide ``mask_ratio`` of each sample's gene values (the learned mask embedding
+    replaces them) and reconstruct them through the value decoder with MSE. Each sample shows the backbone
+    ``n_tokens`` of its genes (mostly expressed ones), redrawn every epoch, so large gene spaces stay cheap.
+    The result plugs into :class:`hinge_sc.HINGE` like a CellFM checkpoint. Public as ``hs.pretrain_backbone``.
+
+    Parameters
+    ----------
+    adata
+        Spots or cells × genes, raw counts.
+    genes
+        Genes to train on (default: all of ``adata.var_names``).
+    vocabulary
+        Vocabulary of the new backbone (default: ``genes``); e.g. CellFM's, so panels can use any of its genes.
+    backbone
+        Continue pre-training this backbone instead of a new random one.
+    layer
+        Layer with raw counts (default ``X``).
+    d_model, n_layers, n_heads
+        Size of a new backbone.
+    architecture
+        Shape of a new backbone, a name of :data:`hinge_sc.nn.BACKBONES`: ``"cellfm"`` (retention layers,
+        :class:`~hinge_sc.nn.CellFMBackbone`) or ``"scgpt"`` (softmax transformer, :class:`~hinge_sc.nn.ScGPTBackbone`;
+        hidden genes get its generative flag and are removed as keys, as in scGPT's generative pre-training;
+        dropout 0.1 and none on the attention weights). Same objective and data for both.
+    n_tokens
+        Genes per sample.
+    mask_ratio
+        Fraction of the tokens hidden.
+    target_scale
+        Value scale (use the scale HINGE will be trained on).
+    max_epochs, batch_size, lr, validation_size, seed
+        Training settings (AdamW, gradient clipping 1.0).
+    accelerator, devices, strategy
+        Passed to :class:`lightning.pytorch.Trainer`.
+    checkpoint_dir
+        Write Lightning checkpoints (best and last) here.
+    show_progress_bar
+        Show the progress bar.
+    allow_non_integer
+        Accept non-negative non-integer counts (corrected counts, e.g. ambient-RNA corrected); by default
+        non-integer values (log-normalised or scaled data) raise.
+    **trainer_kwargs
+        Other :class:`lightning.pytorch.Trainer` arguments (not those set here, :data:`RESERVED_TRAINER_KWARGS`:
+        ``logger``, ``enable_checkpointing``, ``enable_progress_bar``, ``enable_model_summary``, …; they raise a
+        TypeError).
+
+    Returns
+    -------
+    The trained backbone (in eval mode); ``backbone.provenance.pretraining`` holds the settings and the
+    per-epoch ``history`` (train and validation loss).
+
+    Examples
+    --------
+    >>> bb = hs.pretrain_backbone(counts_adata, vocabulary=cellfm_vocabulary, d_model=128, max_epochs=10)
+    >>> bb.save("prior.pt")
     """
     import warnings
 
@@ -356,9 +421,9 @@ def pretrain_backbone(
         check_positive_int,
         check_trainer_kwargs,
     )
-    from hinge_sc.nn import Backbone, ScGPTBackbone
+    from hinge_sc.nn import BACKBONES
 
-    check_trainer_kwargs(trainer_kwargs, RESERVED_TRAINER_KWARGS, where="`Backbone.pretrain`")
+    check_trainer_kwargs(trainer_kwargs, RESERVED_TRAINER_KWARGS, where="`pretrain_backbone`")
     check_positive_int(batch_size, argument="batch_size")
     check_n_obs(adata)
     check_genes_given(genes, argument="genes")
@@ -373,15 +438,10 @@ def pretrain_backbone(
     if absent:
         raise KeyError(f"{len(absent)} of `genes` are not in `adata.var_names`, e.g. {absent[:10]}.")
     if backbone is None:
-        architectures = {
-            "cellfm": (Backbone, {"name": "hinge_sc-pretrained"}),
-            # CellFM's dropout rate; no dropout of attention weights (costly on CPU, CellFM's retention has none)
-            "scgpt": (ScGPTBackbone, {"name": "hinge_sc-pretrained-scgpt", "dropout": 0.1, "attention_dropout": 0.0}),
-        }
-        if architecture not in architectures:
-            raise ValueError(f"`architecture` must be one of {sorted(architectures)}, got {architecture!r}.")
-        backbone_cls, options = architectures[architecture]
-        backbone = backbone_cls.random(
+        if architecture not in BACKBONES:
+            raise ValueError(f"`architecture` must be one of {sorted(BACKBONES)}, got {architecture!r}.")
+        options = PRETRAINING_OPTIONS.get(architecture, {"name": f"hinge_sc-pretrained-{architecture}"})
+        backbone = BACKBONES[architecture].random(
             genes if vocabulary is None else list(vocabulary),
             d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=seed, **options,
         )
@@ -391,12 +451,12 @@ def pretrain_backbone(
             f"{len(missing)} of {len(genes)} genes are not in the backbone vocabulary and are not used, "
             f"e.g. {missing[:10]}",
             UserWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
     keep_genes = [g for g, i in zip(genes, ids.tolist(), strict=True) if i > 0]
     if not keep_genes:
         raise ValueError("None of the genes is in the backbone vocabulary; nothing to pre-train on.")
-    panel = panel_counts(x, var_names, keep_genes, purpose="pre-training", sparse=True, stacklevel=5)
+    panel = panel_counts(x, var_names, keep_genes, purpose="pre-training", sparse=True, stacklevel=3)
     counts = panel.counts
     token_ids = ids[ids > 0].numpy()
     history = run_pretraining(

@@ -1,34 +1,57 @@
-"""Lightning training plan: warm-start curriculum, step-wise LR decay, best-checkpoint restore (docs/method.md §6)."""
+"""Lightning training plan: warm-start curriculum, step-wise LR decay, best-checkpoint restore, and the steps before
+and after training — the linear skip's ridge fit, the likelihood's and the spread's calibration (docs/method.md §5–6).
+"""
 
 from __future__ import annotations
 
 import copy
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from scvi.train import TrainingPlan
 
-from hinge_sc.module import curriculum_max_step, warm_start_cap
+from hinge_sc._random import spot_seeds
+from hinge_sc._ridge import fit_ridge_cv
+from hinge_sc.module import (
+    GenerationConfig,
+    batch_bounds,
+    curriculum_max_step,
+    expression_target,
+    iter_batches,
+    resolve_batch_size,
+    spread_scale,
+    warm_start_cap,
+)
+
+from ._recipe import DEFAULT_RECIPE, TrainingRecipe
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from hinge_sc.module import HINGEModule
     from hinge_sc.module._base import LossOutput
+
+    from ._datamodule import HINGEDataModule
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_SEED = 12345
+#: Samples per validation spot when the spread is calibrated after training (the default of `generate`).
+CALIBRATION_SAMPLES = 8
 
 
 class HINGETrainingPlan(TrainingPlan):
     """Training plan of :class:`~hinge_sc.HINGE`.
 
+    - before training (:meth:`on_fit_start`): the likelihood sees the training spots' library sizes, and the
+      module's linear skip (if any) is fitted by ridge on the training spots, its penalty chosen by cross-validation
+      over their sections;
     - steps drawn from ``1..t_cap`` during the first ``warmup_epochs`` epochs, then ``1..T``;
-    - AdamW, gradient clipping (set on the Trainer), learning rate × ``lr_gamma`` at ``lr_milestones``;
+    - AdamW, gradient clipping (set on the Trainer), learning rate × ``lr_gamma`` at the recipe's milestones;
     - validation with uniform ``t`` and masks from a fixed generator, so its loss is comparable across epochs;
-    - the trainable weights of the best validation epoch are kept and restored at the end.
+    - after training (:meth:`on_fit_end`): the trainable weights of the best validation epoch are restored and,
+      with ``recipe.calibrate_variance``, the likelihood and the spread of generated samples are calibrated on the
+      validation spots. What was fitted is in :attr:`results`.
 
     Metrics are logged under ``torch.no_grad`` rather than scvi-tools' ``torch.inference_mode``, which breaks
     gloo DDP.
@@ -37,40 +60,98 @@ class HINGETrainingPlan(TrainingPlan):
     ----------
     module
         The :class:`~hinge_sc.module.HINGEModule`.
-    lr, weight_decay
-        AdamW settings.
-    warmup_epochs
-        Epochs of the warm-start curriculum ``E_w``.
-    warmup_mask_ratio
-        ``ρ``: largest fraction of hidden genes during warm-up.
-    lr_milestones, lr_gamma
-        Step decay of the learning rate.
+    recipe
+        The training recipe (:class:`~hinge_sc.train.TrainingRecipe`; default :data:`~hinge_sc.train.DEFAULT_RECIPE`).
+    seed
+        Seed of the calibration's masks and generation streams.
+    **overrides
+        Fields of ``recipe`` to change (e.g. ``lr=1e-3``).
     """
 
-    def __init__(
-        self,
-        module: HINGEModule,
-        *,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        warmup_epochs: int = 5,
-        warmup_mask_ratio: float = 0.2,
-        lr_milestones: Sequence[int] = (20, 35),
-        lr_gamma: float = 0.2,
-    ):
-        super().__init__(module, optimizer="AdamW", lr=lr, weight_decay=weight_decay, eps=1e-8)
-        self.warmup_epochs = int(warmup_epochs)
-        self.t_cap = warm_start_cap(module.n_hidden.cpu().numpy(), module.n_genes, warmup_mask_ratio)
-        self.lr_milestones = list(lr_milestones)
-        self.lr_gamma = lr_gamma
+    def __init__(self, module: HINGEModule, recipe: TrainingRecipe | None = None, *, seed: int = 0, **overrides: Any):
+        recipe = (recipe or DEFAULT_RECIPE).replace(**overrides)
+        super().__init__(module, optimizer="AdamW", lr=recipe.lr, weight_decay=recipe.weight_decay, eps=1e-8)
+        self.recipe, self.seed = recipe, int(seed)
+        self.warmup_epochs = recipe.warmup_epochs
+        self.t_cap = warm_start_cap(module.n_hidden.cpu().numpy(), module.n_genes, recipe.warmup_mask_ratio)
+        self.lr_milestones = recipe.milestone_epochs()
+        self.lr_gamma = recipe.lr_gamma
         self.best_validation_loss = float("inf")
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
+        #: What the hooks fitted: ``linear_skip_alpha``, ``restored``, ``variance_scale``, ``spread_scale``.
+        self.results: dict[str, Any] = {"linear_skip_alpha": None, "restored": False, "variance_scale": None,
+                                        "spread_scale": None}  # fmt: skip
+
+    @property
+    def data(self) -> HINGEDataModule | None:
+        """The trainer's data module (``None`` outside ``fit``)."""
+        return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+
+    # ------------------------------------------------------------------ before and after training
+    def on_fit_start(self):
+        """The likelihood sees the training libraries; the linear skip is fitted on the training spots."""
+        data = self.data
+        if data is None:
+            return
+        self.module.likelihood.start_training(data.library[data.train_idx])
+        if self.module.linear_skip:
+            self.results["linear_skip_alpha"] = self.fit_linear_skip(data)
+
+    def fit_linear_skip(self, data: HINGEDataModule) -> float:
+        """Fit the module's linear skip by ridge on the training spots (identity view); returns the penalty."""
+        module, idx = self.module, data.train_idx
+        device = module.feature_mean.device
+        x = module.standardize(data.features[idx].to(device)).cpu().numpy()
+        y = expression_target(data.counts[idx], data.library[idx], module.target_scale).numpy()
+        groups = None if data.sections is None else np.asarray(data.sections)[idx]
+        coef, intercept, alpha = fit_ridge_cv(x, y, groups)
+        module.set_linear_skip(torch.as_tensor(coef, dtype=torch.float32, device=device),
+                               torch.as_tensor(intercept, dtype=torch.float32, device=device))  # fmt: skip
+        return alpha
+
+    def on_fit_end(self):
+        """Restore the best epoch's weights, then calibrate on the validation spots (``recipe.calibrate_variance``)."""
+        self.results["restored"] = self.restore_best()
+        data = self.data
+        if data is None or data.n_val == 0 or not self.recipe.calibrate_variance:
+            return
+        module, device = self.module, self.module.feature_mean.device
+        generator = torch.Generator(device).manual_seed(self.seed)
+        batches = ({k: v.to(device) for k, v in b.items()} for b in data.val_dataloader())
+        variance_scale = module.calibrate_likelihood(batches, generator=generator)
+        held_out = ", ".join(map(str, data.validation_sections)) or "random spots"
+        if variance_scale is not None:
+            logger.info("Variance scale τ² = %.3f (fitted on %d validation spots: %s)", variance_scale, data.n_val,
+                        held_out)  # fmt: skip
+        self.results["variance_scale"] = variance_scale
+        self.results["spread_scale"] = self.calibrate_spread(data)
+
+    def calibrate_spread(self, data: HINGEDataModule) -> float:
+        """Generate the validation spots and fit the samples' spread so their intervals cover (docs/method.md §5.6)."""
+        module = self.module
+        module.spread_scale.fill_(1.0)
+        module.eval()
+        val = data.val_idx
+        names = np.arange(len(data.counts)).astype(str) if data.spot_names is None else np.asarray(data.spot_names)
+        config = GenerationConfig(n_samples=CALIBRATION_SAMPLES)
+        samples = np.zeros((len(val), config.n_samples, module.n_genes), np.float32)
+        batches = batch_bounds(len(val), resolve_batch_size(None, config.n_samples, module.feature_mean.device))
+        feats = data.features[val].numpy()
+        seeds = spot_seeds(self.seed, names[val])
+        for start, stop, out, _ in iter_batches(module, feats, seeds, batches, config, show_progress_bar=False):
+            samples[start:stop] = out
+        target = expression_target(data.counts[val], data.library[val], module.target_scale).numpy()
+        c = spread_scale(target, samples)
+        module.spread_scale.fill_(c)
+        logger.info("Spread scale c = %.3f (intervals of %d samples fitted on %d validation spots)", c,
+                    config.n_samples, len(val))  # fmt: skip
+        return c
 
     @property
     def t_max(self) -> int:
         """Largest step drawn in the current epoch (warm-start curriculum)."""
-        return curriculum_max_step(self.current_epoch, self.module.n_steps, self.t_cap, self.warmup_epochs)
+        return curriculum_max_step(self.current_epoch, self.module.diffusion_steps, self.t_cap, self.warmup_epochs)
 
     def on_train_epoch_start(self):
         """Put the module in training mode (its own rule: the frozen backbone's dropout per ``backbone_dropout``).

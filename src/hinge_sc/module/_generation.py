@@ -1,4 +1,4 @@
-"""Generation in batches of spots: the loop behind :meth:`hinge_sc.HINGE.generate`, its streaming and its shards.
+"""Generation in batches of spots: the loop behind every generation path (in memory, into a store, in shards).
 
 Each spot draws its random numbers from its own stream, seeded by ``(seed, obs name)``
 (:func:`hinge_sc._random.spot_seeds`), so a spot's samples do not depend on the batch it is in, on ``batch_size``, on
@@ -8,7 +8,7 @@ which batches were run before (resuming) or on how spots are split across proces
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from hinge_sc._scales import clip_to_floor
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from hinge_sc.module import HINGEModule
+    from ._config import GenerationConfig
+    from ._hinge import HINGEModule
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,8 @@ def sample_batch(
     module: HINGEModule,
     features: np.ndarray,
     seeds: np.ndarray,
-    *,
-    n_samples: int,
-    n_steps: int | None,
-    precision: Literal["32", "bf16"] = "32",
-    reveal: Literal["mean", "sample"] | None = None,
-    mean_estimate: Literal["expected", "samples"] = "expected",
-    clip: bool = True,
+    config: GenerationConfig,
+    library: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Samples ``(B, S, G)`` and point predictions ``(B, G)`` (float32, CPU) of one batch of spots, each spot from its
     own seed.
@@ -68,24 +64,28 @@ def sample_batch(
         ``(B, D)`` raw image features.
     seeds
         ``(B,)`` per-spot seeds (:func:`hinge_sc._random.spot_seeds`).
-    n_samples, n_steps, precision, reveal, mean_estimate, clip
-        See :meth:`hinge_sc.HINGE.generate`; with ``clip`` the samples and the expected values are clipped at the
-        floor of the model scale before the point prediction is averaged.
+    config
+        Generation settings (:class:`~hinge_sc.module.GenerationConfig`); with ``clip`` the samples and the expected
+        values are clipped at the floor of the model scale before the point prediction is averaged.
+    library
+        ``(B,)`` library sizes to generate at (count likelihoods; ``None``: the training depth).
     """
     device = next(module.parameters()).device
     batch = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
-    noise = Noise.per_spot(seeds, n_samples, device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        out, expected = module.sample(batch, n_samples, n_steps, noise=noise, reveal=reveal, return_expected=True)
+    depth = None if library is None else torch.as_tensor(np.asarray(library, dtype=np.float32), device=device)
+    noise = Noise.per_spot(seeds, config.n_samples, device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        out, expected = module.sample(batch, config.n_samples, config.n_steps, noise=noise, reveal=config.reveal,
+                                      return_expected=True, library=depth)  # fmt: skip
     samples, expected = out.float().cpu().numpy(), expected.float().cpu().numpy()
     spread = float(getattr(module, "spread_scale", 1.0))
     if spread != 1.0:  # the spread calibrated on held-out spots (docs/method.md §5.6)
         centre = samples.mean(axis=1, keepdims=True)
         samples = centre + spread * (samples - centre)
-    if clip:
+    if config.clip:
         samples = clip_to_floor(samples, module.target_scale)
         expected = clip_to_floor(expected, module.target_scale)
-    point = (expected if mean_estimate == "expected" else samples).mean(axis=1)
+    point = (expected if config.mean_estimate == "expected" else samples).mean(axis=1)
     return samples, point.astype(np.float32, copy=False)
 
 
@@ -94,13 +94,9 @@ def iter_batches(
     features: np.ndarray,
     seeds: np.ndarray,
     batches: Iterable[tuple[int, int]],
+    config: GenerationConfig,
     *,
-    n_samples: int,
-    n_steps: int | None,
-    precision: Literal["32", "bf16"] = "32",
-    reveal: Literal["mean", "sample"] | None = None,
-    mean_estimate: Literal["expected", "samples"] = "expected",
-    clip: bool = True,
+    library: np.ndarray | None = None,
     show_progress_bar: bool = True,
     n_total: int | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
@@ -121,9 +117,7 @@ def iter_batches(
     with tqdm(total=total, desc="Generating", unit="spot", disable=not show_progress_bar) as bar:
         bar.update(total - sum(b - a for a, b in batches))  # done before (resumed runs)
         for start, stop in batches:
-            samples, point = sample_batch(
-                module, features[start:stop], seeds[start:stop], n_samples=n_samples, n_steps=n_steps,
-                precision=precision, reveal=reveal, mean_estimate=mean_estimate, clip=clip,
-            )  # fmt: skip
+            depth = None if library is None else library[start:stop]
+            samples, point = sample_batch(module, features[start:stop], seeds[start:stop], config, depth)
             bar.update(stop - start)
             yield start, stop, samples, point

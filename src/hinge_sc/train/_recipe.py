@@ -51,8 +51,8 @@ class TrainingRecipe:
     gradient_clip_val
         Gradient-norm clipping.
     calibrate_variance
-        With ``likelihood="gaussian"``: scale the predicted variances by :math:`\\tau^2` fitted on the validation
-        spots after training.
+        After training, fit the likelihood's calibration (the Gaussian's variance scale :math:`\\tau^2`) and the
+        spread of the generated samples on the validation spots.
     """
 
     max_epochs: int = 60
