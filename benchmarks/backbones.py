@@ -49,11 +49,11 @@ import pandas as pd
 import psutil
 import scipy.sparse as sp
 import torch
+from _common import DATA, SCALES, add_model_args, cellfm_vocabulary, scores, synthetic_batch, train_hinge
 
 import hinge_sc as hs
 from hinge_sc.module import HINGEModule
 from hinge_sc.train import split_spots
-from hinge_sc.train._pretrain import masked_reconstruction_error
 
 PRETRAIN_SECTIONS = [f"{p}{i}" for p, n in [("A", 6), ("D", 6), ("E", 3), ("F", 3), ("G", 3), ("H", 3)] for i in range(1, n + 1)]
 C_SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
@@ -83,7 +83,7 @@ def read_count_sections(data: Path, sections: list[str]) -> ad.AnnData:
 
 def pretrain_prior(args, adata: ad.AnnData, vocabulary: list[str], architecture: str = "cellfm") -> hs.Backbone:
     """Pre-train a prior of ``architecture`` on ``adata`` with the script's settings (the same for every shape)."""
-    return hs.Backbone.pretrain(
+    return hs.pretrain_backbone(
         adata, vocabulary=vocabulary, architecture=architecture, d_model=args.d_model, n_layers=args.n_layers,
         n_heads=args.n_heads, n_tokens=args.n_tokens, max_epochs=args.pretrain_epochs, batch_size=64, lr=1e-3,
         seed=args.seed, accelerator=args.accelerator, show_progress_bar=False,
@@ -91,6 +91,9 @@ def pretrain_prior(args, adata: ad.AnnData, vocabulary: list[str], architecture:
 
 
 def part_pretrain(args, vocabulary: list[str]) -> tuple[hs.Backbone, str]:
+    """Pre-train on the count-only sections; masked-value reconstruction on held-out spots vs gene means."""
+    from hinge_sc.train import masked_reconstruction_error
+
     adata = read_count_sections(args.data, PRETRAIN_SECTIONS)
     train_idx, test_idx = split_spots(adata.n_obs, 0.1, args.seed)
     t0 = time.perf_counter()
@@ -120,6 +123,8 @@ def part_pretrain(args, vocabulary: list[str]) -> tuple[hs.Backbone, str]:
 
 def part_transfer(args, pretrained: hs.Backbone) -> str:
     """Masked-value reconstruction on patient C (never seen in pre-training) vs that patient's own gene means."""
+    from hinge_sc.train import masked_reconstruction_error
+
     sections = ["C1", *C_SECTIONS]
     adata = read_count_sections(args.data, sections)
     ids, _ = pretrained.token_ids(list(adata.var_names))
@@ -160,21 +165,20 @@ def prediction_pc1_share(test: ad.AnnData, key: str) -> float:
 
 
 CALIBRATION = ("coverage_50", "coverage_90", "crps")
+#: Columns of a run: PCC-50, mean PCC and co-expression on both scales (``_cp10k``: panel-cp10k), calibration on
+#: log2(count+1).
+COLUMNS = {
+    scale: {m: f"{name}{suffix}" for m, name in (("pcc_50", "pcc_50"), ("pcc_mean", "pcc_mean"),
+                                                  ("coexpr_pcc", "coexpression"))}
+    | ({c: c for c in CALIBRATION} if scale == "log2p1" else {})
+    for scale, suffix in zip(SCALES, ("", "_cp10k"), strict=True)
+}  # fmt: skip
 
 
-def score(test: ad.AnnData, key: str, held_out: str) -> dict:
+def fold_scores(test: ad.AnnData, key: str, held_out: str) -> dict:
     """PCC-50, mean PCC and co-expression on log2(count+1) and on panel-cp10k; PC1 share of the predictions; coverage
     of the central 50 % and 90 % intervals (Gaussian from the samples' s.d.) and CRPS on log2(count+1)."""
-    row = {}
-    for scale, suffix in (("log2p1", ""), ("log1p_cp10k", "_cp10k")):
-        _, summary = hs.tl.evaluate(test, key=key, scale=scale, key_added=f"{key}@{scale}", overwrite=True)
-        s = summary.loc[held_out]
-        for name, col in (("pcc_50", "pcc_50"), ("pcc_mean", "pcc_mean"), ("coexpression", "coexpr_pcc")):
-            row[f"{name}{suffix}"] = s[col]
-        if scale == "log2p1":
-            row.update({c: s[c] for c in CALIBRATION})
-    row["pc1_share"] = prediction_pc1_share(test, key)
-    return row
+    return scores(test, key, COLUMNS, row=held_out) | {"pc1_share": prediction_pc1_share(test, key)}
 
 
 def loso_variants(pretrained: hs.Backbone, random_bb: hs.Backbone) -> dict[str, dict]:
@@ -194,14 +198,13 @@ def run_variant(args, name: str, kwargs: dict | None, train, test, panel, held_o
     if kwargs is None:
         hs.benchmark.RidgeProbe(10.0).fit(train, genes=panel).predict(test, key_added="pred")
     else:
-        tr = train.copy()
-        hs.HINGE.setup_anndata(tr, features_key="X_histology", views_key="X_histology_views" if args.views else None)
-        model = hs.HINGE(tr, genes=panel, **kwargs)
         # the package's recipe; --epochs overrides its max_epochs only
-        model.train(max_epochs=args.epochs, accelerator=args.accelerator, seed=seed, show_progress_bar=False)
+        recipe = hs.DEFAULT_RECIPE if args.epochs is None else hs.DEFAULT_RECIPE.replace(max_epochs=args.epochs)
+        model, _ = train_hinge(train, genes=panel, recipe=recipe, seed=seed, accelerator=args.accelerator,
+                               views_key="X_histology_views" if args.views else None, **kwargs)  # fmt: skip
         hs.tl.generate(model, test, n_samples=args.n_samples, n_steps=args.sampling_steps, seed=seed, key_added="pred",
                        show_progress_bar=False)  # fmt: skip
-    return {"fold": held_out, "backbone": name, "seed": seed, **score(test, "pred", held_out),
+    return {"fold": held_out, "backbone": name, "seed": seed, **fold_scores(test, "pred", held_out),
             "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
 
 
@@ -390,9 +393,7 @@ def part_fullsize(args) -> str:
         bb = hs.Backbone.random(genes, shape=shape)
         ids, _ = bb.token_ids(genes[: args.fullsize_genes])
         module = HINGEModule(bb, ids, n_features=1536, head_rank=head_rank)
-        counts = torch.poisson(torch.full((args.fullsize_spots, args.fullsize_genes), 2.0))
-        batch = {"counts": counts, "library": torch.full((args.fullsize_spots,), 1e4),
-                 "features": torch.randn(args.fullsize_spots, 1536)}
+        batch = synthetic_batch(args.fullsize_spots, args.fullsize_genes, 1536)
         t0 = time.perf_counter()
         _, _, out = module(batch)
         out.loss.backward()
@@ -414,14 +415,12 @@ def part_fullsize(args) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("bench_backbones"))
     parser.add_argument("--parts", nargs="+", default=["pretrain", "transfer", "loso", "fullsize"],
                         choices=["pretrain", "transfer", "loso", "fullsize", "priors"])
     parser.add_argument("--folds", nargs="+", default=C_SECTIONS)
-    parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--n-layers", type=int, default=4)
-    parser.add_argument("--n-heads", type=int, default=4)
+    add_model_args(parser)
     parser.add_argument("--n-tokens", type=int, default=256)
     parser.add_argument("--n-genes", type=int, default=200, help="Panel size of `loso` and `priors`.")
     parser.add_argument("--pretrain-spots", type=int, default=None,
@@ -444,7 +443,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    vocabulary = pd.read_csv(args.data / "vocab" / "cellfm" / "gene_info.csv", usecols=[0]).iloc[:, 0].tolist()
+    vocabulary = cellfm_vocabulary(args.data)
+    def report(part: str, table: str) -> None:
+        print(table, flush=True)
+        (args.out / f"{part}.md").write_text(table)
+
     pretrained = None
     if {"pretrain", "transfer", "loso"} & set(args.parts):
         bb_path = args.out / "pretrained_backbone.pt"
@@ -453,24 +456,16 @@ def main() -> None:
         else:
             pretrained, table = part_pretrain(args, vocabulary)
             pretrained.save(bb_path, overwrite=True)
-            print(table, flush=True)
-            (args.out / "pretrain.md").write_text(table)
-    if "transfer" in args.parts:
-        table = part_transfer(args, pretrained)
-        print(table, flush=True)
-        (args.out / "transfer.md").write_text(table)
-    if "loso" in args.parts:
-        table = part_loso(args, pretrained, vocabulary)
-        print(table, flush=True)
-        (args.out / "loso.md").write_text(table)
-    if "priors" in args.parts:
-        table = part_priors(args, vocabulary)
-        print(table, flush=True)
-        (args.out / "priors.md").write_text(table)
-    if "fullsize" in args.parts:
-        table = part_fullsize(args)
-        print(table, flush=True)
-        (args.out / "fullsize.md").write_text(table)
+            report("pretrain", table)
+    parts = {
+        "transfer": lambda: part_transfer(args, pretrained),
+        "loso": lambda: part_loso(args, pretrained, vocabulary),
+        "priors": lambda: part_priors(args, vocabulary),
+        "fullsize": lambda: part_fullsize(args),
+    }
+    for part, run in parts.items():
+        if part in args.parts:
+            report(part, run())
 
 
 if __name__ == "__main__":

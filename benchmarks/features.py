@@ -19,20 +19,15 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import DATA
 
 import hinge_sc as hs
-from hinge_sc.pp._encoders import IMAGENET, Encoder
-from hinge_sc.pp._handcrafted import handcrafted_features
-
-DATA = Path(os.environ.get("HINGE_SC_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 class TinyViT(torch.nn.Module):
@@ -123,7 +118,8 @@ def main() -> None:
     large_slide(args.slide_spacing_um)  # first, so that the process's peak RSS reflects it
 
     patches = np.random.default_rng(0).integers(0, 255, (256, 64, 64, 3), dtype=np.uint8)
-    rows.append(("handcrafted (encoder only)", "64 px", 80, rate(lambda: handcrafted_features(patches), len(patches))))
+    handcrafted = hs.pp.handcrafted_features
+    rows.append(("handcrafted (encoder only)", "64 px", 80, rate(lambda: handcrafted(patches), len(patches))))
     if (DATA / "her2st" / "images" / "C2.jpg").is_file():
         adata = hs.datasets.her2st(["C2"], path=DATA / "her2st", show_progress_bar=False)
         n = adata.n_obs * 8
@@ -133,12 +129,13 @@ def main() -> None:
 
         rows.append(("handcrafted, HER2ST C2 end to end", "64 px, 8 views", 80, rate(end_to_end, n)))
 
+    uni = hs.pp.ENCODERS["uni"]  # ViT-L/16: 224 px input, ImageNet normalisation (ViT-S/16 gets the same)
     for label, name, dim, depth, heads, n in (
         ("ViT-S/16", "vit_small_patch16_224", 384, 12, 6, args.vit_patches),
         ("ViT-L/16 (UNI)", "vit_large_patch16_224", 1024, 24, 16, max(4, args.vit_patches // 4)),
     ):
         model, lib = vit(name, dim, depth, heads)
-        enc = Encoder(model, name=label, input_size=224, mean=IMAGENET[0], std=IMAGENET[1]).to(args.device)
+        enc = hs.pp.Encoder(model, name=label, input_size=uni.input_size, mean=uni.mean, std=uni.std).to(args.device)
         batch = np.random.default_rng(1).integers(0, 255, (n, 224, 224, 3), dtype=np.uint8)
 
         def embed(enc=enc, batch=batch):

@@ -25,18 +25,26 @@ import json
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from performance import markdown, performance_table, to_markdown
+from _common import (
+    DATA,
+    SCALES,
+    add_model_args,
+    cellfm_vocabulary,
+    evaluate,
+    markdown,
+    quiet,
+    train_hinge,
+    write_prediction,
+)
+from performance import performance_table, to_markdown
 
 logger = logging.getLogger("her2st_benchmark")
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SCALES = ("log2p1", "log1p_cp10k")
 #: HINGE variants. ``hinge`` is the package's default (issue 13): Gaussian reveal (a variance head, genes drawn), the
 #: Rao–Blackwellised mean, the variance calibrated on validation spots, the per-gene readout of the condition, and
 #: features with spatial context (``--context``). ``hinge_paper`` is the paper's configuration (mean reveal, no
@@ -53,6 +61,8 @@ HINGE_VARIANTS = {
     "hinge_no_readout": {"readout": False},
     "hinge_no_context": {"features": "plain"},
     "hinge_no_nll": {"likelihood": "mse"},
+    # a negative binomial on the counts with the spot's library size (issue 22); samples are counts
+    "hinge_nb": {"likelihood": "nb"},
     # generation-only ablations: they reuse the trained model of `hinge_no_readout` (no retraining)
     "hinge_no_rb": {"mean_estimate": "samples", "readout": False, "reuse": "hinge_no_readout"},
     "hinge_no_calibration": {"calibrate": False, "readout": False, "reuse": "hinge_no_readout"},
@@ -133,40 +143,37 @@ def recipe(args: argparse.Namespace):
     return hs.model.RECIPES[args.recipe].replace(**{k: v for k, v in changes.items() if v is not None})
 
 
-def train_hinge(method, train, panel, vocabulary, seed, args):
+def train_variant(method, train, panel, vocabulary, seed, args):
     """A HINGE variant (or its Gaussian ablation) trained on ``train``; returns ``(model, seconds)``."""
     import hinge_sc as hs
 
     v = variant(method)
-    cls = hs.benchmark.HINGEGaussian if v["cls"] == "gaussian" else hs.HINGE
     fk = FEATURE_KEYS[v["features"]]
-    vk = f"{fk}_views" if args.views > 1 else None
     if v["backbone"] == "pretrained":  # the same pre-trained backbone for every seed; the seed varies the adaptation
         backbone = hs.Backbone.load(args.pretrained_backbone)
     else:
         backbone = hs.Backbone.random(vocabulary, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                                       seed=seed)  # fmt: skip
-    tr = train.copy()
-    cls.setup_anndata(tr, features_key=fk, views_key=vk, section_key="section")
     likelihood = (
         {}
         if v["cls"] == "gaussian"
         else {"likelihood": v["likelihood"], "readout": v["readout"], "linear_skip": v["linear_skip"]}
     )
-    model = cls(
-        tr,
-        backbone,
+    return train_hinge(
+        train,
         genes=panel,
-        n_steps=args.diffusion_steps,
+        recipe=recipe(args).replace(calibrate_variance=v["calibrate"]),
+        seed=seed,
+        features_key=fk,
+        views_key=f"{fk}_views" if args.views > 1 else None,
+        section_key="section",
+        model_cls=hs.benchmark.HINGEGaussian if v["cls"] == "gaussian" else hs.HINGE,
+        backbone=backbone,
+        diffusion_steps=args.diffusion_steps,
         target_scale=v["scale"],
         standardize_features=args.hinge_features == "standardized",
-        seed=seed,
         **likelihood,
     )
-    t0 = time.perf_counter()
-    model.train(recipe=recipe(args).replace(calibrate_variance=v["calibrate"]), accelerator="cpu", seed=seed,
-                show_progress_bar=False)  # fmt: skip
-    return model, time.perf_counter() - t0
 
 
 def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Path) -> dict:
@@ -180,11 +187,11 @@ def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Pat
     if v["reuse"] and (saved / "manifest.json").is_file():
         model, train_s = hs.HINGE.load(saved), 0.0
     else:
-        model, train_s = train_hinge(parent, train, panel, vocabulary, seed, args)
+        model, train_s = train_variant(parent, train, panel, vocabulary, seed, args)
         if parent == "hinge" or parent in REUSED:
             model.save(saved, overwrite=True)
     if not v["calibrate"]:
-        model.module.log_variance_offset.zero_()
+        model.module.likelihood.log_variance_offset.zero_()
     gen = {} if v["cls"] == "gaussian" else {"mean_estimate": v["mean_estimate"]}
     t0 = time.perf_counter()
     hs.tl.generate(model, test, features_key=FEATURE_KEYS[variant(parent)["features"]], n_samples=args.n_samples,
@@ -220,10 +227,10 @@ def add_back_depth(train, test, key: str, features_key: str) -> None:
     lib_hat = np.exp(depth.predict(np.asarray(test.obsm[features_key])))
     samples = np.log2(1.0 + lib_hat[:, None, None] * np.expm1(test.obsm[f"{key}_samples"]) / 1e4)
     genes, index = test.obsm[key].columns, test.obs_names
-    test.obsm[key] = pd.DataFrame(samples.mean(axis=1), index=index, columns=genes)
-    test.obsm[f"{key}_std"] = pd.DataFrame(samples.std(axis=1), index=index, columns=genes)
-    test.obsm[f"{key}_samples"] = samples.astype(np.float32)
-    test.uns[key]["params"] = {**test.uns[key]["params"], "target_scale": "log2p1", "depth": "ridge on features"}
+    params = {**test.uns[key]["params"], "target_scale": "log2p1", "depth": "ridge on features"}
+    write_prediction(test, key, pd.DataFrame(samples.mean(axis=1), index=index, columns=genes),
+                     pd.DataFrame(samples.std(axis=1), index=index, columns=genes), samples.astype(np.float32),
+                     params=params, seed=params.get("seed"))  # fmt: skip
 
 
 def run_baseline(method, train, test, panel, seed, args, key) -> dict:
@@ -250,11 +257,8 @@ def run_baseline(method, train, test, panel, seed, args, key) -> dict:
 
 def evaluate_all(test, key, method, seed, fold) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """Evaluate ``obsm[key]`` on both scales; tidy per-section and per-gene rows."""
-    import hinge_sc as hs
-
     sections, genes = [], []
-    for scale in SCALES:
-        per_gene, per_section = hs.tl.evaluate(test, key=key, scale=scale, key_added=f"{key}@{scale}", overwrite=True)
+    for scale, (per_gene, per_section) in evaluate(test, key).items():
         meta = {"method": method, "seed": seed, "fold": fold, "scale": scale}
         sections.append(per_section.drop(index="mean").reset_index().assign(**meta))
         genes.append(per_gene.assign(**meta))
@@ -342,17 +346,18 @@ def config_hash(args: argparse.Namespace) -> str:
 
 
 def run_cached(method, seed, fold, train, test, panel, vocabulary, args, key, runs: Path) -> dict:
-    """Fit, predict and evaluate one method × seed × fold, or read the result of an earlier call."""
+    """Fit, predict and evaluate one method × seed × fold into ``test``, or read the result of an earlier call (its
+    prediction written back into ``test``)."""
     import torch
 
     tag = f"_{Path(args.pretrained_backbone).stem}" if method == "hinge_pretrained" else ""
     cache = runs / f"{fold}_{key}{tag}.pkl"
     if cache.is_file() and not args.no_resume:
         rec = pd.read_pickle(cache)
+        obsm, params = rec["obsm"], rec["uns"]["params"]
+        write_prediction(test, key, obsm[key], obsm.get(f"{key}_std"), obsm.get(f"{key}_samples"), params=params,
+                         seed=params.get("seed"))  # fmt: skip
         if args.rescore:  # the metrics again from the stored predictions (after a change of hs.tl.evaluate)
-            for k, v in rec["obsm"].items():
-                test.obsm[k] = v
-            test.uns[key] = rec["uns"]
             rec["per_section"], rec["per_gene"] = evaluate_all(test, key, method, seed, fold)
             pd.to_pickle(rec, cache)
         return rec
@@ -379,24 +384,15 @@ def run_cached(method, seed, fold, train, test, panel, vocabulary, args, key, ru
 def main(argv: list[str] | None = None) -> str:
     """Run the benchmark; returns (and prints, and writes to ``<out>/results.md``) the markdown report."""
     args = parse_args(argv)
-    import scvi
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    scvi.settings.verbosity = logging.WARNING
-    levels = {}
-    for name in [n for n in logging.root.manager.loggerDict if n.startswith(("lightning", "scvi", "hinge_sc"))]:
-        levels[name] = logging.getLogger(name).level
-        logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             return _run(args, argv)
     finally:  # leave the process as it was (the tests call `main`)
         torch.set_num_threads(threads)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> str:
@@ -407,7 +403,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> str:
     (out / "config.json").write_text(json.dumps(vars(args), indent=2))
     start = time.perf_counter()
     adata = load_features(args)
-    vocabulary = pd.read_csv(Path(args.data) / "vocab" / "cellfm" / "gene_info.csv", usecols=[0]).iloc[:, 0].tolist()
+    vocabulary = cellfm_vocabulary(args.data)
     folds = args.folds or args.sections
     figure_section = "C6" if "C6" in folds else folds[-1]
     per_section, per_gene, timings = [], [], []
@@ -422,9 +418,6 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> str:
             for seed in args.seeds if method in STOCHASTIC else args.seeds[:1]:
                 key = f"{method}_s{seed}"
                 rec = run_cached(method, seed, fold, train, test, panel, vocabulary, args, key, runs)
-                for name, value in rec["obsm"].items():
-                    test.obsm[name] = value
-                test.uns[key] = rec["uns"]
                 if method == "hinge" and seed == args.seeds[0] and fold == figure_section:
                     fig_history = rec["history"]
                 per_section += rec["per_section"]
@@ -505,7 +498,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--pretrained-backbone",
         default=None,
-        help="A saved hs.Backbone (e.g. from Backbone.pretrain) for the 'hinge_pretrained' method.",
+        help="A saved hs.Backbone (e.g. from hs.pretrain_backbone) for the 'hinge_pretrained' method.",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--n-genes", type=int, default=200)
@@ -525,9 +518,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--standardize-per-section", action="store_true",
                    help="Standardise every method's features within each section (hs.pp.standardize_features).")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--n-layers", type=int, default=4)
-    p.add_argument("--n-heads", type=int, default=4)
+    add_model_args(p)
     p.add_argument("--recipe", default="default", choices=("default", "paper"),
                    help="Training recipe of the package (hs.model.RECIPES); the options below override its fields.")
     p.add_argument("--epochs", type=int, default=None, help="Default: the recipe's max_epochs.")

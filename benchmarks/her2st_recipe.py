@@ -30,32 +30,26 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from her2st import FEATURE_KEYS, load_features, train_hinge
-from performance import markdown
+from _common import SCALES, cellfm_vocabulary, markdown, scores, write_prediction
+from her2st import FEATURE_KEYS, load_features, train_variant
 
 logger = logging.getLogger("her2st_recipe")
+#: Columns of the table: PCC-50 and mean PCC on both scales, coverage and CRPS on log2(count + 1).
+COLUMNS = {
+    scale: {"pcc_50": f"PCC-50 {scale}", "pcc_mean": f"mean PCC {scale}"}
+    | ({"coverage_50": "cov. 50%", "coverage_90": "cov. 90%", "crps": "CRPS"} if scale == "log2p1" else {})
+    for scale in SCALES
+}
 
 
 def score(valid, key: str) -> dict:
     """PCC-50, mean PCC, coverage and CRPS of ``obsm[key]`` on the validation spots (pooled over sections)."""
-    import hinge_sc as hs
-
-    row = {}
-    for scale in ("log2p1", "log1p_cp10k"):
-        _, per_section = hs.tl.evaluate(valid, key=key, scale=scale, section_key=None, key_added=f"{key}@{scale}",
-                                        overwrite=True)  # fmt: skip
-        rec = per_section.loc["mean"]
-        row[f"PCC-50 {scale}"] = rec["pcc_50"]
-        row[f"mean PCC {scale}"] = rec["pcc_mean"]
-        if scale == "log2p1":
-            row.update({"cov. 50%": rec["coverage_50"], "cov. 90%": rec["coverage_90"], "CRPS": rec["crps"]})
-    return row
+    return scores(valid, key, COLUMNS, section_key=None)
 
 
 def main(argv: list[str] | None = None) -> str:
     """Run the curve; returns the markdown report."""
     args = parse_args(argv)
-    import anndata as ad
     import torch
 
     import hinge_sc as hs
@@ -68,9 +62,9 @@ def main(argv: list[str] | None = None) -> str:
     if args.model:
         model = hs.HINGE.load(args.model, adata=None)
     else:
-        vocabulary = pd.read_csv(Path(args.data) / "vocab" / "cellfm" / "gene_info.csv", usecols=[0]).iloc[:, 0]
-        panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=vocabulary.tolist())
-        model, _ = train_hinge("hinge", train, panel, vocabulary.tolist(), 0, args)
+        vocabulary = cellfm_vocabulary(args.data)
+        panel = hs.pp.select_genes(train, n_genes=args.n_genes, vocabulary=vocabulary)
+        model, _ = train_variant("hinge", train, panel, vocabulary, 0, args)
     valid = train[np.asarray(model.validation_indices_)].copy()
     logger.warning("%d validation spots of sections %s", valid.n_obs, sorted(set(valid.obs["section"])))
     fk = FEATURE_KEYS["context"]
@@ -78,19 +72,17 @@ def main(argv: list[str] | None = None) -> str:
     rows = []
     s_max, steps = max(args.samples), args.steps_for_samples
     t0 = time.perf_counter()
-    pred = model.generate(valid, features_key=fk, n_samples=s_max, n_steps=steps, seed=0, return_samples=True,
-                          show_progress_bar=False)  # fmt: skip
+    hs.tl.generate(model, valid, features_key=fk, n_samples=s_max, n_steps=steps, seed=0, key_added="h_all",
+                   save_samples=True, overwrite=True, show_progress_bar=False)  # fmt: skip
     seconds = time.perf_counter() - t0
-    full = pred.samples
+    full, genes, params = valid.obsm["h_all_samples"], valid.obsm["h_all"].columns, valid.uns["h_all"]["params"]
     for s in sorted(args.samples):
-        # the documented layout `hs.tl.evaluate` reads (as the baselines write it); mean of the first S draws
-        sub = ad.AnnData(X=valid.X, obs=valid.obs, var=valid.var, obsm={"spatial": valid.obsm["spatial"]})
-        genes = pred.mean.columns
-        sub.obsm["h"] = pd.DataFrame(full[:, :s].mean(axis=1), index=valid.obs_names, columns=genes)
-        sub.obsm["h_std"] = pd.DataFrame(full[:, :s].std(axis=1), index=valid.obs_names, columns=genes)
-        sub.obsm["h_samples"] = full[:, :s]
-        sub.uns["h"] = {"params": {"target_scale": model.module.target_scale}}
-        rows.append({"S": s, "steps": steps, "s/spot": seconds * s / s_max / valid.n_obs, **score(sub, "h")})
+        # the first S draws of the one run and their mean, written as the package writes a generation
+        mean = pd.DataFrame(full[:, :s].mean(axis=1), index=valid.obs_names, columns=genes)
+        std = pd.DataFrame(full[:, :s].std(axis=1), index=valid.obs_names, columns=genes)
+        sub_params = {**params, "n_samples": s, "mean_estimate": "samples"}
+        write_prediction(valid, "h", mean, std, full[:, :s], params=sub_params, seed=params["seed"])
+        rows.append({"S": s, "steps": steps, "s/spot": seconds * s / s_max / valid.n_obs, **score(valid, "h")})
     for n_steps in sorted(args.steps):
         t0 = time.perf_counter()
         hs.tl.generate(model, valid, features_key=fk, n_samples=args.samples_for_steps, n_steps=n_steps, seed=0,

@@ -8,7 +8,8 @@ Usage::
     python benchmarks/performance.py --shape cellfm-800m --head-rank 64 --genes 200 --spots 64 --device cuda \\
         --precision bf16 --batch-size 8                                 # full size on a GPU, bf16 autocast
 
-Per configuration (each in a fresh ``spawn`` process so that its peak memory is its own):
+Per configuration (each in a fresh ``spawn`` process so that its peak memory is its own), on an untrained
+``hs.HINGE`` of the paper's configuration (mean reveal, no readout) set up on synthetic spots:
 
 - **FLOPs** counted with ``torch.utils.flop_counter.FlopCounterMode``: per training sample (forward + backward of one
   optimiser step) and per generated spot-step (one reverse step of one sample of one spot) of the incremental sampler
@@ -21,7 +22,8 @@ Per configuration (each in a fresh ``spawn`` process so that its peak memory is 
   process's CPU time (``time.process_time``, one thread by default), so that other processes sharing the cores do not
   count; on CUDA wall time after synchronising. ``gen_effective_util`` uses the reference sampler's FLOPs: the
   work the incremental sampler avoids counts as done.
-- Throughput (training samples/s, generated spots/s) and peak memory: peak resident set size on CPU (``ru_maxrss``,
+- Throughput (training samples/s of the module's optimiser steps; generated spots/s of ``HINGE.generate``, the
+  generation of ``hs.tl.generate``) and peak memory: peak resident set size on CPU (``ru_maxrss``,
   which includes the ~1 GB of the imported libraries; the increment over the process after imports is also given),
   peak allocated memory on CUDA.
 """
@@ -32,9 +34,16 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
+import sys
 import time
+import warnings
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_model_args, markdown, quiet, synthetic_batch
 
 COLUMNS = {
     "n_genes": "genes",
@@ -92,6 +101,40 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def synthetic_model(n_genes: int, n_features: int, *, shape, d_model, n_layers, n_heads, head_rank):
+    """An untrained :class:`hinge_sc.HINGE` (paper configuration: mean reveal, no readout, raw features) on 8
+    synthetic spots of ``n_genes`` genes; with ``shape`` a CellFM shape over a CellFM-sized vocabulary whose first
+    ``n_genes`` genes are the panel."""
+    import anndata as ad
+
+    import hinge_sc as hs
+
+    if shape is None:
+        genes = [f"G{i}" for i in range(n_genes)]
+        backbone = hs.Backbone.random(genes, d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=0)
+    else:
+        genes = [f"G{i}" for i in range(max(n_genes, 24078))]
+        backbone = hs.Backbone.random(genes, shape=shape, seed=0)
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(
+        X=rng.poisson(2.0, (8, n_genes)).astype(np.float32),
+        var=pd.DataFrame(index=genes[:n_genes]),
+        obsm={"X_histology": rng.normal(size=(8, n_features)).astype(np.float32)},
+    )
+    with quiet():  # no scvi-tools setup chatter
+        hs.HINGE.setup_anndata(adata, features_key="X_histology")
+        return hs.HINGE(adata, backbone, head_rank=head_rank, likelihood="mse", readout=False,
+                        standardize_features=False)  # fmt: skip
+
+
+def spots(n_spots: int, n_features: int):
+    """``n_spots`` spots with standard-normal features and no genes (an H&E-only slide) to generate."""
+    import anndata as ad
+
+    feats = np.random.default_rng(1).normal(size=(n_spots, n_features)).astype(np.float32)
+    return ad.AnnData(obs=pd.DataFrame(index=[f"spot{i}" for i in range(n_spots)]), obsm={"X_histology": feats})
+
+
 def measure(
     n_genes: int,
     n_spots: int,
@@ -113,13 +156,17 @@ def measure(
     profile: bool = False,
 ) -> dict:
     """Count FLOPs and time ``n_iter`` training steps and the generation of ``n_spots`` spots."""
-    import torch
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This model has not been trained")
+        return _measure(n_genes, n_spots, d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_features=n_features,
+                        batch_size=batch_size, n_iter=n_iter, n_samples=n_samples, n_steps=n_steps,
+                        generate_batch=generate_batch, device=device, threads=threads, shape=shape,
+                        head_rank=head_rank, precision=precision, profile=profile)  # fmt: skip
 
-    from hinge_sc._constants import MODULE_KEYS
-    from hinge_sc._random import Noise
-    from hinge_sc.model._inference import batch_bounds, resolve_batch_size
-    from hinge_sc.module import HINGEModule
-    from hinge_sc.nn import Backbone
+
+def _measure(n_genes, n_spots, *, d_model, n_layers, n_heads, n_features, batch_size, n_iter, n_samples, n_steps,
+             generate_batch, device, threads, shape, head_rank, precision, profile) -> dict:  # fmt: skip
+    import torch
 
     if threads:
         torch.set_num_threads(threads)
@@ -128,22 +175,14 @@ def measure(
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     clock = time.perf_counter if cuda else time.process_time
     idle = _rss_mb()
-    if shape is None:
-        genes = [f"G{i}" for i in range(n_genes)]
-        backbone = Backbone.random(genes, d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=0)
-    else:  # a CellFM shape over a CellFM-sized vocabulary; the panel is its first `n_genes` genes
-        genes = [f"G{i}" for i in range(max(n_genes, 24078))]
-        backbone = Backbone.random(genes, shape=shape, seed=0)
-    module = HINGEModule(backbone, backbone.token_ids(genes[:n_genes])[0], n_features, head_rank=head_rank).to(dev)
+    model = synthetic_model(n_genes, n_features, shape=shape, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                            head_rank=head_rank)  # fmt: skip
+    module, backbone = model.module.to(dev), model.module.backbone
     bf16 = precision == "bf16"
     peak = matmul_peak(dev, torch.bfloat16 if bf16 else torch.float32, clock, sync)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
-    batch = {
-        MODULE_KEYS.COUNTS: torch.poisson(torch.full((batch_size, n_genes), 2.0)).to(dev),
-        MODULE_KEYS.LIBRARY: torch.full((batch_size,), 1e4, device=dev),
-        MODULE_KEYS.FEATURES: torch.randn(batch_size, n_features, device=dev),
-    }
+    batch = synthetic_batch(batch_size, n_genes, n_features, dev)
 
     def train_step():
         with autocast:
@@ -163,22 +202,22 @@ def measure(
         sync()
         best = min(best, clock() - t0)
     train_rate = batch_size / best
-    module.eval()
-    gb = resolve_batch_size(generate_batch, n_samples, dev)
-    feats = torch.randn(n_spots, n_features, device=dev)
-    seeds = list(range(n_spots))
+    slide = spots(n_spots, n_features)
+    probe = slide[: min(generate_batch or 8, n_spots)].copy()  # FLOPs per spot-step do not depend on the batch
 
-    def generate(incremental=True, spots=n_spots):
-        for a, b in batch_bounds(spots, gb):  # in batches of spots, as `hs.tl.generate` does
-            noise = Noise.per_spot(seeds[a:b], n_samples, dev)
-            with autocast:
-                module.sample(feats[a:b], n_samples, n_steps, noise=noise, incremental=incremental)
+    def generate(adata=slide):  # the package's generation: batches of spots, a random stream per spot
+        model.generate(adata, n_samples=n_samples, n_steps=n_steps, batch_size=generate_batch, seed=0,
+                       precision=precision, show_progress_bar=False)  # fmt: skip
 
-    probe = min(gb, n_spots)
-    spot_steps = probe * n_samples * n_steps  # (steps that reveal nothing are skipped; none with G ≥ T)
-    gen_flops = count_flops(lambda: generate(True, probe)) / spot_steps
-    ref_flops = count_flops(lambda: generate(False, probe)) / spot_steps
-    generate(True, probe)  # warm-up
+    def reference():  # the reference sampler: every token embedded and decoded at every step
+        feats = torch.as_tensor(probe.obsm["X_histology"], device=dev)
+        with autocast:
+            module.sample(feats, n_samples, n_steps, incremental=False)
+
+    spot_steps = probe.n_obs * n_samples * n_steps  # (steps that reveal nothing are skipped; none with G ≥ T)
+    gen_flops = count_flops(lambda: generate(probe)) / spot_steps  # (`generate` puts the module in eval mode)
+    ref_flops = count_flops(reference) / spot_steps
+    generate(probe)  # warm-up
     sync()
     t0, w0 = clock(), time.perf_counter()
     generate()
@@ -223,7 +262,7 @@ def measure(
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with torch_profile(activities=activities) as prof:
-            generate(True, probe)
+            generate(probe)
         row["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
         module.train()
         with torch_profile(activities=activities) as prof:
@@ -261,15 +300,6 @@ def performance_table(
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame, floatfmt: str = ".1f", index: bool = False) -> str:
-    """Format a DataFrame as a GitHub markdown table (no extra dependency); strings are written as they are."""
-    frame = table.reset_index() if index else table
-    rows = frame.astype(object).to_numpy()
-    cells = [[format(v, floatfmt) if isinstance(v, float) else str(v) for v in row] for row in rows]
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
-
-
 def to_markdown(table: pd.DataFrame) -> str:
     """Format the performance table in markdown, with readable column names (the columns of :data:`COLUMNS`)."""
     cols = [c for c in COLUMNS if c in table.columns]
@@ -282,9 +312,7 @@ def main() -> None:
     parser.add_argument("--genes", type=int, nargs="+", default=[200, 1000, 2000])
     parser.add_argument("--spots", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--samples", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--d-model", type=int, default=128)
-    parser.add_argument("--n-layers", type=int, default=4)
-    parser.add_argument("--n-heads", type=int, default=8)
+    add_model_args(parser, d_model=128, n_heads=8)
     parser.add_argument("--features", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=32, help="Training batch.")
     parser.add_argument("--generate-batch", type=int, default=None, help="Spots per generation batch (default: auto).")

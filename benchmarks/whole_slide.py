@@ -5,8 +5,9 @@ Usage::
     python benchmarks/whole_slide.py --section C2 --spacing-um 20 --batch-size 256 --out /tmp/whole_slide
 
 Lays a hexagonal grid of spots (``--spacing-um`` apart) over the tissue of the section's full-resolution image
-(``hs.pp.tile_slide``), computes handcrafted features (one view), builds a HINGE model on a 200-gene panel (weights of
-the adaptation as initialised: speed does not depend on training) and runs ``hs.tl.generate(store=...)``. Prints the
+(``hs.pp.tile_slide``), computes handcrafted features (one view), builds a HINGE model on a 200-gene panel of the
+section's spots (weights of the adaptation as initialised: speed does not depend on training) and runs
+``hs.tl.generate(store=...)``. Prints the
 number of spots, the time of each stage (wall and CPU), the peak resident memory during generation (sampled every
 0.2 s from ``/proc/self/statm``) and the 1-minute load average.
 """
@@ -20,10 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import DATA, add_model_args
 
 import hinge_sc as hs
-
-DATA = Path(os.environ.get("HINGE_SC_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 class PeakRSS:
@@ -58,8 +58,7 @@ def main() -> None:
     p.add_argument("--section", default="C2")
     p.add_argument("--spacing-um", type=float, default=20.0)
     p.add_argument("--genes", type=int, default=200)
-    p.add_argument("--d-model", type=int, default=32)
-    p.add_argument("--n-layers", type=int, default=2)
+    add_model_args(p, d_model=32, n_layers=2, n_heads=4)
     p.add_argument("--samples", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=None, help="Spots per generation batch (default: auto).")
@@ -83,10 +82,11 @@ def main() -> None:
     genes = [g.strip() for g in (DATA / "her2st" / "genes_hist2st_785.txt").read_text().split()][: args.genes]
     train = hs.datasets.her2st(sections=[args.section], path=DATA / "her2st", show_progress_bar=False)
     train = train[:, [g for g in genes if g in train.var_names]].copy()
-    train.obsm["X_histology"] = np.random.default_rng(0).normal(size=(train.n_obs, slide.obsm["X_histology"].shape[1]))
+    hs.pp.histology_features(train, encoder="handcrafted", views=1, show_progress_bar=False)  # the slide's encoder
     hs.HINGE.setup_anndata(train, features_key="X_histology")
-    backbone = hs.Backbone.random(list(train.var_names), d_model=args.d_model, n_layers=args.n_layers, n_heads=4)
-    model = hs.HINGE(train, backbone, n_steps=50, seed=0)
+    backbone = hs.Backbone.random(list(train.var_names), d_model=args.d_model, n_layers=args.n_layers,
+                                  n_heads=args.n_heads)  # fmt: skip
+    model = hs.HINGE(train, backbone, diffusion_steps=50, seed=0)
 
     store = out / "slide.zarr"
     t0, c0 = time.perf_counter(), time.process_time()

@@ -20,9 +20,6 @@ LAYERS = {"floor": 0, "nn": 1, "module": 2, "train": 3, "model": 4, "tl": 5, "pl
 #: vocabularies) and each other; only ``model`` and the layers above it import them.
 SIDE = {"pp", "io", "datasets"}
 SIDE_MAY_IMPORT = {"floor", "nn"}
-#: The one import that goes up, inside a function: ``Backbone.pretrain`` is a thin entry point to
-#: ``hinge_sc.train.pretrain_backbone`` (the issue allows it: not at module level).
-ALLOWED_UPWARD = {("hinge_sc.nn._backbone", "hinge_sc.train._pretrain")}
 
 
 def _layer(module: str) -> str:
@@ -129,23 +126,16 @@ def test_no_upward_imports():
         for dst, _top in imports:
             dst = _file_of(dst, graph)
             message = _violation(src, dst)
-            if message and (src, dst) not in ALLOWED_UPWARD:
+            if message:
                 problems.append(message)
     assert not problems, "\n".join(sorted(set(problems)))
 
 
-def test_allowed_upward_import_is_not_at_module_level():
-    graph = import_graph()
-    for src, dst in ALLOWED_UPWARD:
-        levels = [top for target, top in graph[src] if _file_of(target, graph) == dst]
-        assert levels and not any(levels), f"{src} must import {dst} inside a function only"
-
-
 def test_no_file_cycles():
-    """No two files import each other, directly or through others (the allowed lazy entry point aside)."""
+    """No two files import each other, directly or through others (also inside functions)."""
     graph = import_graph()
     edges = {
-        src: {_file_of(dst, graph) for dst, _ in imports} - {src} - {d for s, d in ALLOWED_UPWARD if s == src}
+        src: {_file_of(dst, graph) for dst, _ in imports} - {src}
         for src, imports in graph.items()
         if not src.endswith("__init__")
     }
@@ -182,3 +172,130 @@ def test_predictions_are_written_in_one_place():
         if "obsm[key_added] =" in path.read_text(encoding="utf-8") or "obsm[key] = values[key]" in path.read_text()
     ]
     assert writers == ["tl/_write.py"] or set(writers) <= {"tl/_write.py", "pp/_features.py"}, writers
+
+
+# ---------------------------------------------------------------------------------------------- benchmarks/ (issue 22)
+BENCHMARKS = SRC.parents[1] / "benchmarks"
+#: What a benchmark script may import from the package: the package and its public subpackages.
+PUBLIC_PACKAGES = {"pp", "tl", "pl", "io", "datasets", "benchmark", "model", "train", "nn", "module"}
+#: ``AnnData`` slots a benchmark script must not write results into by hand (the package's writers do).
+RESULT_SLOTS = {"obsm", "uns"}
+
+
+def _benchmark_scripts() -> list[Path]:
+    scripts = sorted(BENCHMARKS.glob("*.py"))
+    assert scripts, f"no benchmark scripts in {BENCHMARKS}"
+    return scripts
+
+
+def _package_aliases(tree: ast.Module) -> set[str]:
+    """Names a script binds to ``hinge_sc`` or one of its subpackages (``import hinge_sc as hs`` → ``hs``)."""
+    names = {"hinge_sc"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.split(".")[0] == "hinge_sc"}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "hinge_sc":
+            names |= {a.asname or a.name for a in node.names}
+    return names
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Imports of private package modules or names, and ``hs._x`` attribute chains, in one script."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+
+    def check_module(module: str, line: int) -> None:
+        parts = module.split(".")
+        if parts[0] != "hinge_sc":
+            return
+        if any(p.startswith("_") for p in parts[1:]) or (len(parts) > 1 and parts[1] not in PUBLIC_PACKAGES):
+            found.append(f"{path.name}:{line} imports {module}")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                check_module(alias.name, node.lineno)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            check_module(node.module, node.lineno)
+            if node.module.split(".")[0] == "hinge_sc":
+                found += [f"{path.name}:{node.lineno} imports {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_")]  # fmt: skip
+    aliases = _package_aliases(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in aliases:
+                found.append(f"{path.name}:{node.lineno} uses {ast.unparse(node)}")
+    return found
+
+
+def _result_writes(path: Path) -> list[str]:
+    """Assignments into ``<x>.obsm[...]`` / ``<x>.uns[...]`` (also nested, augmented or via ``update``/``setdefault``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+
+    def slot(target: ast.AST) -> str | None:
+        while isinstance(target, ast.Subscript):
+            target = target.value
+            if isinstance(target, ast.Attribute) and target.attr in RESULT_SLOTS:
+                return target.attr
+        return None
+
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            for t in target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]:
+                if slot(t):
+                    found.append(f"{path.name}:{node.lineno} writes {ast.unparse(t)}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("update", "setdefault")
+            and isinstance(node.func.value, ast.Attribute)
+            and node.func.value.attr in RESULT_SLOTS
+        ):
+            found.append(f"{path.name}:{node.lineno} writes {ast.unparse(node.func)}(...)")
+    return found
+
+
+def test_benchmarks_use_only_the_public_api():
+    """``benchmarks/*.py`` import the package and its public subpackages, never a module or name starting with ``_``."""
+    problems = [p for path in _benchmark_scripts() for p in _private_uses(path)]
+    assert not problems, "\n".join(problems)
+
+
+def test_benchmarks_write_results_through_the_package():
+    """No benchmark script writes ``obsm``/``uns`` of an AnnData by hand: ``hs.tl.generate``, the baselines'
+    ``predict`` and ``hs.tl.write_prediction`` write predictions (one writer, ``tl/_write.py``)."""
+    problems = [p for path in _benchmark_scripts() for p in _result_writes(path)]
+    assert not problems, "\n".join(problems)
+
+
+def test_benchmark_helpers_are_defined_once():
+    """No two benchmark files define a top-level function of the same name (a second ``train_hinge`` or ``score``
+    is a copy: shared helpers live in ``benchmarks/_common.py``)."""
+    seen: dict[str, list[str]] = {}
+    for path in _benchmark_scripts():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in ("main", "parse_args"):
+                seen.setdefault(node.name, []).append(path.name)
+    copies = {name: files for name, files in seen.items() if len(files) > 1}
+    assert not copies, copies
+
+
+def test_checks_of_benchmarks_catch_what_they_forbid(tmp_path):
+    """The checks above flag private imports and hand-written result slots (so a passing run means something)."""
+    script = tmp_path / "bad.py"
+    script.write_text(
+        "import hinge_sc as hs\nfrom hinge_sc.tl._metrics import pcc_top_k\nfrom hinge_sc.pp import _encoders\n"
+        "import hinge_sc._random\nx = hs.tl._write\nadata.obsm['h'] = 1\nadata.uns['h']['params'] = {}\n"
+        "a.obsm['x'], b = 1, 2\nadata.uns.update(h=1)\nadata.obs['ok'] = 1\n"
+    )
+    assert len(_private_uses(script)) == 4
+    assert len(_result_writes(script)) == 4

@@ -6,5 +6,6 @@ from ._aggregate import aggregate, compare
 from ._evaluate import evaluate
 from ._generate import generate
 from ._to_adata import to_adata
+from ._write import add_prediction
 
-__all__ = ["aggregate", "compare", "evaluate", "generate", "to_adata"]
+__all__ = ["add_prediction", "aggregate", "compare", "evaluate", "generate", "to_adata"]

@@ -95,3 +95,87 @@ def write_prediction(
     adata.uns[key_added] = {"params": dict(params)}
     logger.info("Wrote adata.uns[%r]", key_added)
     return written
+
+
+def add_prediction(
+    adata: AnnData,
+    prediction: Prediction,
+    *,
+    key_added: str,
+    params: Mapping[str, Any] | None = None,
+    table_key: str | None = None,
+    overwrite: bool = False,
+    copy: bool = False,
+) -> AnnData | None:
+    """Store a prediction made elsewhere (another tool, a hand-made baseline) the way :func:`generate` stores its own.
+
+    :func:`hinge_sc.tl.evaluate`, :func:`hinge_sc.tl.compare` and the plots then read it exactly like a HINGE
+    prediction, so every method is scored by one scorer.
+
+    Parameters
+    ----------
+    adata
+        AnnData (or SpatialData with a spot table) whose spots were predicted.
+    prediction
+        A :class:`hinge_sc.model.Prediction`: ``mean`` a spots × genes DataFrame indexed by ``adata.obs_names``
+        (any order; rows are aligned to ``adata``), ``std`` like it or ``None``, ``samples`` ``(n_spots, S,
+        n_genes)`` in the order of ``mean``'s rows or ``None``. Values are on the scale named in
+        ``params["target_scale"]`` (default ``"log2p1"``, log2(count + 1)).
+    key_added
+        Writes ``obsm[key_added]`` (mean), ``obsm[f"{key_added}_std"]``, ``obsm[f"{key_added}_samples"]`` and
+        ``uns[key_added]["params"]``.
+    params
+        Provenance recorded in ``uns[key_added]["params"]`` (e.g. ``{"method": "ridge", "target_scale": "log2p1"}``).
+    table_key
+        SpatialData: the table to write into.
+    overwrite
+        Replace existing keys.
+    copy
+        Return a modified copy instead of writing in place.
+
+    Returns
+    -------
+    The modified copy with ``copy=True``, else ``None``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from hinge_sc.model import Prediction
+
+    if not isinstance(prediction, Prediction):
+        raise TypeError(
+            f"prediction: expected a hinge_sc.model.Prediction, got {type(prediction).__name__}; build one with "
+            "Prediction(mean=<spots × genes DataFrame>, std=..., samples=...)."
+        )
+    if not isinstance(prediction.mean, pd.DataFrame):
+        raise TypeError(f"prediction.mean: expected a spots × genes DataFrame, got {type(prediction.mean).__name__}.")
+    target = prepare_target(adata, key_added, table_key=table_key, overwrite=overwrite, copy=copy)
+    mean = prediction.mean
+    missing = target.obs_names.difference(mean.index)
+    if len(missing) or mean.index.has_duplicates:
+        raise ValueError(
+            f"prediction.mean: expected one row for each of the {target.n_obs} spots of adata, found "
+            f"{len(missing)} spot(s) without a row (e.g. {list(missing[:3])}) or duplicated row names; index the "
+            "DataFrame by adata.obs_names."
+        )
+    order = mean.index.get_indexer(target.obs_names)
+    std, samples = prediction.std, prediction.samples
+    if std is not None and (not isinstance(std, pd.DataFrame) or std.shape != mean.shape):
+        raise ValueError(f"prediction.std: expected a DataFrame shaped like mean {mean.shape}, or None.")
+    if samples is not None:
+        samples = np.asarray(samples)
+        if samples.ndim != 3 or samples.shape[0] != len(mean) or samples.shape[2] != mean.shape[1]:
+            raise ValueError(
+                f"prediction.samples: expected shape (n_spots={len(mean)}, S, n_genes={mean.shape[1]}), found "
+                f"{samples.shape}."
+            )
+        samples = samples[order]
+    aligned = Prediction(
+        mean=mean.iloc[order],
+        std=None if std is None else std.loc[mean.index].iloc[order],
+        samples=samples,
+        seed=prediction.seed,
+    )
+    record = {"target_scale": "log2p1", **dict(params or {})}
+    write_prediction(target, aligned, key_added, params=record, save_samples=samples is not None)
+    return target if copy else None
