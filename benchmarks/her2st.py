@@ -93,7 +93,7 @@ CORRELATION = {"pcc_10": "PCC-10", "pcc_50": "PCC-50", "pcc_200": "PCC-200", "pc
                "spearman_mean": "mean Spearman", "pcc_hvg50": "PCC HVG-50", "pcc_heg50": "PCC HEG-50"}  # fmt: skip
 STRUCTURE = {"mse": "MSE", "mae": "MAE", "rvd": "RVD", "coexpr_pcc": "co-expr. r", "coexpr_frobenius": "co-expr. d_F",
              "moran_generated": "Moran's I (gen.)", "moran_pcc": "Moran's I r", "coverage_50": "cov. 50%",
-             "coverage_90": "cov. 90%", "crps": "CRPS", "energy_score": "energy", "std_error_spearman": "s.d.–error ρ"}  # fmt: skip
+             "coverage_90": "cov. 90%", "crps": "CRPS", "crps_counts": "CRPS counts", "energy_score": "energy", "std_error_spearman": "s.d.–error ρ"}  # fmt: skip
 
 
 def variant(method: str) -> dict:

@@ -21,7 +21,8 @@ SKIP_MARK = "# not run in tests"
 #: README text → what the test runs instead (each must occur in the README, so this list cannot go stale).
 TINY = {
     '"../shared/data"': None,  # → the tests' data folder
-    "model.train()": "model.train(max_epochs=2, lr=1e-2)",  # a model that has learnt something: PCA needs non-constant X
+    "model.train()": "model.train(max_epochs=2, lr=1e-2)",
+    "nb.train()": "nb.train(max_epochs=2, lr=1e-2)",  # a model that has learnt something: PCA needs non-constant X
     "d_model=128, n_layers=4, n_heads=8": "d_model=16, n_layers=1, n_heads=2",
     'sections=["C2", "C3", "C4", "C5", "C6"]': 'sections=["C5", "C6"]',
     "views=8": "views=1",

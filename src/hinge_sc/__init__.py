@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 # a library leaves logging to its user (the command line configures it once)
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-_SUBMODULES = ("pp", "tl", "pl", "datasets", "benchmark", "io", "model")
+_SUBMODULES = ("pp", "tl", "pl", "datasets", "benchmark", "io", "model", "module", "nn", "train")
 _LAZY = {
     "HINGE": "hinge_sc.model", "TrainingRecipe": "hinge_sc.model", "DEFAULT_RECIPE": "hinge_sc.model",
     "PAPER_RECIPE": "hinge_sc.model", "Backbone": "hinge_sc.nn", "FileIntegrityError": "hinge_sc._files",
@@ -21,11 +21,11 @@ _LAZY = {
 __all__ = [
     "DEFAULT_RECIPE", "HINGE", "PAPER_RECIPE", "Backbone", "FileIntegrityError", "GenerationConfig", "ModuleConfig",
     "TrainingRecipe", "benchmark",
-    "datasets", "io", "model", "pl", "pp", "pretrain_backbone", "tl",
+    "datasets", "io", "model", "module", "nn", "pl", "pp", "pretrain_backbone", "tl", "train",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
-    from . import benchmark, datasets, io, model, pl, pp, tl
+    from . import benchmark, datasets, io, model, module, nn, pl, pp, tl, train
     from ._files import FileIntegrityError
     from .model import DEFAULT_RECIPE, HINGE, PAPER_RECIPE, GenerationConfig, ModuleConfig, TrainingRecipe
     from .nn import Backbone

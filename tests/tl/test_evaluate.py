@@ -258,6 +258,12 @@ def test_evaluate_writes_crps_and_energy_score_from_samples():
     assert per_section.loc["A", "crps"] == pytest.approx(crps.mean())
     assert per_section.loc["A", "energy_score"] == pytest.approx(energy_score(y_true, samples).mean())
     assert per_section.loc["mean", "crps"] == pytest.approx(per_section.loc[["A", "B"], "crps"].mean())
+    # issue 22: the same samples as counts against the measured counts
+    counts = adata.X.toarray()[mask][:, :4]
+    expected = crps_samples(counts, np.clip(np.exp2(samples) - 1, 0, None)).mean()
+    assert per_section.loc["A", "crps_counts"] == pytest.approx(expected)
+    _, cp10k = evaluate(adata, spatial_key=None, scale="log1p_cp10k", key_added="cp10k")
+    assert np.isnan(cp10k.loc["A", "crps_counts"])  # counts per 10k are not the measured counts
 
 
 def test_evaluate_crps_from_std_is_gaussian_and_energy_score_needs_samples():

@@ -144,7 +144,8 @@ def evaluate(
     ``per_section``: indexed by section, columns ``n_spots``, ``n_genes``, ``n_valid_genes``, ``pcc_mean``,
     ``spearman_mean``, ``pcc_{K}`` for each K, ``pcc_hvg{n}``, ``pcc_heg{n}``, ``mse``, ``mae``, ``rvd``,
     ``coexpr_pcc``, ``coexpr_frobenius``, ``moran_measured``, ``moran_generated``, ``moran_pcc``,
-    ``coverage_50``, ``coverage_90``, ``std_error_spearman``, ``crps``, ``energy_score`` and a last row
+    ``coverage_50``, ``coverage_90``, ``std_error_spearman``, ``crps``, ``crps_counts`` (on ``"log2p1"`` with
+    samples: the CRPS of the samples as counts against the measured counts), ``energy_score`` and a last row
     ``"mean"``: the unweighted mean over sections (NaN-aware). Both are also written to ``uns[key_added]`` as
     ``{"per_gene", "per_section", "params"}``.
 
@@ -183,7 +184,8 @@ def evaluate(
     ok = _scored_spots(values[1], key)
     sections = _section_names(groups, ok, section_key)
     rows, tables = _score_sections(
-        values, groups, ok, sections, coords, top_k=top_k, n_top_genes=n_top_genes, n_neighs=n_neighs, genes=genes
+        values, groups, ok, sections, coords, top_k=top_k, n_top_genes=n_top_genes, n_neighs=n_neighs, genes=genes,
+        scale=scale,
     )
     per_gene, per_section = _summarise(rows, tables, sections)
 
@@ -355,6 +357,7 @@ def _score_sections(
     n_top_genes: int,
     n_neighs: int,
     genes: Sequence[str],
+    scale: str,
 ) -> tuple[dict[str, dict], list[pd.DataFrame]]:
     """Run :func:`section_metrics` on the scored spots of each section.
 
@@ -370,7 +373,7 @@ def _score_sections(
         rows[section], table = section_metrics(
             measured[m], predicted[m], top_k, n_top_genes=n_top_genes, n_neighs=n_neighs,
             coordinates=None if coords is None else coords[m],
-            std=None if std is None else std[m], samples=None if samples is None else samples[m],
+            std=None if std is None else std[m], samples=None if samples is None else samples[m], scale=scale,
         )  # fmt: skip
         tables.append(table.assign(section=section, gene=list(genes)))
         for k in top_k:

@@ -249,6 +249,7 @@ def section_metrics(
     n_neighs: int = 6,
     std: np.ndarray | None = None,
     samples: np.ndarray | None = None,
+    scale: str | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Summary metrics of one section and its per-gene table.
 
@@ -268,6 +269,9 @@ def section_metrics(
         Predicted s.d. (n_spots, n_genes) and/or samples (n_spots, S, n_genes) for the uncertainty metrics;
         intervals and CRPS come from the samples when given, else from a Gaussian with ``y_pred`` and ``std``;
         the energy score needs samples.
+    scale
+        The scale of ``y_true`` and ``samples``; on ``"log2p1"`` with samples, ``crps_counts`` is the CRPS of the
+        samples taken back to counts (:math:`2^x - 1`) against the measured counts (NaN otherwise).
 
     Returns
     -------
@@ -312,6 +316,11 @@ def section_metrics(
     if samples is not None or std is not None:
         crps = (crps_samples(y_true, samples) if samples is not None else crps_gaussian(y_true, y_pred, std)).mean(0)
     row["crps"] = nanmean(crps)
+    row["crps_counts"] = (
+        nanmean(crps_samples(to_counts(y_true, "log2p1"), to_counts(samples, "log2p1")).mean(0))
+        if samples is not None and scale == "log2p1"
+        else np.nan
+    )
     row["energy_score"] = np.nan if samples is None else float(energy_score(y_true, samples).mean())
     flags = np.zeros((2, n_genes), dtype=bool)
     flags[0, hvg], flags[1, heg] = True, True
