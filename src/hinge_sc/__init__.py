@@ -16,11 +16,12 @@ _LAZY = {
     "HINGE": "hinge_sc.model", "TrainingRecipe": "hinge_sc.model", "DEFAULT_RECIPE": "hinge_sc.model",
     "PAPER_RECIPE": "hinge_sc.model", "Backbone": "hinge_sc.nn", "FileIntegrityError": "hinge_sc._files",
     "pretrain_backbone": "hinge_sc.train", "ModuleConfig": "hinge_sc.model", "GenerationConfig": "hinge_sc.model",
+    "LazySlideAdapter": "hinge_sc.tl",
 }  # fmt: skip
 
 __all__ = [
-    "DEFAULT_RECIPE", "HINGE", "PAPER_RECIPE", "Backbone", "FileIntegrityError", "GenerationConfig", "ModuleConfig",
-    "TrainingRecipe", "benchmark",
+    "DEFAULT_RECIPE", "HINGE", "PAPER_RECIPE", "Backbone", "FileIntegrityError", "GenerationConfig", "LazySlideAdapter",
+    "ModuleConfig", "TrainingRecipe", "benchmark",
     "datasets", "io", "model", "module", "nn", "pl", "pp", "pretrain_backbone", "tl", "train",
 ]  # fmt: skip
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from ._files import FileIntegrityError
     from .model import DEFAULT_RECIPE, HINGE, PAPER_RECIPE, GenerationConfig, ModuleConfig, TrainingRecipe
     from .nn import Backbone
+    from .tl import LazySlideAdapter
     from .train import pretrain_backbone
 
 

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from ._spatialdata import from_spatialdata, to_spatialdata
 from ._visium import read_visium
+from ._wsi import read_wsi
 
-__all__ = ["from_spatialdata", "read_visium", "to_spatialdata"]
+__all__ = ["from_spatialdata", "read_visium", "read_wsi", "to_spatialdata"]

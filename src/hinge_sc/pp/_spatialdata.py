@@ -24,8 +24,11 @@ GLOBAL_CS = "global"
 
 
 def is_spatialdata(obj: Any) -> bool:
-    """Whether ``obj`` is a :class:`spatialdata.SpatialData` (checked without importing spatialdata)."""
-    return type(obj).__name__ == "SpatialData" and type(obj).__module__.split(".")[0] == "spatialdata"
+    """Whether ``obj`` is a :class:`spatialdata.SpatialData` or a subclass (e.g. wsidata's ``WSIData``), checked without
+    importing spatialdata."""
+    return any(
+        cls.__name__ == "SpatialData" and cls.__module__.split(".")[0] == "spatialdata" for cls in type(obj).__mro__
+    )
 
 
 def get_table(sdata: Any, table_key: str | None) -> tuple[str, AnnData]:

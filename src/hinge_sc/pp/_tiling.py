@@ -127,7 +127,8 @@ def tile_slide(
     ----------
     image
         Path of the slide (TIFF/SVS read lazily; JPEG/PNG decoded), an RGB array (H, W, 3) (numpy or dask),
-        a spatialdata image (DataArray / multiscale DataTree), or a SpatialData object (then ``image_key``).
+        a spatialdata image (DataArray / multiscale DataTree), or a SpatialData object (then ``image_key``), e.g. a
+        :class:`wsidata.WSIData` from :func:`hinge_sc.io.read_wsi` (its spots and table are added to it in place).
     image_key
         The image of a SpatialData ``image``.
     spot_diameter_um
@@ -136,7 +137,7 @@ def tile_slide(
         Centre-to-centre distance of the spots, µm (100 µm = Visium).
     microns_per_pixel
         µm per pixel of the full-resolution image; default: read from the TIFF metadata (Aperio ``MPP``, OME
-        ``PhysicalSizeX`` or the resolution tags).
+        ``PhysicalSizeX`` or the resolution tags), or from a :class:`wsidata.WSIData` (:func:`hinge_sc.io.read_wsi`).
     grid
         ``"hex"`` (Visium-like) or ``"square"`` lattice.
     tissue_mask
@@ -189,6 +190,10 @@ def tile_slide(
     mpp = microns_per_pixel
     if mpp is None and path is not None and path.lower().endswith((".tif", ".tiff", ".svs", ".btf")):
         mpp = tiff_microns_per_pixel(path)
+    if mpp is None and is_spatialdata(image):
+        from hinge_sc.io._wsi import wsi_microns_per_pixel
+
+        mpp = wsi_microns_per_pixel(image)  # a wsidata.WSIData knows its slide's µm/px
     if mpp is None or not mpp > 0:
         raise ValueError(
             f"The µm/px of the slide is unknown{' (its TIFF metadata has none)' if path else ''}: pass "
