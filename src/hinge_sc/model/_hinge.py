@@ -21,6 +21,7 @@ from hinge_sc.train import HINGEDataModule, HINGETrainingPlan, TrainingRecipe, r
 
 from ._expression import ExpressionMixin
 from ._generation import generation_inputs, run_generation, stored_seed
+from ._hub import HubMixin
 from ._panel import select_panel
 from ._persistence import SaveLoadMixin
 from ._prediction import Prediction
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class HINGE(SetupMixin, ExpressionMixin, SaveLoadMixin, BaseModelClass):
+class HINGE(SetupMixin, ExpressionMixin, SaveLoadMixin, HubMixin, BaseModelClass):
     """HINGE: histology-conditioned generation of spot expression with a frozen sc-FM :cite:p:`Fang2026`.
 
     The model is described by a :class:`~hinge_sc.module.ModuleConfig` (architecture, adaptation, diffusion,
