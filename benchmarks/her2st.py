@@ -73,6 +73,7 @@ HINGE_VARIANTS = {
     "hinge_skip_readout": {"linear_skip": True},
     # generation at the test slide's measured depth (`tl.generate(library_size="observed")`), reusing `hinge`
     "hinge_depth_given": {"library_size": "observed", "reuse": "hinge"},
+    "hinge_nb_depth_given": {"likelihood": "nb", "library_size": "observed", "reuse": "hinge_nb"},
 }
 #: Variants whose trained model other variants reuse (kept in ``runs``).
 REUSED = {v["reuse"] for v in HINGE_VARIANTS.values() if v.get("reuse")}
