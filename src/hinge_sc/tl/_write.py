@@ -160,8 +160,13 @@ def add_prediction(
         )
     order = mean.index.get_indexer(target.obs_names)
     std, samples = prediction.std, prediction.samples
-    if std is not None and (not isinstance(std, pd.DataFrame) or std.shape != mean.shape):
-        raise ValueError(f"prediction.std: expected a DataFrame shaped like mean {mean.shape}, or None.")
+    if std is not None and not (
+        isinstance(std, pd.DataFrame) and std.index.equals(mean.index) and std.columns.equals(mean.columns)
+    ):
+        raise ValueError(
+            f"prediction.std: expected a DataFrame with the rows and columns of mean {mean.shape}, or None; found "
+            f"{type(std).__name__} {getattr(std, 'shape', '')}."
+        )
     if samples is not None:
         samples = np.asarray(samples)
         if samples.ndim != 3 or samples.shape[0] != len(mean) or samples.shape[2] != mean.shape[1]:
@@ -172,7 +177,7 @@ def add_prediction(
         samples = samples[order]
     aligned = Prediction(
         mean=mean.iloc[order],
-        std=None if std is None else std.loc[mean.index].iloc[order],
+        std=None if std is None else std.iloc[order],
         samples=samples,
         seed=prediction.seed,
     )
