@@ -81,6 +81,7 @@ class LazySlideAdapter:
             raise ValueError("`model` is not trained: call `model.train()` (or load a trained model) first.")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise TypeError(f"`seed`: expected an integer, got {seed!r}.")
+        model.generation_config(**generation)  # unknown or invalid generation settings fail here, not in LazySlide
         self.hinge = model
         self.model = model.module  # LazySlide's `model` attribute: the torch module it may move
         self.name = str(name)
