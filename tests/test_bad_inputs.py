@@ -291,6 +291,22 @@ ERROR_CASES = {
     "get_expression/index_out_of_range": (
         lambda m: m.get_expression(make_adata(), indices=[10**6], n_samples=1, n_steps=2, seed=0),
         IndexError, r"`indices` has 1 position\(s\) out of range, e.g. 1000000; the data has 24 spots"),  # fmt: skip
+    "get_expression/negative_index": (
+        lambda m: m.get_expression(make_adata(), indices=[-100], n_samples=1, n_steps=2, seed=0),
+        IndexError, r"`indices` has 1 position\(s\) out of range, e.g. -100"),  # fmt: skip
+    "HINGE/seed_float": (lambda: hs.HINGE(registered(), backbone(GENES), seed=1.5),
+                         TypeError, r"`seed` must be an integer or None, found float 1.5"),
+    "HINGE/seed_str": (lambda: hs.HINGE(registered(), backbone(GENES), seed="0"),
+                       TypeError, r"`seed` must be an integer or None, found str '0'"),
+    "Backbone.random/seed_float": (lambda: hs.Backbone.random(GENES, d_model=8, n_layers=1, n_heads=2, seed=1.5),
+                                   TypeError, r"`seed` must be an integer or None, found float"),
+    "pretrain_backbone/seed_str": (lambda: pretrain(make_adata(), seed="0"),
+                                   TypeError, r"`seed` must be an integer or None, found str"),
+    "generate/n_samples_float": (lambda m: m.generate(make_adata(), n_samples=1.5, n_steps=2, show_progress_bar=False),
+                                 TypeError, r"`n_samples` must be a positive integer, found float 1.5"),
+    "tl.generate/n_samples_str": (
+        lambda m: hs.tl.generate(m, make_adata(), n_samples="8", n_steps=2, show_progress_bar=False),
+        TypeError, r"`n_samples` must be a positive integer, found str '8'"),  # fmt: skip
 }
 
 
@@ -571,3 +587,74 @@ def test_spots_off_the_tissue_warn():
     adata.uns["spatial"]["S1"]["scalefactors"]["tissue_hires_scalef"] = 6.0  # wrong: maps them onto glass
     with pytest.warns(UserWarning, match=r"6 of 6 patches of section 'S1' are blank"):
         histology(adata, patch_size_um=10)
+
+
+# ------------------------------------------------------------------ outputs the operating system refuses
+def _refuse_writes(monkeypatch):
+    """Every new temporary file or folder fails as on a read-only disk (root can write anywhere, so simulate it)."""
+    import errno
+    import tempfile
+
+    def refused(*args, dir=None, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+
+
+def test_unwritable_outputs_name_the_argument(model, tmp_path, monkeypatch):
+    from hinge_sc._files import OutputNotWritableError
+
+    adata = make_adata()
+    _refuse_writes(monkeypatch)
+    with pytest.raises(OutputNotWritableError, match=r"`dir_path` .*saved: cannot write there \(Permission denied"):
+        model.save(tmp_path / "saved")
+    with pytest.raises(OutputNotWritableError, match=r"`path` .*bb.pt: cannot write there"):
+        backbone(GENES).save(tmp_path / "bb.pt")
+    with pytest.raises(OutputNotWritableError, match=r"`cache_dir` .*: cannot write there"):
+        histology(image_adata(), cache_dir=tmp_path / "cache")
+
+
+def test_unwritable_store_names_the_argument(model, tmp_path, monkeypatch):
+    import errno
+
+    import zarr
+
+    from hinge_sc._files import OutputNotWritableError
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(tmp_path / "s.zarr"))
+
+    monkeypatch.setattr(zarr, "open_group", refused)
+    with pytest.raises(OutputNotWritableError, match=r"`store` .*s.zarr: cannot write there \(Read-only"):
+        hs.tl.generate(model, make_adata(), store=tmp_path / "s.zarr", n_samples=1, n_steps=2, show_progress_bar=False)
+
+
+def test_cli_unwritable_output_is_one_line(tmp_path, monkeypatch, capsys):
+    adata = image_adata()
+    del adata.obsm["X_histology"], adata.uns["X_histology"]
+    adata.write_h5ad(tmp_path / "in.h5ad")
+    _refuse_writes(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["features", str(tmp_path / "in.h5ad"), str(tmp_path / "out.h5ad"), "--encoder", "handcrafted"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err, err
+    last = err.splitlines()[-1]
+    assert re.match(r"hinge-sc features: error: `output` .*out.h5ad: cannot write there \(Permission denied", last), last
+
+
+@pytest.mark.parametrize("content", [b"\xff\xd8\xff\xe0 truncated", b"not an image at all"])
+def test_unreadable_section_image_names_the_section_and_its_path(tmp_path, content):
+    path = tmp_path / "slide.jpg"
+    if content.startswith(b"\xff"):  # a real JPEG cut in half
+        Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        path.write_bytes(content)
+    adata = image_adata()
+    adata.uns["spatial"]["S1"]["metadata"] = {"source_image_path": str(path)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"image of section 'S1' .*source_image_path.* is not usable: .*slide.jpg"):
+            histology(adata)

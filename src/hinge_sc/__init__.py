@@ -16,18 +16,18 @@ _LAZY = {
     "HINGE": "hinge_sc.model", "TrainingRecipe": "hinge_sc.model", "DEFAULT_RECIPE": "hinge_sc.model",
     "PAPER_RECIPE": "hinge_sc.model", "Backbone": "hinge_sc.nn", "FileIntegrityError": "hinge_sc._files",
     "pretrain_backbone": "hinge_sc.train", "ModuleConfig": "hinge_sc.model", "GenerationConfig": "hinge_sc.model",
-    "LazySlideAdapter": "hinge_sc.tl",
+    "LazySlideAdapter": "hinge_sc.tl", "OutputNotWritableError": "hinge_sc._files",
 }  # fmt: skip
 
 __all__ = [
     "DEFAULT_RECIPE", "HINGE", "PAPER_RECIPE", "Backbone", "FileIntegrityError", "GenerationConfig", "LazySlideAdapter",
-    "ModuleConfig", "TrainingRecipe", "benchmark",
+    "ModuleConfig", "OutputNotWritableError", "TrainingRecipe", "benchmark",
     "datasets", "io", "model", "module", "nn", "pl", "pp", "pretrain_backbone", "tl", "train",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
     from . import benchmark, datasets, io, model, module, nn, pl, pp, tl, train
-    from ._files import FileIntegrityError
+    from ._files import FileIntegrityError, OutputNotWritableError
     from .model import DEFAULT_RECIPE, HINGE, PAPER_RECIPE, GenerationConfig, ModuleConfig, TrainingRecipe
     from .nn import Backbone
     from .tl import LazySlideAdapter

@@ -7,6 +7,7 @@ with :mod:`json`. A file that fails to load is named in the error, never with ad
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -93,6 +94,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+class OutputNotWritableError(PermissionError):
+    """The operating system refused to write an output (permissions, a read-only disk); the message names the
+    argument and the path."""
+
+
+@contextlib.contextmanager
+def writing_to(path: str | Path, *, argument: str) -> Iterator[None]:
+    """Turn a refused write under ``path`` (permission denied, read-only file system) into an error naming
+    ``argument`` and ``path``, with what to do; other errors pass unchanged."""
+    try:
+        yield
+    except OutputNotWritableError:
+        raise
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise OutputNotWritableError(
+            f"`{argument}` {path}: cannot write there ({err.strerror}: {err.filename}). Pass a path in a folder you "
+            "can write to."
+        ) from err
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:

@@ -27,8 +27,11 @@ def seeded(seed: int) -> Iterator[None]:
     Parameters
     ----------
     seed
-        Seed for the block.
+        Seed for the block: an integer (a float or a string raises, naming ``seed``).
     """
+    from hinge_sc._validators import check_seed
+
+    check_seed(seed)
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=cuda, device_type="cuda"):
         torch.manual_seed(int(seed))

@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hinge_sc._files import FileIntegrityError
 
-    return (UsageError, FileNotFoundError, FileExistsError, FileIntegrityError, KeyError, ValueError)
+    # PermissionError: an output the operating system refuses (the API's errors name the argument and path)
+    return (UsageError, FileNotFoundError, FileExistsError, FileIntegrityError, KeyError, ValueError, PermissionError)
 
 
 def _fail(command: str, err: BaseException) -> None:

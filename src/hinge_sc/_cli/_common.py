@@ -195,12 +195,13 @@ def write_output(data: Any, path: str | Path) -> None:
     import tempfile
 
     import hinge_sc as hs
-    from hinge_sc._files import H5AD_MARKER_ATTR, mark_output, remove_output
+    from hinge_sc._files import H5AD_MARKER_ATTR, mark_output, remove_output, writing_to
     from hinge_sc.pp._spatialdata import is_spatialdata
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    with writing_to(path, argument="output"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     tmp = scratch / path.name
     try:
         if path.name.lower().endswith(".h5ad"):

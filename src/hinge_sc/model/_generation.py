@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from hinge_sc._files import writing_to
 from hinge_sc._random import spot_seeds
 from hinge_sc._validators import check_allocation, check_obsm, check_seed
 from hinge_sc.module import batch_bounds, iter_batches, resolve_batch_size
@@ -176,8 +177,9 @@ def run_generation(
     if store is not None:
         if distributed is not None:
             raise ValueError("`store` writes from one process: pass `store` or `devices`/`strategy`, not both.")
-        sink = StoreSink(model, inputs, config, store, batch_size=batch_size, save_samples=return_samples,
-                         resume=resume, overwrite=overwrite)  # fmt: skip
+        with writing_to(store, argument="store"):
+            sink = StoreSink(model, inputs, config, store, batch_size=batch_size, save_samples=return_samples,
+                             resume=resume, overwrite=overwrite)  # fmt: skip
     else:
         sink = MemorySink(n, config.n_samples, n_genes, return_samples or distributed is not None)
     if distributed is not None:

@@ -35,6 +35,7 @@ from hinge_sc._files import (
     write_atomic,
     write_json,
     write_manifest,
+    writing_to,
 )
 from hinge_sc.nn._backbone_io import load_from_source, source_of
 
@@ -445,7 +446,8 @@ class SaveLoadMixin:
         FileExistsError
             A file to be written exists and ``overwrite=False`` (every such file is listed).
         """
-        save_model(self, dir_path, overwrite=overwrite, save_anndata=save_anndata, save_backbone=save_backbone)
+        with writing_to(dir_path, argument="dir_path"):
+            save_model(self, dir_path, overwrite=overwrite, save_anndata=save_anndata, save_backbone=save_backbone)
 
     @classmethod
     def load(

@@ -427,8 +427,13 @@ class Backbone(nn.Module):
         ------
         FileExistsError
             ``path`` exists and ``overwrite`` is false.
+        OutputNotWritableError
+            ``path`` cannot be written (permissions, a read-only disk).
         """
-        return save_backbone(self, path, overwrite=overwrite)
+        from hinge_sc._files import writing_to
+
+        with writing_to(path, argument="path"):
+            return save_backbone(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Backbone:

@@ -31,7 +31,10 @@ def cached_features(
     if feats is None:
         feats = compute()
         if cache_file is not None:
-            write_cache(cache_file, feats, obs_names)
+            from hinge_sc._files import writing_to
+
+            with writing_to(cache_file.parent, argument="cache_dir"):
+                write_cache(cache_file, feats, obs_names)
     return feats
 
 

@@ -155,7 +155,14 @@ def _load_image(lib: Mapping, section: str, side_px: float, out_size: int | None
     """Open the section's image; return it and its scale (image level-0 px per full-resolution px)."""
     source = lib.get("metadata", {}).get("source_image_path")
     if source is not None and Path(source).is_file():
-        return open_image_file(source, side_px=side_px, out_size=out_size), 1.0
+        try:
+            return open_image_file(source, side_px=side_px, out_size=out_size), 1.0
+        except ValueError as err:  # a truncated or non-image file: say which section's image it is and where
+            raise ValueError(
+                f"The image of section {section!r} (`adata.uns['spatial'][{section!r}]['metadata']"
+                f"['source_image_path']`) is not usable: {err} Replace the file, or point `source_image_path` at the "
+                "section's H&E image."
+            ) from err
     if source is not None:
         warnings.warn(
             f"The full-resolution image of section {section!r} ({source}) is missing; cutting patches from the "
