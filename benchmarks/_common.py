@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -163,3 +164,29 @@ def quiet(prefixes: Sequence[str] = ("lightning", "scvi", "hinge_sc")) -> Iterat
         scvi.settings.verbosity = verbosity
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+class PeakRSS:
+    """Peak resident memory of this process (MB) while the block runs, sampled from ``/proc/self/statm``."""
+
+    def __enter__(self):
+        self.peak, self.running = 0.0, True
+        self.start = self.read()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    @staticmethod
+    def read() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _run(self):
+        while self.running:
+            self.peak = max(self.peak, self.read())
+            time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.read())

@@ -16,40 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, add_model_args
+from _common import DATA, PeakRSS, add_model_args
 
 import hinge_sc as hs
-
-
-class PeakRSS:
-    """Peak resident memory of this process (MB) while the block runs, sampled from ``/proc/self/statm``."""
-
-    def __enter__(self):
-        self.peak, self.running = 0.0, True
-        self.start = self.read()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    @staticmethod
-    def read() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def _run(self):
-        while self.running:
-            self.peak = max(self.peak, self.read())
-            time.sleep(0.2)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, self.read())
 
 
 def main() -> None:

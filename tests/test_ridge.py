@@ -41,3 +41,53 @@ def test_folds_follow_groups_and_need_two():
     assert coef.shape == (6, 4)
     with pytest.raises(ValueError, match="at least 2"):
         fit_ridge_cv(x[:1], y[:1])
+
+
+def _reference_cv(x, y, groups, alphas):
+    """The penalty and fit of an explicit loop over the folds (SVD of each fold's training rows)."""
+    from hinge_sc._ridge import _cv_folds, _ridge_basis, _ridge_coef
+
+    folds, _ = _cv_folds(np.arange(len(x)), groups, 5)
+    var = y.var(0)
+    error = np.zeros(len(alphas))
+    for train, test in folds:
+        x_mean, y_mean, s, vt, uty = _ridge_basis(x[train], y[train], None)
+        for a, alpha in enumerate(alphas):
+            pred = (x[test] - x_mean) @ _ridge_coef(s, vt, uty, alpha) + y_mean
+            error[a] += np.mean(((pred - y[test]) ** 2).mean(0) / var)
+    alpha = alphas[int(np.argmin(error))]
+    x_mean, y_mean, s, vt, uty = _ridge_basis(x, y, None)
+    coef = _ridge_coef(s, vt, uty, alpha)
+    return coef, y_mean - x_mean @ coef, alpha, error
+
+
+def test_ridge_moments_match_an_explicit_fold_loop_and_do_not_depend_on_chunking():
+    from hinge_sc._ridge import RidgeMoments, cv_fold_ids
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 12))
+    y = x @ rng.normal(size=(12, 5)) * 0.3 + rng.normal(size=(300, 5))
+    groups = np.repeat(np.array(list("abcdef")), 50)
+    alphas = (0.01, 1.0, 30.0, 1e3, 1e5)
+    ref_coef, ref_b, ref_alpha, _ = _reference_cv(x, y, groups, alphas)
+    coef, b, alpha = fit_ridge_cv(x, y, groups, alphas=alphas)
+    assert alpha == ref_alpha
+    np.testing.assert_allclose(coef, ref_coef, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(b, ref_b, rtol=1e-6, atol=1e-9)
+    # the same spots added a section at a time, in another order
+    fold, _ = cv_fold_ids(len(x), groups)
+    moments = RidgeMoments(int(fold.max()) + 1)
+    for g in "fdbace":
+        rows = groups == g
+        moments.add(x[rows], y[rows], fold[rows])
+    coef2, b2, alpha2 = moments.fit_cv(alphas)
+    assert alpha2 == alpha
+    np.testing.assert_allclose(coef2, coef, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(b2, b, rtol=1e-8, atol=1e-10)
+
+
+def test_ridge_moments_without_spots_is_an_error():
+    from hinge_sc._ridge import RidgeMoments
+
+    with pytest.raises(ValueError, match="No spots"):
+        RidgeMoments(3).fit_cv()

@@ -78,3 +78,26 @@ def test_demo_command_tiny(tmp_path, her2st_path, monkeypatch, caplog):
     assert report["n_genes"] == 30 and report["test_sections"] == ["C3"]
     loaded = hs.HINGE.load(out / "model")
     assert len(loaded.panel_genes_) == 30
+
+
+def test_train_on_real_sections_streamed_from_files(sections, cellfm_vocabulary, tmp_path):
+    """C2 and C3 written as one file each, read back a section at a time; the model holds out one of them."""
+    c2, c3 = (a.copy() for a in sections)
+    for adata in (c2, c3):
+        adata.write_h5ad(tmp_path / f"{adata.obs['section'].iloc[0]}.h5ad")
+    coll = hs.io.SectionCollection(tmp_path)
+    assert coll.sections == ["C2", "C3"] and coll.n_obs == c2.n_obs + c3.n_obs
+    backbone = hs.Backbone.random(cellfm_vocabulary, d_model=32, n_layers=2, n_heads=4)
+    panel = hs.pp.select_genes(c2, n_genes=30, section_key=None, vocabulary=backbone.genes, key_added="stream_panel")
+    model = hs.HINGE.from_collection(coll, backbone, genes=panel, views_key="X_histology_views", diffusion_steps=10,
+                                     linear_skip=True)  # fmt: skip
+    model.train(max_epochs=2, warmup_epochs=1, accelerator="cpu", show_progress_bar=False)
+    record = {r["section"]: r for r in model.train_params_["sections"]}
+    held_out = model.train_params_["validation_sections"]
+    assert len(held_out) == 1 and record[held_out[0]]["role"] == "validation"
+    assert {r["source"] for r in record.values()} == {str(tmp_path / "C2.h5ad"), str(tmp_path / "C3.h5ad")}
+    assert model.train_params_["n_views"] == 8 and model.train_params_["linear_skip_alpha"] is not None
+    test = coll.to_adata(held_out, obsm_keys=["X_histology"])
+    hs.tl.generate(model, test, n_samples=2, n_steps=5, show_progress_bar=False)
+    _, summary = hs.tl.evaluate(test, key="hinge")
+    assert np.isfinite(summary.loc[held_out[0], "pcc_mean"])

@@ -14,11 +14,12 @@ from scvi.train import TrainRunner
 from hinge_sc._constants import REGISTRY_KEYS
 from hinge_sc._deprecation import renamed_argument
 from hinge_sc._random import global_numpy_rng_kept, seeded
-from hinge_sc._validators import check_seed
+from hinge_sc._validators import check_positive_int, check_seed
 from hinge_sc.module import DEFAULT_GENERATION, GenerationConfig, HINGEModule, ModuleConfig
 from hinge_sc.pp._spatialdata import resolve_table
 from hinge_sc.train import HINGEDataModule, HINGETrainingPlan, TrainingRecipe, resolve_recipe
 
+from ._collection import CollectionMixin
 from ._expression import ExpressionMixin
 from ._generation import generation_inputs, run_generation, stored_seed
 from ._hub import HubMixin
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class HINGE(SetupMixin, ExpressionMixin, SaveLoadMixin, HubMixin, BaseModelClass):
+class HINGE(SetupMixin, CollectionMixin, ExpressionMixin, SaveLoadMixin, HubMixin, BaseModelClass):
     """HINGE: histology-conditioned generation of spot expression with a frozen sc-FM :cite:p:`Fang2026`.
 
     The model is described by a :class:`~hinge_sc.module.ModuleConfig` (architecture, adaptation, diffusion,
@@ -100,6 +101,8 @@ class HINGE(SetupMixin, ExpressionMixin, SaveLoadMixin, HubMixin, BaseModelClass
     _train_runner_cls = TrainRunner
     #: The configuration a model of this class is built with unless told otherwise.
     _default_config = ModuleConfig()
+    #: Set by :meth:`from_collection`: the sections :meth:`train` streams from disk (``None``: ``adata``).
+    collection_source_ = None
 
     def __init__(
         self,
@@ -116,6 +119,7 @@ class HINGE(SetupMixin, ExpressionMixin, SaveLoadMixin, HubMixin, BaseModelClass
         for old, new in (("n_steps", "diffusion_steps"), ("condition", "conditioning")):
             if old in overrides:
                 overrides[new] = renamed_argument(old, overrides.pop(old), new, overrides.get(new))
+        check_seed(seed)
         config = (config or self._default_config).replace(**overrides)
         adata = resolve_table(type(self), adata)  # a SpatialData object: its registered table
         super().__init__(adata, registry=registry)
@@ -176,6 +180,7 @@ class HINGE(SetupMixin, ExpressionMixin, SaveLoadMixin, HubMixin, BaseModelClass
         strategy: str | None = None,
         seed: int = 0,
         show_progress_bar: bool = True,
+        buffer_sections: int = 2,
         **kwargs: Any,
     ) -> None:
         r"""Train the SoftAdaLN adaptation with the masked-diffusion objective (docs/method.md §5–6).
@@ -200,6 +205,9 @@ class HINGE(SetupMixin, ExpressionMixin, SaveLoadMixin, HubMixin, BaseModelClass
             RNGs are left as they were.
         show_progress_bar
             Show Lightning's progress bar.
+        buffer_sections
+            For a model built with :meth:`from_collection`: training sections read into memory at once (their
+            spots are shuffled together); memory grows with it, and so does the mixing of sections in a batch.
         **kwargs
             Fields of :class:`~hinge_sc.model.TrainingRecipe` to override; any other keyword goes to
             :class:`~scvi.train.Trainer` / :class:`lightning.pytorch.Trainer`. scvi-tools' ``plan_config`` and
@@ -208,26 +216,38 @@ class HINGE(SetupMixin, ExpressionMixin, SaveLoadMixin, HubMixin, BaseModelClass
         """
         recipe, trainer_kwargs = resolve_recipe(recipe, max_epochs, kwargs)
         check_seed(seed)
-        arrays = training_arrays(self)
-        groups, validation = validation_groups(arrays, recipe)
-        data = self._data_splitter_cls(
-            arrays["counts"], arrays["library"], arrays["features"], arrays.get("views"),
-            validation_size=recipe.validation_size, batch_size=recipe.batch_size, seed=seed, groups=groups,
-            views_per_epoch=recipe.views_per_epoch, sections=arrays["sections"], spot_names=arrays["obs_names"],
-        )  # fmt: skip
+        check_positive_int(buffer_sections, argument="buffer_sections")
+        source = self.collection_source_
+        if source is not None:
+            data = source.datamodule(recipe, seed, buffer_sections)
+            validation = "section" if data.n_val else "none"
+        else:
+            arrays = training_arrays(self)
+            groups, validation = validation_groups(arrays, recipe)
+            data = self._data_splitter_cls(
+                arrays["counts"], arrays["library"], arrays["features"], arrays.get("views"),
+                validation_size=recipe.validation_size, batch_size=recipe.batch_size, seed=seed, groups=groups,
+                views_per_epoch=recipe.views_per_epoch, sections=arrays["sections"], spot_names=arrays["obs_names"],
+            )  # fmt: skip
         plan = self._training_plan_cls(self.module, recipe, seed=seed)
         settings = trainer_settings(recipe, has_val=data.n_val > 0, n_steps=self.module.diffusion_steps,
                                     strategy=strategy, show_progress_bar=show_progress_bar,
                                     trainer_kwargs=trainer_kwargs)  # fmt: skip
         runner = self._train_runner_cls(self, training_plan=plan, data_splitter=data, accelerator=accelerator,
                                         devices=devices, **settings)  # fmt: skip
-        with seeded(seed), global_numpy_rng_kept():  # the caller's global RNGs are left alone
+        with seeded(seed), global_numpy_rng_kept(), warnings.catch_warnings():  # the caller's global RNGs stay
+            # a streamed collection is read in this process (no workers), so its length is exact
+            warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
             runner()
         # the logger keeps 0-d values with dtype object; give users numeric columns
         self.history_ = {k: v.apply(pd.to_numeric, errors="coerce") for k, v in (self.history_ or {}).items()}
-        obs_idx = arrays["obs_indices"]
-        self.train_indices_, self.validation_indices_ = obs_idx[data.train_idx], obs_idx[data.val_idx]
-        self.train_params_ = training_record(recipe, plan, data, arrays, validation=validation, seed=seed,
+        if source is not None:  # positions in `collection.obs`
+            self.train_indices_ = source.obs_indices(data.training_sections)
+            self.validation_indices_ = source.obs_indices(data.validation_sections)
+        else:
+            obs_idx = arrays["obs_indices"]
+            self.train_indices_, self.validation_indices_ = obs_idx[data.train_idx], obs_idx[data.val_idx]
+        self.train_params_ = training_record(recipe, plan, data, validation=validation, seed=seed,
                                              epochs_run=runner.trainer.current_epoch)  # fmt: skip
         if any(p.requires_grad for p in self.module.backbone.parameters()):
             # fine-tuned: the model's backbone is now its own (a copy of the one passed in)

@@ -90,10 +90,10 @@ def trainer_settings(
 
 
 def training_record(
-    recipe: TrainingRecipe, plan: HINGETrainingPlan, data: HINGEDataModule, arrays: dict[str, np.ndarray], *,
-    validation: str, epochs_run: int, seed: int,
+    recipe: TrainingRecipe, plan: HINGETrainingPlan, data: HINGEDataModule, *, validation: str, epochs_run: int,
+    seed: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """``train_params_`` of a run: the recipe, the split, what the plan fitted and the training depth."""
+    """``train_params_`` of a run: the recipe, the split, what the plan fitted, the sections and the training depth."""
     results = plan.results
     return {
         **recipe.to_dict(),
@@ -106,8 +106,9 @@ def training_record(
         "seed": seed,
         "n_train_spots": data.n_train,
         "n_validation_spots": data.n_val,
-        "n_views": int(arrays["views"].shape[1]) if "views" in arrays else 1,
-        "median_library_size": float(np.median(arrays["library"][data.train_idx])),
+        "n_views": data.n_views,
+        "median_library_size": float(np.median(data.training_library().numpy())),
+        "sections": data.section_record(),
         "best_epoch": plan.best_epoch,
         "best_validation_loss": plan.best_validation_loss if results["restored"] else None,
         "variance_scale": results["variance_scale"],

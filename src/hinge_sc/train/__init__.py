@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from ._datamodule import HINGEDataModule, split_sections, split_spots
 from ._pretrain import pretrain_backbone
+from ._stream import BlockStream, StreamingDataModule
 from ._recipe import DEFAULT_RECIPE, PAPER_RECIPE, RECIPES, TrainingRecipe, resolve_recipe
 from ._trainingplan import HINGETrainingPlan
 
 __all__ = [
+    "BlockStream",
     "DEFAULT_RECIPE",
     "HINGEDataModule",
     "HINGETrainingPlan",
     "PAPER_RECIPE",
     "RECIPES",
+    "StreamingDataModule",
     "TrainingRecipe",
     "pretrain_backbone",
     "resolve_recipe",

@@ -64,6 +64,19 @@ def split_sections(groups: np.ndarray, validation_size: float, seed: int) -> tup
     return np.flatnonzero(~is_val), np.flatnonzero(is_val), held_out
 
 
+def section_record(sections: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, sources: dict | None = None) -> list[dict]:
+    """One row per section: its label, spots used, ``role`` (``"training"``/``"validation"``) and ``source`` file."""
+    rows = []
+    for role, idx in (("training", train_idx), ("validation", val_idx)):
+        labels, counts = np.unique(np.asarray(sections)[idx], return_counts=True)
+        for label, n in zip(labels.tolist(), counts.tolist(), strict=True):
+            row = {"section": str(label), "n_spots": int(n), "role": role}
+            if sources is not None:
+                row["source"] = str(sources[label])
+            rows.append(row)
+    return rows
+
+
 class SpotViewDataset(Dataset):
     """One item per (spot, view): the spot's panel counts and library size with one view's features.
 
@@ -167,6 +180,7 @@ class HINGEDataModule(pl.LightningDataModule):
         self.library = torch.as_tensor(library, dtype=torch.float32)
         self.features = torch.as_tensor(features, dtype=torch.float32)
         self.views = None if views is None else torch.as_tensor(views, dtype=torch.float32)
+        self.n_views = 1 if views is None else int(views.shape[1])
         self.batch_size = batch_size
         if groups is None:
             self.train_idx, self.val_idx = split_spots(n, validation_size, seed)
@@ -175,6 +189,34 @@ class HINGEDataModule(pl.LightningDataModule):
             self.train_idx, self.val_idx, self.validation_sections = split_sections(groups, validation_size, seed)
         self.test_idx = np.array([], dtype=np.int64)
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
+
+    # ------------------------------------------------------------------ what the training plan reads
+    def training_library(self) -> torch.Tensor:
+        """``(n_train,)`` library sizes of the training spots."""
+        return self.library[self.train_idx]
+
+    def training_groups(self) -> np.ndarray | None:
+        """``(n_train,)`` section labels of the training spots, in the order of :meth:`training_chunks`."""
+        return None if self.sections is None else np.asarray(self.sections)[self.train_idx]
+
+    def training_chunks(self):
+        """The training spots' identity-view features, counts and library sizes (here: one chunk)."""
+        idx = self.train_idx
+        yield {MODULE_KEYS.FEATURES: self.features[idx], MODULE_KEYS.COUNTS: self.counts[idx],
+               MODULE_KEYS.LIBRARY: self.library[idx]}  # fmt: skip
+
+    def validation_arrays(self) -> dict[str, torch.Tensor | np.ndarray]:
+        """Features, counts, library sizes and names of the validation spots (the spread's calibration)."""
+        idx = self.val_idx
+        names = np.arange(len(self.counts)).astype(str) if self.spot_names is None else np.asarray(self.spot_names)
+        return {MODULE_KEYS.FEATURES: self.features[idx], MODULE_KEYS.COUNTS: self.counts[idx],
+                MODULE_KEYS.LIBRARY: self.library[idx], "spot_names": names[idx]}  # fmt: skip
+
+    def section_record(self) -> list[dict]:
+        """Per-section provenance of the split: ``section``, ``n_spots`` and ``role`` (training/validation)."""
+        if self.sections is None:
+            return []
+        return section_record(np.asarray(self.sections), self.train_idx, self.val_idx)
 
     def train_dataloader(self) -> DataLoader:
         feats = self.views if self.views is not None else self.features

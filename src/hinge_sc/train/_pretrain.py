@@ -17,6 +17,7 @@ from hinge_sc.module import expression_target, ranks_of, visibility
 from hinge_sc.nn._provenance import PretrainingRecord
 
 from ._datamodule import split_spots
+from ._stream import CountBlocks
 from ._progress import EpochLines, quiet_lightning, use_epoch_lines
 
 if TYPE_CHECKING:
@@ -97,6 +98,9 @@ class SpotTokenDataset(Dataset):
         Seed of the token draws.
     library
         ``(n_spots,)`` total counts over all genes of the data (default: the row sums of ``counts``).
+    offset
+        Index of the first row in the whole data (a block of a stream): row ``i`` draws its genes from
+        ``(seed, epoch, offset + i)``.
     """
 
     def __init__(
@@ -106,18 +110,19 @@ class SpotTokenDataset(Dataset):
         n_tokens: int,
         seed: int = 0,
         library: np.ndarray | None = None,
+        offset: int = 0,
     ):
         self.counts, self.token_ids, self.n_tokens = counts, token_ids, n_tokens
         row_sums = np.asarray(counts.sum(axis=1)).ravel()
         self.library = (row_sums if library is None else np.asarray(library)).astype(np.float32)
-        self.seed = seed
+        self.seed, self.offset = seed, offset
         self.epoch = 0
 
     def __len__(self) -> int:
         return self.counts.shape[0]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng((self.seed, self.epoch, i))
+        rng = np.random.default_rng((self.seed, self.epoch, self.offset + i))
         start, end = self.counts.indptr[i], self.counts.indptr[i + 1]
         cols = self.counts.indices[start:end]
         chosen = sample_tokens(cols, self.counts.shape[1], self.n_tokens, rng)
@@ -203,19 +208,101 @@ RESERVED_TRAINER_KWARGS = ("enable_checkpointing", "enable_progress_bar", "enabl
                            "max_epochs", "accelerator", "devices", "strategy")  # fmt: skip
 
 
+def memory_loaders(
+    counts: sp.csr_matrix, token_ids: np.ndarray, library: np.ndarray, *, n_tokens: int, batch_size: int,
+    validation_size: float, seed: int,
+) -> dict[str, DataLoader]:  # fmt: skip
+    """Training and validation loaders of counts in memory (random spots held out)."""
+    train_idx, val_idx = split_spots(counts.shape[0], validation_size, seed)
+    train_ds = SpotTokenDataset(counts[train_idx], token_ids, n_tokens, seed, library=library[train_idx])
+    loaders = {"train_dataloaders": DataLoader(train_ds, batch_size=batch_size, shuffle=True)}
+    if len(val_idx):
+        val_ds = SpotTokenDataset(counts[val_idx], token_ids, n_tokens, seed + 1, library=library[val_idx])
+        loaders["val_dataloaders"] = DataLoader(val_ds, batch_size=batch_size)
+    return loaders
+
+
+def _block_panel(block: dict, genes: Sequence[str]):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # counted once in the first pass
+        return panel_counts(block["X"], block["var_names"], genes, purpose="pre-training", sparse=True)
+
+
+def stream_loaders(
+    blocks: list, genes: Sequence[str], token_ids: np.ndarray, *, n_tokens: int, batch_size: int,
+    validation_size: float, seed: int, allow_non_integer: bool,
+) -> tuple[dict[str, DataLoader], int]:  # fmt: skip
+    """Training and validation streams over ``blocks`` (whole blocks held out); one pass first checks the counts.
+
+    Returns the loaders and the number of spots used.
+    """
+    from hinge_sc._validators import check_counts
+
+    from ._stream import BlockStream
+
+    sizes = []
+    for block in blocks:
+        loaded = block()
+        check_counts(loaded["X"], where=f"the counts of {loaded.get('where', 'a block')}", allow_non_integer=allow_non_integer)
+        try:
+            sizes.append(len(_block_panel(loaded, genes).keep))
+        except ValueError:  # no spot of the block has counts in the genes
+            sizes.append(0)
+    used = [i for i, n in enumerate(sizes) if n]
+    if not used:
+        raise ValueError("No spot has counts in the pre-training genes; nothing to pre-train on.")
+    train_b, val_b = split_spots(len(used), validation_size, seed) if len(used) > 1 else (np.arange(1), np.array([], int))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+
+    def stream(which: np.ndarray, shuffle: bool, stream_seed: int) -> BlockStream:
+        chosen = [used[i] for i in which]
+        loaders = [_Offset(blocks[i], int(starts[i])) for i in chosen]
+        return BlockStream(loaders, [sizes[i] for i in chosen], _offset_items(genes, token_ids, n_tokens, stream_seed),
+                           batch_size=batch_size, seed=stream_seed, shuffle=shuffle)  # fmt: skip
+
+    loaders = {"train_dataloaders": DataLoader(stream(train_b, True, seed), batch_size=None)}
+    if len(val_b):
+        loaders["val_dataloaders"] = DataLoader(stream(val_b, False, seed + 1), batch_size=None)
+    return loaders, int(sum(sizes))
+
+
+class _Offset:
+    """A block loader that also says where its rows start in the whole data (the seeds of their token draws)."""
+
+    def __init__(self, block, offset: int):
+        self.block, self.offset = block, offset
+
+    def __call__(self) -> dict:
+        return {**self.block(), "offset": self.offset}
+
+
+def _offset_items(genes: Sequence[str], token_ids: np.ndarray, n_tokens: int, seed: int):
+    """``make_items`` of :class:`~hinge_sc.train.BlockStream` for pre-training: a block's rows as token samples."""
+    from torch.utils.data import default_collate
+
+    def make(block: dict, generator: torch.Generator, epoch: int):
+        panel = _block_panel(block, genes)
+        ds = SpotTokenDataset(panel.counts, token_ids, n_tokens, seed, library=panel.library, offset=block["offset"])
+        ds.epoch = epoch
+
+        def take(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+            return default_collate([ds[int(i)] for i in rows])
+
+        return take, len(ds)
+
+    return make
+
+
 def run_pretraining(
     backbone: Backbone,
-    counts: sp.csr_matrix,
-    token_ids: np.ndarray,
+    loaders: dict[str, DataLoader],
     *,
-    library: np.ndarray | None = None,
-    n_tokens: int,
     mask_ratio: float,
     target_scale: str,
     max_epochs: int,
-    batch_size: int,
     lr: float,
-    validation_size: float,
     seed: int,
     accelerator: str,
     devices,
@@ -224,21 +311,15 @@ def run_pretraining(
     show_progress_bar: bool,
     **trainer_kwargs,
 ) -> list[dict[str, float]]:
-    """Fit ``backbone`` in place; returns the per-epoch history (see :func:`pretrain_backbone`)."""
-    train_idx, val_idx = split_spots(counts.shape[0], validation_size, seed)
-    lib = np.asarray(counts.sum(axis=1)).ravel() if library is None else np.asarray(library)
-    train_ds = SpotTokenDataset(counts[train_idx], token_ids, n_tokens, seed, library=lib[train_idx])
-    loaders = {"train_dataloaders": DataLoader(train_ds, batch_size=batch_size, shuffle=True)}
-    if len(val_idx):
-        val_ds = SpotTokenDataset(counts[val_idx], token_ids, n_tokens, seed + 1, library=lib[val_idx])
-        loaders["val_dataloaders"] = DataLoader(val_ds, batch_size=batch_size)
+    """Fit ``backbone`` in place on ``loaders``; returns the per-epoch history (see :func:`pretrain_backbone`)."""
+    has_val = "val_dataloaders" in loaders
     plan = BackbonePretrainingPlan(backbone, mask_ratio=mask_ratio, target_scale=target_scale, lr=lr)
     history = _History()
     callbacks = [history, *trainer_kwargs.pop("callbacks", [])]
     if checkpoint_dir is not None:
         callbacks.append(
             pl.callbacks.ModelCheckpoint(
-                dirpath=checkpoint_dir, monitor="validation_loss" if len(val_idx) else "train_loss", save_last=True
+                dirpath=checkpoint_dir, monitor="validation_loss" if has_val else "train_loss", save_last=True
             )
         )
     if strategy is not None:
@@ -350,6 +431,7 @@ def pretrain_backbone(
     checkpoint_dir: str | None = None,
     show_progress_bar: bool = True,
     allow_non_integer: bool = False,
+    block_rows: int = 8192,
     **trainer_kwargs,
 ) -> Backbone:
     """Pre-train a backbone on expression-only data (single cells, or spots without images).
@@ -362,7 +444,10 @@ def pretrain_backbone(
     Parameters
     ----------
     adata
-        Spots or cells × genes, raw counts.
+        Spots or cells × genes, raw counts; or data too large for memory, read in blocks of rows: a
+        :class:`~hinge_sc.io.SectionCollection` of ``.h5ad``/``.zarr`` files (anything with ``count_blocks``,
+        :class:`~hinge_sc.train.CountBlocks`). A stream holds out whole blocks for validation and reads two blocks
+        at a time, shuffled together.
     genes
         Genes to train on (default: all of ``adata.var_names``).
     vocabulary
@@ -395,6 +480,8 @@ def pretrain_backbone(
     allow_non_integer
         Accept non-negative non-integer counts (corrected counts, e.g. ambient-RNA corrected); by default
         non-integer values (log-normalised or scaled data) raise.
+    block_rows
+        Rows per block when ``adata`` is read in blocks.
     **trainer_kwargs
         Other :class:`lightning.pytorch.Trainer` arguments (not those set here, :data:`RESERVED_TRAINER_KWARGS`:
         ``logger``, ``enable_checkpointing``, ``enable_progress_bar``, ``enable_model_summary``, …; they raise a
@@ -419,19 +506,27 @@ def pretrain_backbone(
         check_genes_given,
         check_n_obs,
         check_positive_int,
+        check_seed,
         check_trainer_kwargs,
     )
     from hinge_sc.nn import BACKBONES
 
     check_trainer_kwargs(trainer_kwargs, RESERVED_TRAINER_KWARGS, where="`pretrain_backbone`")
     check_positive_int(batch_size, argument="batch_size")
-    check_n_obs(adata)
+    check_seed(seed)
+    streamed = isinstance(adata, CountBlocks)
+    if not streamed:
+        check_n_obs(adata)
     check_genes_given(genes, argument="genes")
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(f"`layer={layer!r}` is not in `adata.layers` (available: {list(adata.layers)}).")
-    x = adata.X if layer is None else adata.layers[layer]
-    where = f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`"
-    check_counts(x, where=where, allow_non_integer=allow_non_integer)
+    if streamed:
+        check_positive_int(block_rows, argument="block_rows")
+        x, where = None, "the blocks"
+    else:
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"`layer={layer!r}` is not in `adata.layers` (available: {list(adata.layers)}).")
+        x = adata.X if layer is None else adata.layers[layer]
+        where = f"`adata.{'X' if layer is None else f'layers[{layer!r}]'}`"
+        check_counts(x, where=where, allow_non_integer=allow_non_integer)
     var_names = pd.Index(adata.var_names)
     genes = list(var_names) if genes is None else [str(g) for g in genes]
     absent = [g for g in genes if g not in var_names]
@@ -456,19 +551,25 @@ def pretrain_backbone(
     keep_genes = [g for g, i in zip(genes, ids.tolist(), strict=True) if i > 0]
     if not keep_genes:
         raise ValueError("None of the genes is in the backbone vocabulary; nothing to pre-train on.")
-    panel = panel_counts(x, var_names, keep_genes, purpose="pre-training", sparse=True, stacklevel=3)
-    counts = panel.counts
     token_ids = ids[ids > 0].numpy()
+    if streamed:
+        loaders, n_spots = stream_loaders(
+            adata.count_blocks(block_rows, layer), keep_genes, token_ids, n_tokens=n_tokens, batch_size=batch_size,
+            validation_size=validation_size, seed=seed, allow_non_integer=allow_non_integer,
+        )  # fmt: skip
+    else:
+        panel = panel_counts(x, var_names, keep_genes, purpose="pre-training", sparse=True, stacklevel=3)
+        n_spots = int(panel.counts.shape[0])
+        loaders = memory_loaders(panel.counts, token_ids, panel.library, n_tokens=n_tokens, batch_size=batch_size,
+                                 validation_size=validation_size, seed=seed)  # fmt: skip
     history = run_pretraining(
-        backbone, counts, token_ids, library=panel.library, n_tokens=n_tokens, mask_ratio=mask_ratio,
-        target_scale=target_scale, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
-        validation_size=validation_size, seed=seed,
-        accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
+        backbone, loaders, mask_ratio=mask_ratio, target_scale=target_scale, max_epochs=max_epochs, lr=lr,
+        seed=seed, accelerator=accelerator, devices=devices, strategy=strategy, checkpoint_dir=checkpoint_dir,
         show_progress_bar=show_progress_bar, **trainer_kwargs,
-    )
+    )  # fmt: skip
     backbone.provenance.pretraining = PretrainingRecord(
         objective="masked value reconstruction (MSE)",
-        n_spots=int(counts.shape[0]),
+        n_spots=n_spots,
         n_genes=len(keep_genes),
         token_ids=sorted({int(i) for i in token_ids}),  # genes whose embeddings were trained
         n_tokens=n_tokens,

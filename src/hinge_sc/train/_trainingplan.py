@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from scvi.train import TrainingPlan
 
+from hinge_sc._constants import MODULE_KEYS
 from hinge_sc._random import spot_seeds
-from hinge_sc._ridge import fit_ridge_cv
+from hinge_sc._ridge import RidgeMoments, cv_fold_ids
 from hinge_sc.module import (
     GenerationConfig,
     batch_bounds,
@@ -94,18 +95,26 @@ class HINGETrainingPlan(TrainingPlan):
         data = self.data
         if data is None:
             return
-        self.module.likelihood.start_training(data.library[data.train_idx])
+        self.module.likelihood.start_training(data.training_library())
         if self.module.linear_skip:
             self.results["linear_skip_alpha"] = self.fit_linear_skip(data)
 
     def fit_linear_skip(self, data: HINGEDataModule) -> float:
-        """Fit the module's linear skip by ridge on the training spots (identity view); returns the penalty."""
-        module, idx = self.module, data.train_idx
+        """Fit the module's linear skip by ridge on the training spots (identity view); returns the penalty.
+
+        The spots come a chunk (a section, for a streamed collection) at a time and only the ridge's moments are kept
+        (:class:`~hinge_sc._ridge.RidgeMoments`), so the training spots need not fit in memory together.
+        """
+        module = self.module
         device = module.feature_mean.device
-        x = module.standardize(data.features[idx].to(device)).cpu().numpy()
-        y = expression_target(data.counts[idx], data.library[idx], module.target_scale).numpy()
-        groups = None if data.sections is None else np.asarray(data.sections)[idx]
-        coef, intercept, alpha = fit_ridge_cv(x, y, groups)
+        fold, by = cv_fold_ids(len(data.training_library()), data.training_groups())
+        moments, start = RidgeMoments(int(fold.max()) + 1), 0
+        for chunk in data.training_chunks():
+            x = module.standardize(chunk[MODULE_KEYS.FEATURES].to(device)).cpu().numpy()
+            y = expression_target(chunk[MODULE_KEYS.COUNTS], chunk[MODULE_KEYS.LIBRARY], module.target_scale).numpy()
+            moments.add(x, y, fold[start : start + len(x)])
+            start += len(x)
+        coef, intercept, alpha = moments.fit_cv(by=by)
         module.set_linear_skip(torch.as_tensor(coef, dtype=torch.float32, device=device),
                                torch.as_tensor(intercept, dtype=torch.float32, device=device))  # fmt: skip
         return alpha
@@ -132,20 +141,20 @@ class HINGETrainingPlan(TrainingPlan):
         module = self.module
         module.spread_scale.fill_(1.0)
         module.eval()
-        val = data.val_idx
-        names = np.arange(len(data.counts)).astype(str) if data.spot_names is None else np.asarray(data.spot_names)
+        val = data.validation_arrays()
         config = GenerationConfig(n_samples=CALIBRATION_SAMPLES)
-        samples = np.zeros((len(val), config.n_samples, module.n_genes), np.float32)
-        batches = batch_bounds(len(val), resolve_batch_size(None, config.n_samples, module.feature_mean.device))
-        feats = data.features[val].numpy()
-        seeds = spot_seeds(self.seed, names[val])
+        n_val = len(val["spot_names"])
+        samples = np.zeros((n_val, config.n_samples, module.n_genes), np.float32)
+        batches = batch_bounds(n_val, resolve_batch_size(None, config.n_samples, module.feature_mean.device))
+        feats = val[MODULE_KEYS.FEATURES].numpy()
+        seeds = spot_seeds(self.seed, val["spot_names"])
         for start, stop, out, _ in iter_batches(module, feats, seeds, batches, config, show_progress_bar=False):
             samples[start:stop] = out
-        target = expression_target(data.counts[val], data.library[val], module.target_scale).numpy()
+        target = expression_target(val[MODULE_KEYS.COUNTS], val[MODULE_KEYS.LIBRARY], module.target_scale).numpy()
         c = spread_scale(target, samples)
         module.spread_scale.fill_(c)
         logger.info("Spread scale c = %.3f (intervals of %d samples fitted on %d validation spots)", c,
-                    config.n_samples, len(val))  # fmt: skip
+                    config.n_samples, n_val)  # fmt: skip
         return c
 
     @property
