@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys
@@ -21,9 +23,17 @@ SCRIPT = textwrap.dedent(
     adata = ad.AnnData(sp.csr_matrix(counts))
     adata.var_names = [f"G{i}" for i in range(12)]
     adata.obsm["X_histology"] = feats
-    hs.HINGE.setup_anndata(adata)
     backbone = hs.Backbone.random(adata.var_names, d_model=16, n_layers=2, n_heads=2)
-    model = hs.HINGE(adata, backbone, diffusion_steps=8)
+    if sys.argv[2] == "collection":  # four sections of 16 spots, one file each, streamed
+        for i in range(4):
+            part = adata[16 * i : 16 * (i + 1)].copy()
+            part.obs_names = [f"s{i}_{j}" for j in range(16)]
+            part.write_h5ad(os.path.join(out, f"sec{i}.h5ad"))
+        coll = hs.io.SectionCollection([os.path.join(out, f"sec{i}.h5ad") for i in range(4)])
+        model = hs.HINGE.from_collection(coll, backbone, diffusion_steps=8)
+    else:
+        hs.HINGE.setup_anndata(adata)
+        model = hs.HINGE(adata, backbone, diffusion_steps=8)
     frozen = {k: v.clone() for k, v in backbone.state_dict().items()}
     model.train(max_epochs=2, batch_size=8, warmup_epochs=1, accelerator="cpu", devices=2, strategy="ddp",
                 show_progress_bar=False)
@@ -42,12 +52,14 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_ddp_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("data", ["adata", "collection"])
+def test_ddp_two_cpu_processes(tmp_path, data):
+    """In memory, and streamed from a collection (every rank streams the same order, keeps every 2nd batch)."""
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), str(tmp_path), data], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
