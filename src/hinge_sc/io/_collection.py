@@ -91,8 +91,10 @@ class SectionCollection:
         self.paths = self._resolve_paths(paths)
         self.section_key = section_key
         obs_parts, var_sets, first_var = [], [], None
+        self._file_genes: dict[str, pd.Index] = {}
         for path in self.paths:
             obs, var_names = self._read_index(path)
+            self._file_genes[str(path)] = var_names
             if section_key is None:
                 obs[SECTION_COLUMN] = path.name.removesuffix(".zarr").removesuffix(".h5ad")
             else:
@@ -129,6 +131,15 @@ class SectionCollection:
             label = keys.loc[keys[SECTION_COLUMN].duplicated(), SECTION_COLUMN].iloc[0]
             raise ValueError(f"Section {label!r} is in several files; a section must be in one file.")
         self.sections = list(dict.fromkeys(self.obs[SECTION_COLUMN].tolist()))
+        # each section's file and row positions in it, found once (every read of a section needs them)
+        self._where: dict[str, tuple[Path, np.ndarray]] = {}
+        self._names: dict[str, np.ndarray] = {}
+        for path, file_obs in zip(self.paths, obs_parts, strict=True):
+            labels = file_obs[SECTION_COLUMN].to_numpy()
+            for section in dict.fromkeys(labels.tolist()):
+                rows = np.flatnonzero(labels == section)
+                self._where[section] = (path, rows)
+                self._names[section] = np.asarray(file_obs.index[rows]).astype(str)
 
     @staticmethod
     def _resolve_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -172,14 +183,13 @@ class SectionCollection:
 
     def source(self, section: str) -> Path:
         """The file holding ``section``."""
-        return Path(self.obs.loc[self.obs[SECTION_COLUMN] == section, SOURCE_COLUMN].iloc[0])
+        return self._rows(section)[0]
 
     def _rows(self, section: str) -> tuple[Path, np.ndarray]:
-        if section not in self.sections:
+        """The file of ``section`` and the positions of its spots in that file."""
+        if section not in self._where:
             raise KeyError(f"Section {section!r} is not in the collection (sections: {self.sections[:20]}).")
-        path = self.source(section)
-        file_obs = self.obs[self.obs[SOURCE_COLUMN] == str(path)]
-        return path, np.flatnonzero(file_obs[SECTION_COLUMN].to_numpy() == section)
+        return self._where[section]
 
     def obsm_shape(self, key: str) -> dict[str, tuple[int, ...]]:
         """Shape of ``obsm[key]`` in each file (read from the file's metadata, not its values)."""
@@ -195,7 +205,7 @@ class SectionCollection:
         """Loaders of the counts in blocks of at most ``max_rows`` rows of one section (for pre-training)."""
         blocks = []
         for section in self.sections:
-            n = int((self.obs[SECTION_COLUMN] == section).sum())
+            n = len(self._rows(section)[1])
             blocks.extend(_CountBlock(self, section, start, min(start + max_rows, n), layer) for start in range(0, n, max_rows))
         return blocks
 
@@ -219,12 +229,13 @@ class SectionCollection:
         -------
         ``{"X": CSR (n, n_file_genes), "var_names": the file's genes, <obsm key>: array, "obs_names": (n,)}``.
         """
-        from anndata.io import read_elem
-
         path, section_rows = self._rows(section)
-        rows = section_rows if rows is None else section_rows[rows]
+        names = self._names[section]
+        if rows is not None:
+            section_rows, names = section_rows[rows], names[rows]
+        rows = section_rows
+        var_names = self._file_genes[str(path)]
         with _open_store(path) as store:
-            var_names = pd.Index(read_elem(store["var"]).index.astype(str))
             where = "X" if layer is None else f"layers/{layer}"
             if where not in store:
                 raise KeyError(f"{path} has no {'`X`' if layer is None else f'`layers[{layer!r}]`'}.")
@@ -233,7 +244,7 @@ class SectionCollection:
                 if "obsm" not in store or key not in store["obsm"]:
                     raise KeyError(f"{path} has no `obsm[{key!r}]`.")
                 out[key] = np.asarray(_read_rows(store["obsm"][key], rows))
-        out["obs_names"] = np.asarray(self.obs[self.obs[SOURCE_COLUMN] == str(path)].index[rows]).astype(str)
+        out["obs_names"] = names
         return out
 
     def to_adata(

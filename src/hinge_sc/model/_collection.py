@@ -39,6 +39,8 @@ class CollectionSource:
         self.collection, self.genes = collection, list(genes)
         self.features_key, self.views_key, self.layer = features_key, views_key, layer
         self.libraries: dict[str, np.ndarray] = {}
+        #: Views per spot (1: the identity features only).
+        self.n_views = 1
         self.kept_names: dict[str, np.ndarray] = {}
         d = None
         total = total_sq = None
@@ -66,6 +68,10 @@ class CollectionSource:
                 if views.ndim != 3 or views.shape[2] != feats.shape[1]:
                     raise ValueError(f"`obsm[{views_key!r}]` of section {section!r} must be (n, V, {feats.shape[1]}), "
                                      f"got {views.shape}.")  # fmt: skip
+                if section != collection.sections[0] and views.shape[1] != self.n_views:
+                    raise ValueError(f"`obsm[{views_key!r}]` has {views.shape[1]} views in section {section!r} but "
+                                     f"{self.n_views} in the first section.")  # fmt: skip
+                self.n_views = int(views.shape[1])
                 rows.append(views.reshape(-1, views.shape[2]))
             if d is None:
                 d = feats.shape[1]
@@ -103,12 +109,6 @@ class CollectionSource:
             out["views"] = np.asarray(raw[self.views_key], np.float32)[panel.keep]
         return out
 
-    def n_views(self) -> int:
-        if self.views_key is None:
-            return 1
-        shapes = self.collection.obsm_shape(self.views_key)
-        return int(next(iter(shapes.values()))[1])
-
     def datamodule(self, recipe: TrainingRecipe, seed: int, buffer_sections: int) -> StreamingDataModule:
         from hinge_sc.train import StreamingDataModule
 
@@ -122,7 +122,7 @@ class CollectionSource:
             sections, {s: self.block(s) for s in sections}, self.libraries,
             validation_size=recipe.validation_size if len(sections) >= 2 else 0.0, batch_size=recipe.batch_size,
             seed=seed, views_per_epoch=recipe.views_per_epoch, buffer_sections=buffer_sections,
-            n_views=self.n_views(), sources={s: self.collection.source(s) for s in sections},
+            n_views=self.n_views, sources={s: self.collection.source(s) for s in sections},
         )  # fmt: skip
 
     def obs_indices(self, sections: Sequence[str]) -> np.ndarray:

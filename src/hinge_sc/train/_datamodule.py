@@ -77,6 +77,12 @@ def section_record(sections: np.ndarray, train_idx: np.ndarray, val_idx: np.ndar
     return rows
 
 
+def views_per_spot(n_views: int, views_per_epoch: int | None) -> tuple[int, bool]:
+    """Views of each spot per epoch and whether they are drawn at random (``views_per_epoch < n_views``)."""
+    random_views = views_per_epoch is not None and views_per_epoch < n_views
+    return (views_per_epoch if random_views else n_views), random_views
+
+
 class SpotViewDataset(Dataset):
     """One item per (spot, view): the spot's panel counts and library size with one view's features.
 
@@ -107,8 +113,8 @@ class SpotViewDataset(Dataset):
         self.counts, self.library, self.features = counts, library, features
         self.spots = torch.as_tensor(spots, dtype=torch.long)
         n_views = features.shape[1] if features.ndim == 3 else 1
-        self.random_views = views_per_epoch is not None and views_per_epoch < n_views
-        self.n_views, self.n_total_views = (views_per_epoch if self.random_views else n_views), n_views
+        self.n_views, self.random_views = views_per_spot(n_views, views_per_epoch)
+        self.n_total_views = n_views
 
     def __len__(self) -> int:
         return len(self.spots) * self.n_views

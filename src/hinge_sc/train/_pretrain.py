@@ -259,8 +259,9 @@ def stream_loaders(
     def stream(which: np.ndarray, shuffle: bool, stream_seed: int) -> BlockStream:
         chosen = [used[i] for i in which]
         loaders = [_Offset(blocks[i], int(starts[i])) for i in chosen]
-        return BlockStream(loaders, [sizes[i] for i in chosen], _offset_items(genes, token_ids, n_tokens, stream_seed),
-                           batch_size=batch_size, seed=stream_seed, shuffle=shuffle)  # fmt: skip
+        items = _offset_items(genes, token_ids, n_tokens, stream_seed, redraw=shuffle)
+        return BlockStream(loaders, [sizes[i] for i in chosen], items, batch_size=batch_size, seed=stream_seed,
+                           shuffle=shuffle)  # fmt: skip
 
     loaders = {"train_dataloaders": DataLoader(stream(train_b, True, seed), batch_size=None)}
     if len(val_b):
@@ -278,14 +279,15 @@ class _Offset:
         return {**self.block(), "offset": self.offset}
 
 
-def _offset_items(genes: Sequence[str], token_ids: np.ndarray, n_tokens: int, seed: int):
-    """``make_items`` of :class:`~hinge_sc.train.BlockStream` for pre-training: a block's rows as token samples."""
+def _offset_items(genes: Sequence[str], token_ids: np.ndarray, n_tokens: int, seed: int, *, redraw: bool):
+    """``make_items`` of :class:`~hinge_sc.train.BlockStream` for pre-training: a block's rows as token samples
+    (new gene subsets every epoch with ``redraw``, else the same ones, as the validation set in memory)."""
     from torch.utils.data import default_collate
 
     def make(block: dict, generator: torch.Generator, epoch: int):
         panel = _block_panel(block, genes)
         ds = SpotTokenDataset(panel.counts, token_ids, n_tokens, seed, library=panel.library, offset=block["offset"])
-        ds.epoch = epoch
+        ds.epoch = epoch if redraw else 0
 
         def take(rows: torch.Tensor) -> dict[str, torch.Tensor]:
             return default_collate([ds[int(i)] for i in rows])
@@ -520,7 +522,7 @@ def pretrain_backbone(
     check_genes_given(genes, argument="genes")
     if streamed:
         check_positive_int(block_rows, argument="block_rows")
-        x, where = None, "the blocks"
+        x = None
     else:
         if layer is not None and layer not in adata.layers:
             raise KeyError(f"`layer={layer!r}` is not in `adata.layers` (available: {list(adata.layers)}).")

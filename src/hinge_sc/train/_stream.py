@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from hinge_sc._constants import MODULE_KEYS
 
-from ._datamodule import SpotViewDataset, section_record, split_sections
+from ._datamodule import SpotViewDataset, section_record, split_sections, views_per_spot
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +106,10 @@ class BlockStream(IterableDataset):
         rank, world = _rank_and_world()
         epoch, self.epoch = self.epoch, self.epoch + 1
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence((self.seed, epoch)).generate_state(1)[0]))
-        order = torch.randperm(len(self.blocks), generator=generator).tolist() if self.shuffle else range(len(self.blocks))
-        order = list(order)
+        n_blocks = len(self.blocks)
+        order = torch.randperm(n_blocks, generator=generator).tolist() if self.shuffle else list(range(n_blocks))
         keep = self.n_batches() * world
-        emitted, pending = 0, []  # pending: (take, rows) pieces of the next batch
-        n_pending = 0
+        emitted, pending, n_pending = 0, [], 0  # pending: (pieces, which, rows) parts of the next batch
         for start in range(0, len(order), self.buffer_blocks):
             pieces = []
             for b in order[start : start + self.buffer_blocks]:
@@ -155,8 +154,7 @@ def spot_view_items(views_per_epoch: int | None) -> Callable:
         feats = torch.as_tensor(block.get("views", block[MODULE_KEYS.FEATURES]), dtype=torch.float32)
         n_spots = counts.shape[0]
         n_total = feats.shape[1] if feats.ndim == 3 else 1
-        random_views = views_per_epoch is not None and views_per_epoch < n_total
-        per_spot = views_per_epoch if random_views else n_total
+        per_spot, random_views = views_per_spot(n_total, views_per_epoch)
         if random_views:
             view_of = torch.randint(n_total, (n_spots * per_spot,), generator=generator)
         else:
@@ -229,8 +227,7 @@ class StreamingDataModule(pl.LightningDataModule):
         self.n_views = n_views
 
     def _stream(self, shuffle: bool, views_per_epoch: int | None, sections: list[str]) -> BlockStream:
-        n_views = self.n_views
-        per_spot = views_per_epoch if views_per_epoch is not None and views_per_epoch < n_views else n_views
+        per_spot, _ = views_per_spot(self.n_views, views_per_epoch)
         return BlockStream(
             [self.loaders[s] for s in sections], [len(self.libraries[s]) * per_spot for s in sections],
             spot_view_items(views_per_epoch), batch_size=self.batch_size, seed=self.seed, shuffle=shuffle,
