@@ -338,8 +338,20 @@ def test_linear_skip_is_the_ridge_of_the_training_spots(backbone, tmp_path):
     model.save(tmp_path / "m")
     loaded = hs.HINGE.load(tmp_path / "m")
     torch.testing.assert_close(loaded.module.skip_weight, module.skip_weight)
-    plain = hs.HINGE(adata, backbone, diffusion_steps=10)
+    # the correction to the skip is weighed per gene on the validation spots; w = 0 generates the ridge itself
+    weight = module.correction_weight.numpy()
+    assert ((weight >= 0) & (weight <= 1)).all()
+    assert model.train_params_["correction_weight_mean"] == pytest.approx(float(weight.mean()))
+    torch.testing.assert_close(loaded.module.correction_weight, module.correction_weight)
+    module.correction_weight.zero_()
+    pred = model.generate(adata[:6], n_samples=3, n_steps=5, seed=0, show_progress_bar=False)
+    skip = module.skip_term(torch.as_tensor(adata.obsm["X_histology"][:6], dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(pred.mean.to_numpy(), np.maximum(skip, 0), rtol=1e-4, atol=1e-4)
+    plain = hs.HINGE(adata, backbone, diffusion_steps=10, linear_skip=False)
     assert not plain.module.linear_skip and "skip_weight" not in dict(plain.module.named_buffers())
+    # the default (issue 21): a skip for likelihoods on the model scale, none for counts
+    assert hs.HINGE(adata, backbone, diffusion_steps=10).module.linear_skip
+    assert not hs.HINGE(adata, backbone, diffusion_steps=10, likelihood="nb").module.linear_skip
 
 
 def test_default_sampling_steps(backbone):

@@ -113,5 +113,6 @@ def training_record(
         "best_validation_loss": plan.best_validation_loss if results["restored"] else None,
         "variance_scale": results["variance_scale"],
         "spread_scale": results["spread_scale"],
+        "correction_weight_mean": results["correction_weight"],
         "linear_skip_alpha": results["linear_skip_alpha"],
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._calibration import spread_scale
+from ._calibration import correction_weight, spread_scale
 from ._config import DEFAULT_GENERATION, SAMPLING_STEPS, GenerationConfig, ModuleConfig
 from ._generation import batch_bounds, iter_batches, resolve_batch_size, sample_batch
 from ._hinge import HINGEModule, expression_target
@@ -55,6 +55,7 @@ __all__ = [
     "sample_incremental",
     "sample_masked",
     "spread_scale",
+    "correction_weight",
     "visibility",
     "warm_start_cap",
 ]

@@ -61,6 +61,8 @@ class GaussianHINGEModule(HINGEModule):
     likelihood must be ``"mse"`` and it has no linear skip (both raise otherwise).
     """
 
+    supports_linear_skip = False
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.likelihood.name != "mse" or self.linear_skip:

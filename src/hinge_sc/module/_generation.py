@@ -78,6 +78,11 @@ def sample_batch(
         out, expected = module.sample(batch, config.n_samples, config.n_steps, noise=noise, reveal=config.reveal,
                                       return_expected=True, library=depth)  # fmt: skip
     samples, expected = out.float().cpu().numpy(), expected.float().cpu().numpy()
+    weight = getattr(module, "correction_weight", None)
+    if weight is not None and not bool(torch.all(weight == 1)):  # the correction weighed on held-out spots (§5.6)
+        skip = module.skip_term(batch).float().cpu().numpy()
+        shift = (1.0 - weight.cpu().numpy()) * (expected.mean(axis=1) - skip)
+        samples, expected = samples - shift[:, None], expected - shift[:, None]
     spread = float(getattr(module, "spread_scale", 1.0))
     if spread != 1.0:  # the spread calibrated on held-out spots (docs/method.md §5.6)
         centre = samples.mean(axis=1, keepdims=True)

@@ -13,7 +13,7 @@ from hinge_sc.nn import AdaptedBackbone, IncrementalDenoiser
 
 from ._base import DiffusionModule, LossOutput
 from ._config import SAMPLING_STEPS, ModuleConfig
-from ._likelihood import build_likelihood
+from ._likelihood import LIKELIHOODS, build_likelihood
 from ._sampler import reverse_step_grid, sample_incremental, sample_masked
 from ._schedule import hidden_schedule, ranks_of, visibility
 
@@ -107,10 +107,12 @@ class HINGEModule(DiffusionModule):
         self.register_buffer("feature_scale", torch.ones(self.n_features))
         # c: generated samples are spread c times as far around their mean (1: as sampled; see `spread_scale`)
         self.register_buffer("spread_scale", torch.ones(()))
-        self.linear_skip = bool(config.linear_skip)
+        self.linear_skip = self.resolve_linear_skip(config)
         if self.linear_skip:
             self.register_buffer("skip_weight", torch.zeros(self.n_features, self.n_genes))
             self.register_buffer("skip_bias", torch.zeros(self.n_genes))
+            # w: per-gene weight of the learned correction to the skip (1: as learned; see `correction_weight`)
+            self.register_buffer("correction_weight", torch.ones(self.n_genes))
         self.likelihood = build_likelihood(config.likelihood, self.n_genes, config.target_scale)
         self.denoiser = AdaptedBackbone(
             backbone,
@@ -124,6 +126,16 @@ class HINGEModule(DiffusionModule):
             heads=self.likelihood.heads,
             readout=config.readout,
         )
+
+    #: Whether this module can carry a linear skip (the Gaussian-diffusion ablation cannot).
+    supports_linear_skip: bool = True
+
+    @classmethod
+    def resolve_linear_skip(cls, config: ModuleConfig) -> bool:
+        """``config.linear_skip``; ``None``: on for likelihoods on the model scale, off for count likelihoods."""
+        if config.linear_skip is not None:
+            return bool(config.linear_skip)
+        return cls.supports_linear_skip and not LIKELIHOODS[config.likelihood].uses_counts
 
     @property
     def backbone(self) -> Backbone:

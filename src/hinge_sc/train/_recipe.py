@@ -53,6 +53,9 @@ class TrainingRecipe:
     calibrate_variance
         After training, fit the likelihood's calibration (the Gaussian's variance scale :math:`\\tau^2`) and the
         spread of the generated samples on the validation spots.
+    weigh_correction
+        With a linear skip (``HINGE(linear_skip=True)``), fit after training a per-gene weight in [0, 1] of the
+        network's correction to the skip on the validation spots (:func:`hinge_sc.module.correction_weight`).
     """
 
     max_epochs: int = 60
@@ -70,6 +73,7 @@ class TrainingRecipe:
     early_stopping_patience: int = 10
     gradient_clip_val: float = 1.0
     calibrate_variance: bool = True
+    weigh_correction: bool = True
 
     def __post_init__(self):
         for name in ("max_epochs", "batch_size", "early_stopping_patience"):

@@ -18,6 +18,7 @@ from hinge_sc._ridge import RidgeMoments, cv_fold_ids
 from hinge_sc.module import (
     GenerationConfig,
     batch_bounds,
+    correction_weight,
     curriculum_max_step,
     expression_target,
     iter_batches,
@@ -82,7 +83,7 @@ class HINGETrainingPlan(TrainingPlan):
         self.best_state: dict[str, torch.Tensor] | None = None
         #: What the hooks fitted: ``linear_skip_alpha``, ``restored``, ``variance_scale``, ``spread_scale``.
         self.results: dict[str, Any] = {"linear_skip_alpha": None, "restored": False, "variance_scale": None,
-                                        "spread_scale": None}  # fmt: skip
+                                        "correction_weight": None, "spread_scale": None}  # fmt: skip
 
     @property
     def data(self) -> HINGEDataModule | None:
@@ -134,23 +135,49 @@ class HINGETrainingPlan(TrainingPlan):
             logger.info("Variance scale τ² = %.3f (fitted on %d validation spots: %s)", variance_scale, data.n_val,
                         held_out)  # fmt: skip
         self.results["variance_scale"] = variance_scale
-        self.results["spread_scale"] = self.calibrate_spread(data)
-
-    def calibrate_spread(self, data: HINGEDataModule) -> float:
-        """Generate the validation spots and fit the samples' spread so their intervals cover (docs/method.md §5.6)."""
-        module = self.module
         module.spread_scale.fill_(1.0)
-        module.eval()
         val = data.validation_arrays()
+        if module.linear_skip and self.recipe.weigh_correction:
+            self.results["correction_weight"] = self.weigh_correction(val)
+        self.results["spread_scale"] = self.calibrate_spread(val)
+
+    def generate_validation(self, val: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Generate the validation spots as ``generate`` would: samples ``(n, S, G)``, points and targets ``(n, G)``."""
+        module = self.module
+        module.eval()
         config = GenerationConfig(n_samples=CALIBRATION_SAMPLES)
         n_val = len(val["spot_names"])
         samples = np.zeros((n_val, config.n_samples, module.n_genes), np.float32)
+        points = np.zeros((n_val, module.n_genes), np.float32)
         batches = batch_bounds(n_val, resolve_batch_size(None, config.n_samples, module.feature_mean.device))
         feats = val[MODULE_KEYS.FEATURES].numpy()
         seeds = spot_seeds(self.seed, val["spot_names"])
-        for start, stop, out, _ in iter_batches(module, feats, seeds, batches, config, show_progress_bar=False):
-            samples[start:stop] = out
+        for start, stop, out, point in iter_batches(module, feats, seeds, batches, config, show_progress_bar=False):
+            samples[start:stop], points[start:stop] = out, point
         target = expression_target(val[MODULE_KEYS.COUNTS], val[MODULE_KEYS.LIBRARY], module.target_scale).numpy()
+        return samples, points, target
+
+    @torch.no_grad()
+    def weigh_correction(self, val: dict[str, Any]) -> float:
+        """Fit the per-gene weight of the learned correction to the linear skip on the validation spots
+        (:func:`~hinge_sc.module.correction_weight`, docs/method.md §5.6); returns the mean weight."""
+        module = self.module
+        module.correction_weight.fill_(1.0)
+        _, points, target = self.generate_validation(val)
+        skip = module.skip_term(val[MODULE_KEYS.FEATURES].to(module.feature_mean.device)).cpu().numpy()
+        weight = correction_weight(target, points, skip)
+        module.correction_weight.copy_(torch.as_tensor(weight, device=module.correction_weight.device))
+        logger.info("Correction weight: mean %.3f, %d of %d genes at 0 (fitted on %d validation spots)",
+                    weight.mean(), int((weight == 0).sum()), weight.size, len(target))  # fmt: skip
+        return float(weight.mean())
+
+    def calibrate_spread(self, val: dict[str, Any]) -> float:
+        """Generate the validation spots and fit the samples' spread so their intervals cover (docs/method.md §5.6)."""
+        module = self.module
+        module.spread_scale.fill_(1.0)
+        samples, _, target = self.generate_validation(val)
+        n_val = len(target)
+        config = GenerationConfig(n_samples=CALIBRATION_SAMPLES)
         c = spread_scale(target, samples)
         module.spread_scale.fill_(c)
         logger.info("Spread scale c = %.3f (intervals of %d samples fitted on %d validation spots)", c,
