@@ -70,7 +70,9 @@ HINGE_VARIANTS = {
     "hinge_gaussian": {"likelihood": "mse", "cls": "gaussian"},
     "hinge_depth": {"scale": "log1p_cp10k", "depth": True},
     "hinge_skip": {"linear_skip": True, "readout": False},
-    "hinge_skip_readout": {"linear_skip": True},
+    # the default's linear skip (issue 21): without it, and with it but the correction not weighed on validation
+    "hinge_no_skip": {"linear_skip": False},
+    "hinge_no_weight": {"weigh": False},
     # generation at the test slide's measured depth (`tl.generate(library_size="observed")`), reusing `hinge`
     "hinge_depth_given": {"library_size": "observed", "reuse": "hinge"},
     "hinge_nb_depth_given": {"likelihood": "nb", "library_size": "observed", "reuse": "hinge_nb"},
@@ -81,7 +83,7 @@ REUSED = {v["reuse"] for v in HINGE_VARIANTS.values() if v.get("reuse")}
 #: plus the benchmark's choice of features with spatial context.
 DEFAULT_VARIANT = {"likelihood": "gaussian", "features": "context", "mean_estimate": "expected", "calibrate": True,
                    "backbone": "random", "cls": "hinge", "reuse": None, "scale": "log2p1", "depth": False,
-                   "readout": True, "linear_skip": False, "library_size": None}  # fmt: skip
+                   "readout": True, "linear_skip": None, "library_size": None, "weigh": True}  # fmt: skip
 #: Baselines; ``*_plain`` get the features without spatial context, the others the same inputs as ``hinge``.
 BASELINES = ("ridge", "ridge_cv", "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean")
 METHODS = (*HINGE_VARIANTS, *BASELINES)
@@ -103,32 +105,24 @@ def variant(method: str) -> dict:
 
 
 def load_features(args: argparse.Namespace):
-    """her2st sections with both feature sets (with and without spatial context), cached in ``<out>``; with
-    ``--standardize-per-section`` each set standardised within each section (``hs.pp.standardize_features``)."""
-    import hinge_sc as hs
-
-    adata = _load_features(args)
-    if args.standardize_per_section:
-        for key in FEATURE_KEYS.values():
-            hs.pp.standardize_features(adata, features_key=key, key_added=key, overwrite=True)
-    return adata
-
-
-def _load_features(args: argparse.Namespace):
+    """her2st sections with both feature sets (with and without spatial context), cached in ``<out>``; both
+    standardised within each section unless ``--standardize none`` (``hs.pp.histology_features(standardize=)``)."""
     import anndata as ad
 
     import hinge_sc as hs
 
-    cache = Path(args.out) / f"features_{args.context}.h5ad"
+    cache = Path(args.out) / f"features_{args.context}_{args.standardize}.h5ad"
     if cache.is_file():
         adata = ad.read_h5ad(cache)
         if set(args.sections) <= set(adata.obs["section"].astype(str)) and "X_histology" in adata.obsm:
             logger.info("Read cached features from %s", cache)
             return adata[adata.obs["section"].isin(args.sections)].copy()
     adata = hs.datasets.her2st(sections=args.sections, path=Path(args.data) / "her2st", show_progress_bar=False)
-    context = {"none": {}, "knn": {"context": "knn"}, "field": {"context": "field"}}[args.context]
-    hs.pp.histology_features(adata, views=args.views, show_progress_bar=False, **context)
-    hs.pp.histology_features(adata, views=args.views, key_added=FEATURE_KEYS["plain"], show_progress_bar=False)
+    context = None if args.context == "none" else args.context
+    standardize = None if args.standardize == "none" else args.standardize
+    for key, ctx in ((FEATURE_KEYS["context"], context), (FEATURE_KEYS["plain"], None)):
+        hs.pp.histology_features(adata, views=args.views, context=ctx, standardize=standardize, key_added=key,
+                                 show_progress_bar=False)  # fmt: skip
     adata.write_h5ad(cache)
     logger.info("Computed histology features (%d spots, %s) and cached them in %s",
                 adata.n_obs, adata.obsm["X_histology"].shape, cache)  # fmt: skip
@@ -163,7 +157,7 @@ def train_variant(method, train, panel, vocabulary, seed, args):
     return train_hinge(
         train,
         genes=panel,
-        recipe=recipe(args).replace(calibrate_variance=v["calibrate"]),
+        recipe=recipe(args).replace(calibrate_variance=v["calibrate"], weigh_correction=v["weigh"]),
         seed=seed,
         features_key=fk,
         views_key=f"{fk}_views" if args.views > 1 else None,
@@ -517,8 +511,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("standardized", "raw"),
         help="HINGE's `standardize_features` (the baselines always standardise with the training fold).",
     )
-    p.add_argument("--standardize-per-section", action="store_true",
-                   help="Standardise every method's features within each section (hs.pp.standardize_features).")
+    p.add_argument("--standardize", default="section", choices=("section", "none"),
+                   help="`hs.pp.histology_features(standardize=)` for every method: within each section (default) "
+                   "or the encoder's raw output.")
     add_model_args(p)
     p.add_argument("--recipe", default="default", choices=("default", "paper"),
                    help="Training recipe of the package (hs.model.RECIPES); the options below override its fields.")

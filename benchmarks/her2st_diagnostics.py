@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--views", type=int, default=1, choices=(1, 8))
     p.add_argument("--context", default="field", choices=("none", "knn", "field"),
                    help="Spatial context of the features, as in benchmarks/her2st.py (its cache is shared).")
-    p.add_argument("--standardize-per-section", action="store_true",
-                   help="Standardise the features within each section, as in benchmarks/her2st.py.")
+    p.add_argument("--standardize", default="section", choices=("section", "none"),
+                   help="`hs.pp.histology_features(standardize=)`, as in benchmarks/her2st.py.")
     p.add_argument("--n-genes", type=int, default=200)
     add_model_args(p)
     p.add_argument("--epochs", type=int, default=60, help="The recipe's max_epochs is 60 (hs.DEFAULT_RECIPE).")

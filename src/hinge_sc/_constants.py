@@ -38,3 +38,10 @@ FEATURE_PROVENANCE_KEY = "feature_provenance"
 #: ``uns`` key of an AnnData built by :func:`hinge_sc.tl.to_adata` (provenance); also marks the generated tables of a
 #: SpatialData object, which table resolution does not take for the measured spots.
 GENERATED_KEY = "hinge_sc"
+
+
+#: Feature defaults of the one recipe (issue 21; chosen on held-out her2st sections, README "Recipe"), used by
+#: :func:`hinge_sc.pp.histology_features` and the command line: the spatial context of a 3× field of view, and every
+#: feature standardised within its section.
+DEFAULT_CONTEXT = "field"
+DEFAULT_STANDARDIZE = "section"

@@ -20,7 +20,7 @@ def test_tiny_benchmark_runs(tmp_path, her2st_path):
     methods = ["hinge", "hinge_paper", "hinge_no_readout", "hinge_no_rb", "hinge_no_calibration", "hinge_gaussian", "ridge", "ridge_cv",
                "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean"]  # fmt: skip
     text = module.main(["--out", str(out), "--data", str(DATA_DIR), "--tiny", "--methods", *methods])
-    for name in ("results.md", "per_section.csv", "per_gene.csv", "performance.csv", "features_field.h5ad",
+    for name in ("results.md", "per_section.csv", "per_gene.csv", "performance.csv", "features_field_section.h5ad",
                  "gene_scores_log2p1.png", "spatial_hinge.png", "coexpression_ridge_cv.png",
                  "training_history_hinge.png"):  # fmt: skip
         assert (out / name).is_file(), name

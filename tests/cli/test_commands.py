@@ -47,7 +47,7 @@ def chain(tmp_path_factory, her2st_c):
 
 def test_features_writes_the_features(chain):
     adata = ad.read_h5ad(chain["root"] / "c2_features.h5ad")
-    assert adata.obsm["X_histology"].shape == (adata.n_obs, 80)
+    assert adata.obsm["X_histology"].shape == (adata.n_obs, 2 * 80)  # the patch and its context field (default)
     assert "X_histology_views" not in adata.obsm  # --views 1
     assert adata.uns["X_histology"]["params"]["patch_size_um"] == 112.0
     assert "Wrote" in chain["features_err"]

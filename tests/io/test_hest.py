@@ -104,7 +104,7 @@ def test_features_from_the_slide_file(hest_root):
     adata = hs.io.read_hest(root, "TENX1")
     hs.pp.histology_features(adata, views=1, show_progress_bar=False)
     params = adata.uns["X_histology"]["params"]
-    assert adata.obsm["X_histology"].shape == (12, 80) and params["microns_per_pixel"] == {"TENX1": 2.0}
+    assert adata.obsm["X_histology"].shape == (12, 2 * 80) and params["microns_per_pixel"] == {"TENX1": 2.0}  # + field
     assert params["patch_px"]["TENX1"] == 56  # 112 µm at 2 µm/px, cut from wsis/TENX1.tif
 
 

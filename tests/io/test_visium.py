@@ -113,4 +113,4 @@ def test_read_visium_as_spatialdata(visium_dir):
     assert set(sdata.shapes) == {"crop_spots"} and set(sdata.images) == {"crop_image"}
     assert sdata.images["crop_image"].shape[1:] == (1400, 1400)  # the full-resolution TIFF
     hs.pp.histology_features(sdata, views=1, show_progress_bar=False)
-    assert sdata.tables["table"].obsm["X_histology"].shape == (sdata.tables["table"].n_obs, 80)
+    assert sdata.tables["table"].obsm["X_histology"].shape == (sdata.tables["table"].n_obs, 2 * 80)  # + field

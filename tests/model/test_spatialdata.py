@@ -27,7 +27,7 @@ def trained(her2st_crop, genes):
 def test_setup_computes_features_and_views(trained):
     sdata, model = trained
     table = sdata.tables["table"]
-    assert table.obsm["X_histology_views"].shape == (table.n_obs, 8, 80)
+    assert table.obsm["X_histology_views"].shape == (table.n_obs, 8, 2 * 80)  # the patch and its context field
     assert model.adata is table
     assert model.setup_args["views_key"] == "X_histology_views"
     assert model.train_params_["n_views"] == 8

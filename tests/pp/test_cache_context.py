@@ -30,11 +30,11 @@ def crop(her2st_crop):
 
 def test_same_settings_are_skipped(crop):
     enc = CountingEncoder()
-    hs.pp.histology_features(crop, encoder=enc, out_size=16, show_progress_bar=False)
+    hs.pp.histology_features(crop, encoder=enc, out_size=16, context=None, standardize=None, show_progress_bar=False)
     n_first = enc.n_seen
     assert n_first == crop.n_obs * 8
     before = crop.obsm["X_histology_views"].copy()
-    hs.pp.histology_features(crop, encoder=enc, out_size=16, show_progress_bar=False)
+    hs.pp.histology_features(crop, encoder=enc, out_size=16, context=None, standardize=None, show_progress_bar=False)
     assert enc.n_seen == n_first  # nothing recomputed
     np.testing.assert_array_equal(crop.obsm["X_histology_views"], before)
 
@@ -66,7 +66,8 @@ def test_cache_dir_reuses_features(crop, tmp_path):
 
 
 def test_knn_context_is_mean_of_neighbours(crop):
-    hs.pp.histology_features(crop, views=8, context="knn", context_k=3, show_progress_bar=False)
+    hs.pp.histology_features(crop, views=8, context="knn", context_k=3, standardize=None,
+                             show_progress_bar=False)  # fmt: skip
     x, views = crop.obsm["X_histology"], crop.obsm["X_histology_views"]
     d = len(FEATURE_NAMES)
     assert x.shape == (crop.n_obs, 2 * d) and views.shape == (crop.n_obs, 8, 2 * d)
@@ -80,12 +81,14 @@ def test_knn_context_is_mean_of_neighbours(crop):
 
 
 def test_field_context_sees_a_larger_patch(crop):
-    hs.pp.histology_features(crop, views=1, context="field", context_scale=3.0, show_progress_bar=False)
+    hs.pp.histology_features(crop, views=1, context="field", context_scale=3.0, standardize=None,
+                             show_progress_bar=False)  # fmt: skip
     x = crop.obsm["X_histology"]
     d = len(FEATURE_NAMES)
     own = hs.pp.extract_patches(crop, out_size=64, show_progress_bar=False)
-    np.testing.assert_allclose(x[:, :d], hs.pp.histology_features(crop, views=1, copy=True, key_added="own",
-                               show_progress_bar=False).obsm["own"], rtol=1e-6)  # fmt: skip
+    alone = hs.pp.histology_features(crop, views=1, context=None, standardize=None, copy=True, key_added="own",
+                                     show_progress_bar=False).obsm["own"]  # fmt: skip
+    np.testing.assert_allclose(x[:, :d], alone, rtol=1e-6)
     assert not np.allclose(x[:, :d], x[:, d:])
     assert own.shape[0] == crop.n_obs and crop.uns["X_histology"]["params"]["context_scale"] == 3.0
 
@@ -95,7 +98,7 @@ def test_context_for_a_single_isolated_spot_and_a_spot_at_the_image_border(crop,
     """Issue 13: a spot alone in its section gets its own features as knn context; a spot whose context field
     reaches past the image edge still gets finite features (the field is padded, not dropped)."""
     one = crop[:1].copy()
-    hs.pp.histology_features(one, views=1, context=context, show_progress_bar=False)
+    hs.pp.histology_features(one, views=1, context=context, standardize=None, show_progress_bar=False)
     x = one.obsm["X_histology"]
     d = len(FEATURE_NAMES)
     assert x.shape == (1, 2 * d) and np.isfinite(x).all()
@@ -103,7 +106,7 @@ def test_context_for_a_single_isolated_spot_and_a_spot_at_the_image_border(crop,
         np.testing.assert_array_equal(x[0, d:], x[0, :d])
     border = crop[:2].copy()
     border.obsm["spatial"] = np.array([[4.0, 4.0], [200.0, 200.0]])  # px in the crop; the first at the corner
-    hs.pp.histology_features(border, views=1, context=context, show_progress_bar=False)
+    hs.pp.histology_features(border, views=1, context=context, standardize=None, show_progress_bar=False)
     assert np.isfinite(border.obsm["X_histology"]).all()
 
 

@@ -80,7 +80,8 @@ def test_concatenation_as_in_the_paper(her2st_crop, tmp_path):
     adata = her2st_crop[:4].copy()
     uni, conch = StandIn(1024), StandIn(512)
     encoders = [hs.pp.load_encoder("uni", model=uni), hs.pp.load_encoder("conch", model=conch)]
-    hs.pp.histology_features(adata, encoder=encoders, views=1, batch_size=3, show_progress_bar=False)
+    hs.pp.histology_features(adata, encoder=encoders, views=1, batch_size=3, context=None, standardize=None,
+                             show_progress_bar=False)  # fmt: skip
     x = adata.obsm["X_histology"]
     assert x.shape == (4, 1536)
     assert uni.seen.shape[-1] == 224 and conch.seen.shape[-1] == 448  # patches cut at 448, resized for UNI
@@ -97,9 +98,10 @@ def test_concatenation_as_in_the_paper(her2st_crop, tmp_path):
 def test_handcrafted_in_a_list_is_resized(her2st_crop):
     adata = her2st_crop[:3].copy()
     hs.pp.histology_features(adata, encoder=["handcrafted", hs.pp.load_encoder("uni", model=StandIn(8))], views=1,
-                             show_progress_bar=False)  # fmt: skip
+                             context=None, standardize=None, show_progress_bar=False)  # fmt: skip
     assert adata.obsm["X_histology"].shape == (3, 80 + 8)
-    alone = hs.pp.histology_features(adata, views=1, copy=True, key_added="h", show_progress_bar=False).obsm["h"]
+    alone = hs.pp.histology_features(adata, views=1, context=None, standardize=None, copy=True, key_added="h",
+                                     show_progress_bar=False).obsm["h"]  # fmt: skip
     assert np.corrcoef(alone.ravel(), adata.obsm["X_histology"][:, :80].ravel())[0, 1] > 0.99
 
 
@@ -159,6 +161,7 @@ def test_weights_file_roundtrip(name, library, tmp_path):
 def test_device_is_selectable(her2st_crop):
     adata = her2st_crop[:2].copy()
     module = StandIn(4)
-    hs.pp.histology_features(adata, encoder=module, out_size=16, views=1, device="cpu", show_progress_bar=False)
+    hs.pp.histology_features(adata, encoder=module, out_size=16, views=1, device="cpu", context=None,
+                             standardize=None, show_progress_bar=False)  # fmt: skip
     assert adata.obsm["X_histology"].shape == (2, 4) and not module.training
     assert adata.uns["X_histology"]["params"]["encoder_info"]["weights_sha256"] == state_dict_sha256(module)

@@ -18,7 +18,7 @@ def c2(her2st_c):
 @pytest.fixture(scope="module")
 def featurized(her2st_c):
     adata = her2st_c.copy()
-    hs.pp.histology_features(adata, show_progress_bar=False)
+    hs.pp.histology_features(adata, context=None, standardize=None, show_progress_bar=False)  # the encoder's own output
     return adata
 
 
@@ -137,7 +137,7 @@ def test_overwrite_protection(featurized):
 
 def test_copy_and_single_view(c2):
     small = c2[:10].copy()
-    out = hs.pp.histology_features(small, views=1, copy=True, show_progress_bar=False)
+    out = hs.pp.histology_features(small, views=1, context=None, standardize=None, copy=True, show_progress_bar=False)
     assert "X_histology" not in small.obsm
     assert out.obsm["X_histology"].shape == (10, len(FEATURE_NAMES)) and "X_histology_views" not in out.obsm
 
@@ -147,7 +147,8 @@ def test_torch_encoder(c2):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     small = c2[:12].copy()
     hs.pp.histology_features(
-        small, encoder=model, out_size=32, batch_size=5, key_added="X_cnn", show_progress_bar=False
+        small, encoder=model, out_size=32, batch_size=5, context=None, standardize=None, key_added="X_cnn",
+        show_progress_bar=False,
     )
     assert small.obsm["X_cnn_views"].shape == (12, 8, 4)
     patches = hs.pp.extract_patches(small, out_size=32, show_progress_bar=False)
@@ -204,7 +205,8 @@ def test_extract_patches_library_key_is_deprecated():
 def test_histology_features_library_key_is_deprecated(c2):
     small = c2[:4].copy()
     with pytest.warns(FutureWarning, match="library_key"):
-        out = hs.pp.histology_features(small, views=1, library_key="section", copy=True, show_progress_bar=False)
+        out = hs.pp.histology_features(small, views=1, library_key="section", context=None, standardize=None,
+                                       copy=True, show_progress_bar=False)  # fmt: skip
     assert out.obsm["X_histology"].shape == (4, len(FEATURE_NAMES))
 
 

@@ -126,7 +126,8 @@ def test_lazy_image_is_read_crop_by_crop():
     assert (patches[2, :, -40:] == 255).all() and (patches[2, 20:, :100] == 200).all()  # padded past the border
     assert 3 <= len(set(computed)) <= 8  # of 1,600 chunks
     computed.clear()
-    hs.pp.histology_features(sdata, views=1, show_progress_bar=False)  # + the image's fingerprint: 9 windows
+    # the patches alone (no context field) + the image's fingerprint: 9 windows
+    hs.pp.histology_features(sdata, views=1, context=None, standardize=None, show_progress_bar=False)
     assert 3 <= len(set(computed)) <= 17
 
 

@@ -85,9 +85,11 @@ def test_tiff_slide_is_read_lazily_with_its_mpp(slide, tmp_path):
 
     lazy = open_image_file(path)
     assert lazy.lazy and lazy.downsamples == [1.0, 2.0]
-    feats = hs.pp.histology_features(adata, views=1, copy=True, show_progress_bar=False).obsm["X_histology"]
+    # the patches themselves (a context field would be read from the coarser level of the lazy slide)
+    feats = hs.pp.histology_features(adata, views=1, context=None, standardize=None, copy=True,
+                                     show_progress_bar=False).obsm["X_histology"]  # fmt: skip
     in_memory = hs.pp.tile_slide(slide, microns_per_pixel=2.0, spot_diameter_um=60, spacing_um=100)
-    hs.pp.histology_features(in_memory, views=1, show_progress_bar=False)
+    hs.pp.histology_features(in_memory, views=1, context=None, standardize=None, show_progress_bar=False)
     np.testing.assert_allclose(feats, in_memory.obsm["X_histology"], rtol=1e-4, atol=1e-4)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .._constants import DEFAULT_CONTEXT, DEFAULT_STANDARDIZE
 from ._common import (
     UsageError,
     add_slide_options,
@@ -51,6 +52,16 @@ def add_feature_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument("--patch-size-um", type=float, default=112.0, help="Side of the H&E patch under a spot, µm.")
     group.add_argument("--views", type=int, choices=(1, 8), default=8, help="Dihedral views per patch.")
+    group.add_argument(
+        "--context", choices=("field", "knn", "none"), default=DEFAULT_CONTEXT,
+        help="Spatial context appended to each spot's features: 'field' (a 3x larger patch, default), 'knn' (mean "
+        "of the nearest spots) or 'none' (as in the paper).",
+    )  # fmt: skip
+    group.add_argument(
+        "--standardize", choices=("section", "none"), default=DEFAULT_STANDARDIZE,
+        help="'section' (default): standardise every feature within each section, from the section's own spots; "
+        "'none': the encoder's raw output.",
+    )  # fmt: skip
     group.add_argument("--key-added", default="X_histology", help="obsm key of the features.")
     group.add_argument("--batch-size", type=int, default=64, help="Patches per encoder batch.")
     group.add_argument("--device", default=None, help="Torch device of the encoder (default: cuda if available).")
@@ -83,6 +94,8 @@ def compute_features(data: Any, args: argparse.Namespace, **overrides: Any) -> N
         "encoder": encoder_argument(args.encoder),
         "patch_size_um": args.patch_size_um,
         "views": args.views,
+        "context": None if args.context == "none" else args.context,
+        "standardize": None if args.standardize == "none" else args.standardize,
         "key_added": args.key_added,
         "batch_size": args.batch_size,
         "device": args.device,

@@ -102,6 +102,7 @@ def _features(data: Any, model: Any, args: argparse.Namespace) -> str:
         )
     feature_args = argparse_namespace(
         encoder=encoder, patch_size_um=float(record.get("patch_size_um", 112.0)), views=1, key_added=key,
+        context=record.get("context", "none"), standardize=record.get("standardize", "none"),
         batch_size=args.feature_batch_size, device=None if args.device == "auto" else args.device, cache_dir=None,
         table_key=args.table_key, overwrite=args.overwrite, kind=args.kind, microns_per_pixel=args.microns_per_pixel,
     )  # fmt: skip

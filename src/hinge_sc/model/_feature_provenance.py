@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 #: Settings of ``uns[features_key]["params"]`` that are recorded.
-_RECORDED = ("encoder", "n_features", "patch_size_um", "out_size", "views", "context", "context_k", "context_scale")
+_RECORDED = ("encoder", "n_features", "patch_size_um", "out_size", "views", "context", "context_k", "context_scale",
+             "standardize")  # fmt: skip
 #: Settings whose mismatch makes the features incomparable (raise); the others only warn.
-_MUST_MATCH = ("encoder", "n_features")
+_MUST_MATCH = ("encoder", "n_features", "standardize")
 #: Compared settings that warn on a mismatch (``views`` only concerns training).
 _SHOULD_MATCH = ("patch_size_um", "out_size", "context", "context_k", "context_scale")
 #: Relative difference of µm/px beyond which the new slides count as another magnification.
@@ -69,6 +70,11 @@ def _mpp_differs(trained: Mapping[str, float], new: Mapping[str, float]) -> bool
     return any(not lo <= v <= hi for v in new.values())
 
 
+def _argument(recorded: Any) -> Any:
+    """A recorded setting as the argument that gives it (``"none"`` is recorded for ``None``)."""
+    return None if recorded == "none" else recorded
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, (int, float)):
         return math.isclose(a, b, rel_tol=1e-6)
@@ -97,7 +103,8 @@ def check_feature_provenance(trained: Mapping[str, Any] | None, new: Mapping[str
                 f"`adata.uns[{key!r}]['params'][{name!r}]` is {new[name]!r}, but the model was trained on features "
                 f"with {name} {trained[name]!r}. Recompute the features of the new data with the training settings, "
                 f"e.g. `hs.pp.histology_features(adata, encoder={trained.get('encoder')!r}, "
-                f"patch_size_um={trained.get('patch_size_um')!r}, key_added={key!r}, overwrite=True)`."
+                f"patch_size_um={trained.get('patch_size_um')!r}, context={_argument(trained.get('context'))!r}, "
+                f"standardize={_argument(trained.get('standardize'))!r}, key_added={key!r}, overwrite=True)`."
             )
     differ = [f"{n}: {new[n]!r} (trained on {trained[n]!r})" for n in _SHOULD_MATCH
               if n in trained and n in new and not _same(trained[n], new[n])]  # fmt: skip

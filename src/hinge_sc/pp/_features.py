@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._constants import DEFAULT_CONTEXT, DEFAULT_STANDARDIZE
 from .._deprecation import renamed_argument
 from .._validators import check_key_added, check_key_free, check_positive_finite
 from ._cache import cached_features
@@ -23,6 +24,7 @@ from ._extract import patch_groups
 from ._handcrafted import FEATURE_NAMES, handcrafted_features
 from ._patches import DEFAULT_SECTION_KEY, iter_patches
 from ._spatialdata import get_table, is_spatialdata
+from ._standardize import within_sections
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -69,9 +71,10 @@ def histology_features(
     patch_size_um: float = 112.0,
     microns_per_pixel: float | Mapping[str, float] | None = None,
     views: int = 8,
-    context: Literal["knn", "field"] | None = None,
+    context: Literal["knn", "field"] | None = DEFAULT_CONTEXT,
     context_k: int = 6,
     context_scale: float = 3.0,
+    standardize: Literal["section"] | None = DEFAULT_STANDARDIZE,
     out_size: int | None = None,
     key_added: str = "X_histology",
     cache_dir: str | Path | None = None,
@@ -123,11 +126,19 @@ def histology_features(
     context
         Spatial context appended to each spot's features (doubling their width): ``"knn"``, the mean features of
         the ``context_k`` nearest spots of the same section; ``"field"``, the features of a ``context_scale`` times
-        larger patch centred on the spot. ``None`` (default, as in the paper): none.
+        larger patch centred on the spot (default: it gains 0.04–0.05 PCC-50 for every method on held-out her2st
+        sections, README "Recipe"); ``None`` (as in the paper): none.
     context_k
         Neighbours for ``context="knn"``.
     context_scale
         Side of the context field relative to the patch, for ``context="field"``.
+    standardize
+        ``"section"`` (default): standardise every feature within each section (image) with the mean and s.d. of
+        that section's own spots (identity view), which removes what a stain, a scanner
+        or a colour processing does to a whole slide — no counts are used, so it works on H&E-only slides. On
+        her2st it raised HINGE's PCC-50 on an unseen patient from 0.14 to 0.22 and on held-out sections of the
+        training patient by 0.004 (log2) and 0.04 (log1p CP10k) (README, "Across patients"). Give whole sections
+        (a few spots alone have noisy statistics; warned under 30). ``None``: the encoder's raw output.
     out_size
         Side in px of the patches cut from the image; default: the encoder's input size (64 for ``"handcrafted"``,
         224 for most foundation models, the largest for a list, 224 for a plain module).
@@ -187,7 +198,7 @@ def histology_features(
     """
     section_key = renamed_argument("library_key", library_key, "section_key", section_key, default=DEFAULT_SECTION_KEY)
     _check_options(views=views, context=context, context_scale=context_scale, batch_size=batch_size,
-                   patch_size_um=patch_size_um)  # fmt: skip
+                   patch_size_um=patch_size_um, standardize=standardize)  # fmt: skip
     check_key_added(key_added, argument="key_added")
     target = _target_table(data, table_key)
     groups = patch_groups(
@@ -204,6 +215,7 @@ def histology_features(
     )
     params = _params(enc, groups, input_keys, patch_size_um=patch_size_um, out_size=out_size, views=views,
                      context=context, context_k=context_k, context_scale=context_scale)  # fmt: skip
+    params["standardize"] = standardize or "none"
     fingerprint = _fingerprint(params, groups)
     if _is_up_to_date(target, key_added, views, fingerprint):
         logger.info("`obsm[%r]` was computed with the same settings, spots and images; skipped.", key_added)
@@ -211,9 +223,10 @@ def histology_features(
     _check_keys_free(target, key_added, views, overwrite=overwrite)
 
     def compute() -> np.ndarray:
-        return _compute(groups, enc, target.n_obs, views=views, context=context, context_k=context_k,
-                        context_scale=context_scale, patch_size_um=patch_size_um, out_size=out_size,
-                        batch_size=batch_size, show_progress_bar=show_progress_bar)  # fmt: skip
+        feats = _compute(groups, enc, target.n_obs, views=views, context=context, context_k=context_k,
+                         context_scale=context_scale, patch_size_um=patch_size_um, out_size=out_size,
+                         batch_size=batch_size, show_progress_bar=show_progress_bar)  # fmt: skip
+        return within_sections(feats, _section_rows(groups)) if standardize == "section" else feats
 
     cache_file = Path(cache_dir) / f"{fingerprint}.npy" if cache_dir is not None else None
     feats = cached_features(cache_file, target.obs_names, views, compute)
@@ -224,8 +237,10 @@ def histology_features(
 
 # ----------------------------------------------------------------------------------------------- 0. inputs
 def _check_options(*, views: int, context: str | None, context_scale: float, batch_size: int,
-                   patch_size_um: float) -> None:  # fmt: skip
+                   patch_size_um: float, standardize: str | None = None) -> None:  # fmt: skip
     """Check the method and execution options, before any data is read."""
+    if standardize not in (None, "section"):
+        raise ValueError(f"`standardize` must be 'section' or None, found {standardize!r}.")
     if views not in (1, 8):
         raise ValueError(f"`views` must be 1 (identity only) or 8 (all dihedral views), found {views}.")
     if context not in (None, "knn", "field"):
@@ -319,6 +334,14 @@ def _compute(
         field = _embed(groups, enc, n_obs, zoom_out=context_scale, desc="context field", **common)
         feats = np.concatenate([feats, field], axis=-1)
     return feats
+
+
+def _section_rows(groups: Sequence[PatchGroup]) -> list[np.ndarray]:
+    """Rows of each section (a section's spots may come in several groups, e.g. several images of one region)."""
+    rows: dict[str, list[np.ndarray]] = {}
+    for g in groups:
+        rows.setdefault(str(g.section), []).append(np.asarray(g.obs_idx))
+    return [np.concatenate(r) for r in rows.values()]
 
 
 def _embed(
