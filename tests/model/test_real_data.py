@@ -18,8 +18,7 @@ from ..conftest import DATA_DIR
 @pytest.fixture(scope="module")
 def sections(her2st_c):
     adata = her2st_c.copy()
-    # no context field: it would double the 8-view features (~7 s); tests/pp/test_feature_defaults.py covers it
-    hs.pp.histology_features(adata, views=8, context=None, show_progress_bar=False)
+    hs.pp.histology_features(adata, views=8, show_progress_bar=False)
     return adata[adata.obs["section"] == "C2"].copy(), adata[adata.obs["section"] == "C3"].copy()
 
 
