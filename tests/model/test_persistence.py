@@ -206,7 +206,7 @@ def test_folder_saved_before_an_argument_existed_loads_as_it_was_trained(backbon
 
     adata = synthetic_adata()
     hs.HINGE.setup_anndata(adata, features_key="X_histology")
-    model = hs.HINGE(adata, backbone, diffusion_steps=10, likelihood="mse", readout=False)
+    model = hs.HINGE(adata, backbone, diffusion_steps=10, likelihood="mse", readout=False, linear_skip=False)
     model.save(tmp_path / "m", save_anndata=False)
     folder = tmp_path / "m"
     saved = json.loads((folder / "model.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 
 import hinge_sc as hs
 from hinge_sc.model._feature_provenance import check_feature_provenance
-from hinge_sc.pp._standardize import within_sections
+from hinge_sc.pp._section_stats import within_sections
 
 
 def test_defaults_add_context_and_standardise_each_section(her2st_c):
@@ -48,7 +48,7 @@ def test_within_sections_moves_every_view_by_the_identity_views_map(caplog):
         mean, sd = identity.mean(axis=0), identity.std(axis=0)
         np.testing.assert_allclose(out[r, :, :4], (feats[r, :, :4] - mean) / sd, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(out[:, :, 4], 0)
-    with caplog.at_level(logging.WARNING, logger="hinge_sc.pp._standardize"):
+    with caplog.at_level(logging.WARNING, logger="hinge_sc.pp._section_stats"):
         within_sections(feats[:10], [np.arange(10)])
     assert "10 spots" in caplog.text
 

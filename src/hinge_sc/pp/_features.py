@@ -24,7 +24,7 @@ from ._extract import patch_groups
 from ._handcrafted import FEATURE_NAMES, handcrafted_features
 from ._patches import DEFAULT_SECTION_KEY, iter_patches
 from ._spatialdata import get_table, is_spatialdata
-from ._standardize import within_sections
+from ._section_stats import within_sections
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
