@@ -190,3 +190,14 @@ class PeakRSS:
         self.running = False
         self.thread.join()
         self.peak = max(self.peak, self.read())
+
+
+def feature_defaults() -> dict[str, str]:
+    """``context`` and ``standardize`` defaults of ``hs.pp.histology_features`` (``None`` as ``"none"``), so the
+    benchmarks' options default to the package's one recipe instead of restating it."""
+    import inspect
+
+    import hinge_sc as hs
+
+    params = inspect.signature(hs.pp.histology_features).parameters
+    return {name: params[name].default or "none" for name in ("context", "standardize")}

@@ -37,6 +37,7 @@ from _common import (
     add_model_args,
     cellfm_vocabulary,
     evaluate,
+    feature_defaults,
     markdown,
     quiet,
     train_hinge,
@@ -500,7 +501,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--views", type=int, default=8, choices=(1, 8))
     p.add_argument(
         "--context",
-        default="field",
+        default=feature_defaults()["context"],
         choices=("none", "knn", "field"),
         help="Spatial context of the features every method gets (`hs.pp.histology_features(context=)`); "
         "`*_plain` methods and `hinge_paper` get the features without context.",
@@ -511,7 +512,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("standardized", "raw"),
         help="HINGE's `standardize_features` (the baselines always standardise with the training fold).",
     )
-    p.add_argument("--standardize", default="section", choices=("section", "none"),
+    p.add_argument("--standardize", default=feature_defaults()["standardize"], choices=("section", "none"),
                    help="`hs.pp.histology_features(standardize=)` for every method: within each section (default) "
                    "or the encoder's raw output.")
     add_model_args(p)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, add_model_args, cellfm_vocabulary, markdown, quiet, scores, train_hinge, write_prediction
+from _common import DATA, add_model_args, cellfm_vocabulary, feature_defaults, markdown, quiet, scores, train_hinge, write_prediction
 from her2st import load_features
 
 logger = logging.getLogger("her2st_diagnostics")
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--fold", default="C6")
     p.add_argument("--sections", nargs="+", default=["C2", "C3", "C4", "C5", "C6"])
     p.add_argument("--views", type=int, default=1, choices=(1, 8))
-    p.add_argument("--context", default="field", choices=("none", "knn", "field"),
+    p.add_argument("--context", default=feature_defaults()["context"], choices=("none", "knn", "field"),
                    help="Spatial context of the features, as in benchmarks/her2st.py (its cache is shared).")
-    p.add_argument("--standardize", default="section", choices=("section", "none"),
+    p.add_argument("--standardize", default=feature_defaults()["standardize"], choices=("section", "none"),
                    help="`hs.pp.histology_features(standardize=)`, as in benchmarks/her2st.py.")
     p.add_argument("--n-genes", type=int, default=200)
     add_model_args(p)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._validators import check_key_added, check_key_free, check_obsm
+from ._features import _write
 from ._section_stats import within_sections
 
 if TYPE_CHECKING:
@@ -59,8 +60,6 @@ def standardize_features(
     views_key = f"{features_key}_views"
     views = np.asarray(adata.obsm[views_key], dtype=np.float64) if views_key in adata.obsm else None
     check_key_free(adata.obsm, key_added, where="adata.obsm", overwrite=overwrite)
-    from ._features import _write
-
     sections = adata.obs[section_key].astype(str).to_numpy()
     stacked = features[:, None, :] if views is None else views
     rows = [np.flatnonzero(sections == section) for section in dict.fromkeys(sections)]

@@ -135,7 +135,6 @@ class HINGETrainingPlan(TrainingPlan):
             logger.info("Variance scale τ² = %.3f (fitted on %d validation spots: %s)", variance_scale, data.n_val,
                         held_out)  # fmt: skip
         self.results["variance_scale"] = variance_scale
-        module.spread_scale.fill_(1.0)
         val = data.validation_arrays()
         if module.linear_skip and self.recipe.weigh_correction:
             self.results["correction_weight"] = self.weigh_correction(val)
@@ -176,12 +175,10 @@ class HINGETrainingPlan(TrainingPlan):
         module = self.module
         module.spread_scale.fill_(1.0)
         samples, _, target = self.generate_validation(val)
-        n_val = len(target)
-        config = GenerationConfig(n_samples=CALIBRATION_SAMPLES)
         c = spread_scale(target, samples)
         module.spread_scale.fill_(c)
         logger.info("Spread scale c = %.3f (intervals of %d samples fitted on %d validation spots)", c,
-                    config.n_samples, n_val)  # fmt: skip
+                    CALIBRATION_SAMPLES, len(target))  # fmt: skip
         return c
 
     @property
