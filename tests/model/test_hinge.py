@@ -147,7 +147,7 @@ def test_tl_generate_keys_and_overwrite(trained):
     assert {"hinge", "hinge_std", "hinge_samples"} <= set(adata.obsm)
     assert (adata.X != x_before).nnz == 0
     params = adata.uns["hinge"]["params"]
-    assert params["n_samples"] == 2 and params["target_scale"] == "log2p1" and len(params["genes"]) == N_GENES
+    assert params["n_samples"] == params["std_n_samples"] == 2 and params["target_scale"] == "log2p1" and len(params["genes"]) == N_GENES
     assert params["mask_mechanism"] == "mask_emb"
     with pytest.raises(KeyError, match="already exists"):
         hs.tl.generate(trained, n_samples=2, show_progress_bar=False)

@@ -206,6 +206,31 @@ def test_evaluate_uncertainty_from_samples_and_std():
     assert np.isnan(cp.loc["mean", "coverage_90"]) and adata.uns["c"]["params"]["uncertainty"] == "none"
 
 
+def test_evaluate_std_of_few_samples_gives_the_samples_prediction_interval():
+    """The s.d. of S = 8 samples (what tl.generate writes) is not the true s.d.: with ``std_n_samples`` recorded
+    the interval is the samples' Student-t one and covers the nominal level; read as Gaussian it under-covers."""
+    adata = _adata(n_per_section=(400, 400))
+    rng = np.random.default_rng(2)
+    measured = np.log2(adata.X.toarray()[:, :4] + 1)
+    centre = measured - rng.normal(scale=0.3, size=measured.shape)  # measured = centre + N(0, 0.3²)
+    samples = centre[:, None, :] + rng.normal(scale=0.3, size=(adata.n_obs, 8, 4))  # 8 draws of the same law
+    columns = adata.obsm["hinge"].columns
+    adata.obsm["hinge"] = pd.DataFrame(samples.mean(1), index=adata.obs_names, columns=columns)
+    adata.obsm["hinge_std"] = pd.DataFrame(samples.std(1), index=adata.obs_names, columns=columns)
+    adata.uns["hinge"] = {"params": {"target_scale": "log2p1", "std_n_samples": 8}}
+    _, t_rule = evaluate(adata, key_added="t")
+    assert adata.uns["t"]["params"]["uncertainty"] == "std of 8 samples (Student-t)"
+    assert t_rule.loc["mean", "coverage_90"] == pytest.approx(0.9, abs=0.02)
+    assert t_rule.loc["mean", "coverage_50"] == pytest.approx(0.5, abs=0.03)
+    adata.obsm["hinge_samples"] = samples
+    _, from_samples = evaluate(adata, key_added="s")
+    assert t_rule.loc["mean", "coverage_90"] == pytest.approx(from_samples.loc["mean", "coverage_90"], abs=1e-9)
+    del adata.obsm["hinge_samples"]
+    del adata.uns["hinge"]["params"]["std_n_samples"]
+    _, gaussian = evaluate(adata, key_added="g")
+    assert gaussian.loc["mean", "coverage_90"] < 0.85  # the ddof-0 s.d. of 8 samples read as the true s.d.
+
+
 def test_evaluate_spatial_metrics_and_skip():
     adata = _adata()
     per_gene, per_section = evaluate(adata)

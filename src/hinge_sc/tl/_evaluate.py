@@ -89,7 +89,9 @@ def evaluate(
     co-expression consistency: the correlation of the upper triangles of the gene–gene correlation matrices
     and their normalised Frobenius distance; spatial fidelity: the mean Moran's I of measured and generated
     maps and its correlation across genes (squidpy, ``n_neighs``-nearest-neighbour graph); uncertainty:
-    coverage of the central 50% and 90% intervals (from the samples, else Gaussian from the s.d.) and the
+    coverage of the central 50% and 90% intervals (from the samples; else from the s.d.: the samples' Student-t
+    prediction interval when ``uns[key]["params"]["std_n_samples"]`` says it is the s.d. of that many samples, as
+    :func:`hinge_sc.tl.generate` records, a Gaussian one otherwise) and the
     mean per-gene Spearman correlation of the predicted s.d. with the absolute error; proper scoring rules
     (lower is better): the CRPS of each spot and gene, averaged per gene and per section (fair ensemble
     estimator :func:`~hinge_sc.tl._metrics.crps_samples` from the samples, else the closed-form Gaussian CRPS
@@ -183,14 +185,17 @@ def evaluate(
     )
     ok = _scored_spots(values[1], key)
     sections = _section_names(groups, ok, section_key)
+    std_n_samples = _std_n_samples(adata, key)
     rows, tables = _score_sections(
         values, groups, ok, sections, coords, top_k=top_k, n_top_genes=n_top_genes, n_neighs=n_neighs, genes=genes,
-        scale=scale,
+        scale=scale, std_n_samples=std_n_samples,
     )
     per_gene, per_section = _summarise(rows, tables, sections)
 
     _, _, std, samples = values
-    uncertainty = "samples" if samples is not None else ("gaussian_std" if std is not None else None)
+    uncertainty = "samples" if samples is not None else None
+    if samples is None and std is not None:
+        uncertainty = f"std of {std_n_samples} samples (Student-t)" if std_n_samples else "gaussian_std"
     adata.uns[key_added] = {
         "per_gene": per_gene,
         "per_section": per_section,
@@ -281,6 +286,13 @@ def paired_values(
     return measured, predicted, std, samples
 
 
+def _std_n_samples(adata: AnnData, key: str) -> int | None:
+    """How many samples ``obsm[key + "_std"]`` is the s.d. of (``uns[key]["params"]["std_n_samples"]``), if recorded."""
+    params = adata.uns.get(key, {}).get("params", {}) if isinstance(adata.uns.get(key), dict) else {}
+    n = params.get("std_n_samples") if isinstance(params, dict) else None
+    return int(n) if n is not None and int(n) >= 2 else None
+
+
 def _optional_frame(adata: AnnData, key: str, genes: list[str], shape: tuple[int, int]) -> np.ndarray | None:
     """``obsm[key][genes]`` as floats, or ``None`` when absent or of another shape than ``shape``."""
     frame = adata.obsm.get(key)
@@ -358,6 +370,7 @@ def _score_sections(
     n_neighs: int,
     genes: Sequence[str],
     scale: str,
+    std_n_samples: int | None = None,
 ) -> tuple[dict[str, dict], list[pd.DataFrame]]:
     """Run :func:`section_metrics` on the scored spots of each section.
 
@@ -374,6 +387,7 @@ def _score_sections(
             measured[m], predicted[m], top_k, n_top_genes=n_top_genes, n_neighs=n_neighs,
             coordinates=None if coords is None else coords[m],
             std=None if std is None else std[m], samples=None if samples is None else samples[m], scale=scale,
+            std_n_samples=std_n_samples,
         )  # fmt: skip
         tables.append(table.assign(section=section, gene=list(genes)))
         for k in top_k:

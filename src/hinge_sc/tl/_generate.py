@@ -129,6 +129,7 @@ def generate(
         "library_size": depth,
         "features_key": rest.get("features_key") or model.setup_args["features_key"],
         "n_samples": config.n_samples,
+        "std_n_samples": config.n_samples,  # obsm[key + "_std"] is the s.d. (ddof 0) of these samples
         "n_steps": module.sampling_steps(config.n_steps),
         "n_steps_train": module.diffusion_steps,
         "seed": out.seed,

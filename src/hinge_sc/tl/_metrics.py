@@ -250,6 +250,7 @@ def section_metrics(
     std: np.ndarray | None = None,
     samples: np.ndarray | None = None,
     scale: str | None = None,
+    std_n_samples: int | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Summary metrics of one section and its per-gene table.
 
@@ -272,6 +273,9 @@ def section_metrics(
     scale
         The scale of ``y_true`` and ``samples``; on ``"log2p1"`` with samples, ``crps_counts`` is the CRPS of the
         samples taken back to counts (:math:`2^x - 1`) against the measured counts (NaN otherwise).
+    std_n_samples
+        When ``std`` is the s.d. of that many generated samples, intervals from it are the samples' Student-t
+        prediction intervals (:func:`~hinge_sc.tl._uncertainty.central_interval`), not Gaussian ones.
 
     Returns
     -------
@@ -308,7 +312,7 @@ def section_metrics(
         if samples is None and std is None:
             row[f"coverage_{round(level * 100)}"] = np.nan
             continue
-        lo, hi = central_interval(level, samples=samples, mean=y_pred, std=std)
+        lo, hi = central_interval(level, samples=samples, mean=y_pred, std=std, n_samples=std_n_samples)
         row[f"coverage_{round(level * 100)}"] = interval_coverage(y_true, lo, hi)
     spread = std if std is not None else (samples.std(axis=1) if samples is not None else None)
     row["std_error_spearman"] = np.nan if spread is None else std_error_spearman(y_true, y_pred, spread)

@@ -29,6 +29,7 @@ def central_interval(
     mean: np.ndarray | None = None,
     std: np.ndarray | None = None,
     method: Literal["predictive", "quantile"] = "predictive",
+    n_samples: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Central ``level`` interval per spot and gene.
 
@@ -45,7 +46,10 @@ def central_interval(
     calibrated sampler — with S = 8 Gaussian draws it covers about 72 % of new draws at level 0.9 and 40 % at 0.5
     (S = 32: 85 % and 47 %) — so it measures the number of samples as much as the calibration. With one sample
     both give a zero-width interval. Without samples: the Gaussian interval :math:`\mu \pm z_{(1+level)/2}\,\sigma`
-    from ``mean`` and ``std``.
+    from ``mean`` and ``std``; when ``std`` is the s.d. (``ddof=0``, as :func:`hinge_sc.tl.generate` writes it) of
+    ``n_samples`` ≥ 2 samples, the same Student-t prediction interval as from the samples,
+    :math:`\mu \pm t_{S-1,\,(1+\text{level})/2}\,\sigma\sqrt{(S+1)/(S-1)}` — treating the s.d. of 8 samples as
+    the true one would give intervals 30 % too narrow at level 0.9.
     """
     if not 0 < level < 1:
         raise ValueError(f"`level` must be in (0, 1), found {level}.")
@@ -63,6 +67,9 @@ def central_interval(
         return centre - half, centre + half
     if mean is None or std is None:
         raise ValueError("Pass `samples`, or both `mean` and `std`.")
+    if n_samples is not None and n_samples >= 2:
+        half = t.ppf(hi_q, n_samples - 1) * np.sqrt((n_samples + 1) / (n_samples - 1)) * np.asarray(std)
+        return mean - half, mean + half
     z = norm.ppf(hi_q)
     return mean - z * std, mean + z * std
 
