@@ -77,6 +77,8 @@ HINGE_VARIANTS = {
     # generation at the test slide's measured depth (`tl.generate(library_size="observed")`), reusing `hinge`
     "hinge_depth_given": {"library_size": "observed", "reuse": "hinge"},
     "hinge_nb_depth_given": {"likelihood": "nb", "library_size": "observed", "reuse": "hinge_nb"},
+    # depth unknown, its spread between patients from sequenced sections of other patients (--depth-reference)
+    "hinge_depth_prior": {"depth_sd": "reference", "reuse": "hinge"},
 }
 #: Variants whose trained model other variants reuse (kept in ``runs``).
 REUSED = {v["reuse"] for v in HINGE_VARIANTS.values() if v.get("reuse")}
@@ -84,7 +86,7 @@ REUSED = {v["reuse"] for v in HINGE_VARIANTS.values() if v.get("reuse")}
 #: plus the benchmark's choice of features with spatial context.
 DEFAULT_VARIANT = {"likelihood": "gaussian", "features": "context", "mean_estimate": "expected", "calibrate": True,
                    "backbone": "random", "cls": "hinge", "reuse": None, "scale": "log2p1", "depth": False,
-                   "readout": True, "linear_skip": None, "library_size": None, "weigh": True}  # fmt: skip
+                   "readout": True, "linear_skip": None, "library_size": None, "weigh": True, "depth_sd": None}  # fmt: skip
 #: Baselines; ``*_plain`` get the features without spatial context, the others the same inputs as ``hinge``.
 BASELINES = ("ridge", "ridge_cv", "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean")
 METHODS = (*HINGE_VARIANTS, *BASELINES)
@@ -172,6 +174,21 @@ def train_variant(method, train, panel, vocabulary, seed, args):
     )
 
 
+def depth_sd(v: dict, args: argparse.Namespace) -> float | None:
+    """``depth_sd`` of ``tl.generate`` for variant ``v``: the recorded training spread (``None``), or for
+    ``"reference"`` the spread of the ``--depth-reference`` sections' median depths (``hs.tl.depth_spread``)."""
+    if v["depth_sd"] != "reference":
+        return v["depth_sd"]
+    import hinge_sc as hs
+
+    if not hasattr(args, "_depth_sd"):
+        reference = hs.datasets.her2st(args.depth_reference, path=Path(args.data) / "her2st", images=False,
+                                       show_progress_bar=False)  # fmt: skip
+        args._depth_sd = hs.tl.depth_spread(reference)
+        logger.warning("depth_sd %.3f from the median depths of %s", args._depth_sd, ", ".join(args.depth_reference))
+    return args._depth_sd
+
+
 def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Path) -> dict:
     """Train a HINGE variant on ``train`` (or load the trained model it reuses) and generate ``test`` into
     ``obsm[key]``. Trained ``hinge`` models are kept in ``runs`` for the variants that only change generation."""
@@ -192,7 +209,8 @@ def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Pat
     t0 = time.perf_counter()
     hs.tl.generate(model, test, features_key=FEATURE_KEYS[variant(parent)["features"]], n_samples=args.n_samples,
                    n_steps=args.sampling_steps, seed=seed, key_added=key, save_samples=True, overwrite=True,
-                   show_progress_bar=False, library_size=v["library_size"], **gen)  # fmt: skip
+                   show_progress_bar=False, library_size=v["library_size"], depth_sd=depth_sd(v, args),
+                   **gen)  # fmt: skip
     gen_s = time.perf_counter() - t0
     if v["depth"]:
         add_back_depth(train, test, key, FEATURE_KEYS[v["features"]])
@@ -336,7 +354,7 @@ def config_hash(args: argparse.Namespace) -> str:
     import hashlib
 
     skip = {"out", "folds", "methods", "seeds", "perf_genes", "perf_spots", "threads", "no_resume", "rescore",
-            "pretrained_backbone"}  # fmt: skip
+            "pretrained_backbone", "_depth_sd"}  # fmt: skip
     settings = json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, sort_keys=True)
     return hashlib.sha1(settings.encode()).hexdigest()[:10]
 
@@ -485,6 +503,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-sections", nargs="+", default=["A1"], help="Cross-patient protocol: the test sections.")
     p.add_argument("--folds", nargs="+", default=None, help="Held-out sections (default: every section).")
     p.add_argument(
+        "--depth-reference", nargs="+", default=None,
+        help="hinge_depth_prior: sequenced sections whose spread of median depth is the unknown depth's (default: "
+        "every her2st section with counts of a patient other than the test sections').",
+    )  # fmt: skip
+    p.add_argument(
         "--methods",
         nargs="+",
         default=None,
@@ -555,6 +578,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if clash:
             p.error(f"cross-patient: test sections {clash} are of a training patient ({sorted(patients)}).")
         args.sections, args.folds = [*args.sections, *args.test_sections], list(args.test_sections)
+    if args.depth_reference is None:
+        import hinge_sc as hs
+
+        held_out = {s[0] for s in (args.folds or args.sections)}
+        available = hs.datasets.her2st_sections(Path(args.data) / "her2st").index
+        args.depth_reference = [s for s in available if s[0] not in held_out]
     return args
 
 

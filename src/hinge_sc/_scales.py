@@ -117,3 +117,97 @@ def shift_depth_std(mean: np.ndarray, std: np.ndarray, ratio: np.ndarray | float
     r = r.reshape(r.shape + (1,) * (mean.ndim - r.ndim))
     slope = r * np.exp2(mean) / (np.clip(np.exp2(mean) - 1.0, 0.0, None) * r + 1.0)
     return np.asarray(std, dtype=np.float64) * slope
+
+
+def depth_log_sd(library: np.ndarray, sections: np.ndarray | None) -> float | None:
+    r"""Spread of sequencing depth between sections: the s.d. (``ddof=1``) of :math:`\ln` of each section's median
+    library size.
+
+    A new slide's depth is unknown from its image; this is the s.d. of :math:`\ln(L_\text{slide} / L_\text{train})`
+    that :func:`hinge_sc.tl.generate` assumes for it (docs/method.md §6.1).
+
+    Parameters
+    ----------
+    library
+        ``(n_spots,)`` total counts per spot (over all genes).
+    sections
+        ``(n_spots,)`` section labels, or ``None``.
+
+    Returns
+    -------
+    The s.d. (natural log units), or ``None`` with fewer than two sections with counts.
+    """
+    library = np.asarray(library, dtype=np.float64).ravel()
+    if sections is None:
+        return None
+    sections = np.asarray(sections).ravel()
+    if len(sections) != len(library):
+        raise ValueError(f"`sections` must have one label per spot ({len(library)}), found {len(sections)}.")
+    medians = [np.median(library[sections == s]) for s in np.unique(sections)]
+    logs = np.log([m for m in medians if m > 0])
+    return float(logs.std(ddof=1)) if len(logs) >= 2 else None
+
+
+def depth_sd_of_values(mean: np.ndarray, log_sd: float) -> np.ndarray:
+    r"""The s.d. on log2(count + 1) that a log-normal depth factor of s.d. ``log_sd`` adds, to first order.
+
+    For :math:`x' = \log_2((2^x - 1) r + 1)` with :math:`\ln r \sim N(0, \sigma^2)` (:func:`shift_depth`),
+    :math:`\partial x' / \partial \ln r |_{r=1} = (1 - 2^{-x}) / \ln 2`, so the added s.d. is
+    :math:`\sigma (1 - 2^{-x}) / \ln 2` — 0 at a count of 0, :math:`1.44\,\sigma` for highly expressed genes.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    return float(log_sd) * (1.0 - np.exp2(-np.clip(mean, 0.0, None))) / np.log(2.0)
+
+
+def thin_to_depth(samples: np.ndarray, ratio: np.ndarray | float, seeds: np.ndarray) -> np.ndarray:
+    r"""log2(count + 1) samples drawn at the training depth, moved to a depth ``ratio`` times as large *with* the
+    sampling noise of the new depth.
+
+    For :math:`r < 1` the counts :math:`c = 2^x - 1` (stochastically rounded) are binomially thinned,
+    :math:`c' \sim \mathrm{Binomial}(c, r)`: reads sequenced at the training depth, each kept with probability
+    :math:`r` — the exact law of the counts a shallower sequencing of the same spot gives, so a shallow slide gets
+    the wider intervals its sparser counts have (docs/method.md §6.1). For :math:`r \ge 1` the counts are scaled,
+    :math:`c' = r c` (:func:`shift_depth`): a deeper slide is less noisy, which samples at the training depth cannot
+    show. :math:`E[c'] = r c` either way.
+
+    Parameters
+    ----------
+    samples
+        ``(n_spots, S, G)`` samples on log2(count + 1).
+    ratio
+        Depth ratio :math:`r = L_\text{new} / L_\text{train}`: a scalar, ``(n_spots,)`` or ``(n_spots, S)``.
+    seeds
+        ``(n_spots,)`` per-spot seeds (:func:`hinge_sc._random.spot_seeds`): each spot's draws depend only on its
+        seed, whatever the other spots.
+
+    Returns
+    -------
+    ``(n_spots, S, G)`` float32 samples on log2(count + 1).
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3:
+        raise ValueError(f"`samples` must be (n_spots, S, G), found shape {samples.shape}.")
+    r = np.asarray(ratio, dtype=np.float64)
+    r = np.broadcast_to(r.reshape(r.shape + (1,) * (3 - r.ndim)), samples.shape)
+    counts = np.clip(np.exp2(samples) - 1.0, 0.0, None)
+    out = counts * r
+    for i, seed in enumerate(np.asarray(seeds)):
+        low = r[i] < 1.0
+        if not low.any():
+            continue
+        rng = np.random.default_rng(int(seed))
+        c = counts[i][low]
+        whole = np.floor(c) + (rng.random(c.shape) < c - np.floor(c))
+        out[i][low] = rng.binomial(whole.astype(np.int64), r[i][low])
+    return np.log2(out + 1.0).astype(np.float32)
+
+
+def thinning_sd(mean: np.ndarray, ratio: np.ndarray | float) -> np.ndarray:
+    r"""First-order s.d. on log2(count + 1) that the binomial thinning of :func:`thin_to_depth` adds to a value
+    ``mean`` (at the training depth): :math:`\sqrt{c\,r(1-r)} / ((c r + 1)\ln 2)` with :math:`c = 2^x - 1`, 0 for
+    :math:`r \ge 1`. ``ratio`` broadcasts from the left as in :func:`shift_depth`."""
+    mean = np.asarray(mean, dtype=np.float64)
+    r = np.asarray(ratio, dtype=np.float64)
+    r = np.clip(r.reshape(r.shape + (1,) * (mean.ndim - r.ndim)), 0.0, 1.0)
+    c = np.clip(np.exp2(mean) - 1.0, 0.0, None)
+    return np.sqrt(c * r * (1.0 - r)) / ((c * r + 1.0) * np.log(2.0))

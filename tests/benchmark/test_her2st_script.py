@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from ..conftest import DATA_DIR
 
@@ -52,9 +53,9 @@ def test_tiny_cross_patient_protocol_runs(tmp_path, her2st_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "cross"
-    methods = ["hinge", "hinge_depth_given", "ridge_cv", "ridge_prob", "knn"]
+    methods = ["hinge", "hinge_depth_given", "hinge_depth_prior", "ridge_cv", "ridge_prob", "knn"]
     text = module.main(["--out", str(out), "--data", str(DATA_DIR), "--tiny", "--protocol", "cross-patient",
-                        "--methods", *methods, "--perf-genes"])  # fmt: skip
+                        "--methods", *methods, "--perf-genes", "--depth-reference", "D1", "H1"])  # fmt: skip
     per_section = pd.read_csv(out / "per_section.csv")
     assert set(per_section["section"]) == {"A1"} and set(per_section["method"]) == set(methods)
     assert "cross-patient: trained on C2, C3, tested on A1" in text
@@ -62,3 +63,6 @@ def test_tiny_cross_patient_protocol_runs(tmp_path, her2st_path):
     # the measured depth moves the levels on log2(count + 1), not the depth-normalised scale's correlations much
     assert rows.loc[("hinge_depth_given", "log2p1"), "mse"] != rows.loc[("hinge", "log2p1"), "mse"]
     assert rows.loc[("hinge", "log2p1"), "coverage_90"] >= 0
+    # an unknown depth widens the samples, not the mean
+    assert rows.loc[("hinge_depth_prior", "log2p1"), "pcc_50"] == pytest.approx(rows.loc[("hinge", "log2p1"), "pcc_50"])
+    assert rows.loc[("hinge_depth_prior", "log2p1"), "crps"] != rows.loc[("hinge", "log2p1"), "crps"]

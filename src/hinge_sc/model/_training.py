@@ -11,6 +11,7 @@ import pandas as pd
 
 from hinge_sc._constants import REGISTRY_KEYS
 from hinge_sc._counts import panel_counts
+from hinge_sc._scales import depth_log_sd
 from hinge_sc.train._progress import EpochLines, quiet_lightning, use_epoch_lines
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def training_record(
         "n_validation_spots": data.n_val,
         "n_views": data.n_views,
         "median_library_size": float(np.median(data.training_library().numpy())),
+        "depth_log_sd": depth_log_sd(data.training_library().numpy(), data.training_groups()),
         "sections": data.section_record(),
         "best_epoch": plan.best_epoch,
         "best_validation_loss": plan.best_validation_loss if results["restored"] else None,
