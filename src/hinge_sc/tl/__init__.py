@@ -9,4 +9,13 @@ from ._lazyslide import LazySlideAdapter
 from ._to_adata import to_adata
 from ._write import add_prediction
 
-__all__ = ["LazySlideAdapter", "add_prediction", "aggregate", "compare", "depth_spread", "evaluate", "generate", "to_adata"]
+__all__ = [
+    "LazySlideAdapter",
+    "add_prediction",
+    "aggregate",
+    "compare",
+    "depth_spread",
+    "evaluate",
+    "generate",
+    "to_adata",
+]
