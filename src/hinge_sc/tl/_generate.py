@@ -200,8 +200,8 @@ def _unknown_depth(
 
 
 def _moved(out: Prediction, mean: np.ndarray, ratio: np.ndarray) -> Prediction:
-    """``out`` with samples thinned or scaled to ``ratio`` × the training depth (:func:`~hinge_sc._scales.thin_to_depth`,
-    per-spot seeds), the s.d. of those samples and the given ``mean``."""
+    """``out`` with samples thinned or scaled to ``ratio`` × the training depth
+    (:func:`~hinge_sc._scales.thin_to_depth`, per-spot seeds), the s.d. of those samples and the given ``mean``."""
     seeds = spot_seeds(out.seed, [f"{name}|depth" for name in out.mean.index])
     samples = thin_to_depth(out.samples, ratio, seeds)
     index, columns = out.mean.index, out.mean.columns
