@@ -21,6 +21,7 @@ Each method × seed × fold is cached in ``<out>/runs/<settings hash>/``, so an 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -179,14 +180,18 @@ def depth_sd(v: dict, args: argparse.Namespace) -> float | None:
     ``"reference"`` the spread of the ``--depth-reference`` sections' median depths (``hs.tl.depth_spread``)."""
     if v["depth_sd"] != "reference":
         return v["depth_sd"]
+    return reference_depth_sd(args.data, tuple(args.depth_reference))
+
+
+@functools.cache
+def reference_depth_sd(data: str, sections: tuple[str, ...]) -> float:
+    """``hs.tl.depth_spread`` of the her2st ``sections`` (counts only), read once per call of the script."""
     import hinge_sc as hs
 
-    if not hasattr(args, "_depth_sd"):
-        reference = hs.datasets.her2st(args.depth_reference, path=Path(args.data) / "her2st", images=False,
-                                       show_progress_bar=False)  # fmt: skip
-        args._depth_sd = hs.tl.depth_spread(reference)
-        logger.warning("depth_sd %.3f from the median depths of %s", args._depth_sd, ", ".join(args.depth_reference))
-    return args._depth_sd
+    reference = hs.datasets.her2st(list(sections), path=Path(data) / "her2st", images=False, show_progress_bar=False)
+    sd = hs.tl.depth_spread(reference)
+    logger.warning("depth_sd %.3f from the median depths of %s", sd, ", ".join(sections))
+    return sd
 
 
 def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Path) -> dict:
@@ -354,7 +359,7 @@ def config_hash(args: argparse.Namespace) -> str:
     import hashlib
 
     skip = {"out", "folds", "methods", "seeds", "perf_genes", "perf_spots", "threads", "no_resume", "rescore",
-            "pretrained_backbone", "_depth_sd"}  # fmt: skip
+            "pretrained_backbone"}  # fmt: skip
     settings = json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, sort_keys=True)
     return hashlib.sha1(settings.encode()).hexdigest()[:10]
 

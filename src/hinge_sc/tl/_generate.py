@@ -194,7 +194,8 @@ def _unknown_depth(
     if out.samples is not None:
         return _moved(out, out.mean.to_numpy(), ratio[None, :]), record
     mean = out.mean.to_numpy(dtype=np.float64)
-    extra = depth_sd_of_values(mean, depth_sd) ** 2 + np.mean(thinning_sd(mean[:, None, :], ratio[None, :]) ** 2, 1)
+    thinning = sum(thinning_sd(mean, r) ** 2 for r in ratio) / n_samples  # one (n_spots, G) array at a time
+    extra = depth_sd_of_values(mean, depth_sd) ** 2 + thinning
     std = np.sqrt(out.std.to_numpy(dtype=np.float64) ** 2 + extra).astype(np.float32)
     return out._replace(std=pd.DataFrame(std, index=out.mean.index, columns=out.mean.columns)), record
 
