@@ -75,11 +75,17 @@ HINGE_VARIANTS = {
     # the default's linear skip (issue 21): without it, and with it but the correction not weighed on validation
     "hinge_no_skip": {"linear_skip": False},
     "hinge_no_weight": {"weigh": False},
+    # the skip's ridge refitted on the training and validation spots once everything else is fitted
+    "hinge_refit": {"refit": True},
     # generation at the test slide's measured depth (`tl.generate(library_size="observed")`), reusing `hinge`
     "hinge_depth_given": {"library_size": "observed", "reuse": "hinge"},
     "hinge_nb_depth_given": {"likelihood": "nb", "library_size": "observed", "reuse": "hinge_nb"},
     # depth unknown, its spread between patients from sequenced sections of other patients (--depth-reference)
     "hinge_depth_prior": {"depth_sd": "reference", "reuse": "hinge"},
+    # a new patient: each gene's level unknown as well, its spread from the same reference sections
+    # (`tl.generate(level_sd=hs.tl.level_spread(reference))`), with the depth unknown or given
+    "hinge_new_patient": {"depth_sd": "reference", "level_sd": "reference", "reuse": "hinge"},
+    "hinge_new_patient_depth_given": {"library_size": "observed", "level_sd": "reference", "reuse": "hinge"},
 }
 #: Variants whose trained model other variants reuse (kept in ``runs``).
 REUSED = {v["reuse"] for v in HINGE_VARIANTS.values() if v.get("reuse")}
@@ -87,7 +93,8 @@ REUSED = {v["reuse"] for v in HINGE_VARIANTS.values() if v.get("reuse")}
 #: plus the benchmark's choice of features with spatial context.
 DEFAULT_VARIANT = {"likelihood": "gaussian", "features": "context", "mean_estimate": "expected", "calibrate": True,
                    "backbone": "random", "cls": "hinge", "reuse": None, "scale": "log2p1", "depth": False,
-                   "readout": True, "linear_skip": None, "library_size": None, "weigh": True, "depth_sd": None}  # fmt: skip
+                   "readout": True, "linear_skip": None, "library_size": None, "weigh": True, "refit": False,
+                   "depth_sd": None, "level_sd": None}  # fmt: skip
 #: Baselines; ``*_plain`` get the features without spatial context, the others the same inputs as ``hinge``.
 BASELINES = ("ridge", "ridge_cv", "ridge_cv_plain", "ridge_prob", "mlp", "knn", "mean")
 METHODS = (*HINGE_VARIANTS, *BASELINES)
@@ -161,7 +168,8 @@ def train_variant(method, train, panel, vocabulary, seed, args):
     return train_hinge(
         train,
         genes=panel,
-        recipe=recipe(args).replace(calibrate_variance=v["calibrate"], weigh_correction=v["weigh"]),
+        recipe=recipe(args).replace(calibrate_variance=v["calibrate"], weigh_correction=v["weigh"],
+                                    refit_skip=v["refit"]),
         seed=seed,
         features_key=fk,
         views_key=f"{fk}_views" if args.views > 1 else None,
@@ -175,23 +183,26 @@ def train_variant(method, train, panel, vocabulary, seed, args):
     )
 
 
-def depth_sd(v: dict, args: argparse.Namespace) -> float | None:
-    """``depth_sd`` of ``tl.generate`` for variant ``v``: the recorded training spread (``None``), or for
-    ``"reference"`` the spread of the ``--depth-reference`` sections' median depths (``hs.tl.depth_spread``)."""
-    if v["depth_sd"] != "reference":
-        return v["depth_sd"]
-    return reference_depth_sd(args.data, tuple(args.depth_reference))
+def new_slide_spreads(v: dict, args: argparse.Namespace) -> dict:
+    """``depth_sd`` and ``level_sd`` of ``tl.generate`` for variant ``v``: the defaults (``None``), or for
+    ``"reference"`` the spreads between the ``--depth-reference`` sections (``hs.tl.depth_spread``,
+    ``hs.tl.level_spread``)."""
+    wanted = "reference" in (v["depth_sd"], v["level_sd"])
+    spreads = reference_spreads(args.data, tuple(args.depth_reference)) if wanted else {}
+    return {k: spreads[k] if v[k] == "reference" else v[k] for k in ("depth_sd", "level_sd")}
 
 
 @functools.cache
-def reference_depth_sd(data: str, sections: tuple[str, ...]) -> float:
-    """``hs.tl.depth_spread`` of the her2st ``sections`` (counts only), read once per call of the script."""
+def reference_spreads(data: str, sections: tuple[str, ...]) -> dict:
+    """``hs.tl.depth_spread`` and ``hs.tl.level_spread`` of the her2st ``sections`` (counts only), read once per
+    call of the script."""
     import hinge_sc as hs
 
     reference = hs.datasets.her2st(list(sections), path=Path(data) / "her2st", images=False, show_progress_bar=False)
-    sd = hs.tl.depth_spread(reference)
-    logger.warning("depth_sd %.3f from the median depths of %s", sd, ", ".join(sections))
-    return sd
+    spreads = {"depth_sd": hs.tl.depth_spread(reference), "level_sd": hs.tl.level_spread(reference)}
+    logger.warning("depth_sd %.3f, level_sd median %.3f from %s", spreads["depth_sd"], spreads["level_sd"].median(),
+                   ", ".join(sections))  # fmt: skip
+    return spreads
 
 
 def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Path) -> dict:
@@ -214,7 +225,7 @@ def run_hinge(method, train, test, panel, vocabulary, seed, args, key, runs: Pat
     t0 = time.perf_counter()
     hs.tl.generate(model, test, features_key=FEATURE_KEYS[variant(parent)["features"]], n_samples=args.n_samples,
                    n_steps=args.sampling_steps, seed=seed, key_added=key, save_samples=True, overwrite=True,
-                   show_progress_bar=False, library_size=v["library_size"], depth_sd=depth_sd(v, args),
+                   show_progress_bar=False, library_size=v["library_size"], **new_slide_spreads(v, args),
                    **gen)  # fmt: skip
     gen_s = time.perf_counter() - t0
     if v["depth"]:
@@ -509,7 +520,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--folds", nargs="+", default=None, help="Held-out sections (default: every section).")
     p.add_argument(
         "--depth-reference", nargs="+", default=None,
-        help="hinge_depth_prior: sequenced sections whose spread of median depth is the unknown depth's (default: "
+        help="hinge_depth_prior, hinge_new_patient*: sequenced sections whose spreads of median depth and of each "
+        "gene's level are the new slide's (default: "
         "every her2st section with counts of a patient other than the test sections').",
     )  # fmt: skip
     p.add_argument(

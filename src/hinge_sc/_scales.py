@@ -148,15 +148,62 @@ def depth_log_sd(library: np.ndarray, sections: np.ndarray | None) -> float | No
     return float(logs.std(ddof=1)) if len(logs) >= 2 else None
 
 
-def depth_sd_of_values(mean: np.ndarray, log_sd: float) -> np.ndarray:
+def level_log_sd(counts, library: np.ndarray, sections: np.ndarray, *, pseudocount: float = 0.5) -> np.ndarray:
+    r"""Spread of each gene's level between sections: the s.d. (``ddof=1``) over sections of
+    :math:`\ln\big((\sum_i n_{ig} + c) / \sum_i L_i\big)`, the log share of the section's counts that gene
+    :math:`g` takes (pooled over the section's spots ``i``, pseudocount :math:`c`).
+
+    Patients differ in tissue composition (her2st patient C is rich in plasma cells, A1 is not: immunoglobulin genes
+    differ by :math:`e^5`), which shifts a gene's level on a new slide by an amount a model trained on one patient
+    cannot know; this is the s.d. of that log factor that :func:`hinge_sc.tl.generate` (``level_sd``) assumes
+    (docs/method.md §6.2).
+
+    Parameters
+    ----------
+    counts
+        ``(n_spots, G)`` raw counts, dense or scipy sparse.
+    library
+        ``(n_spots,)`` total counts per spot over **all** genes.
+    sections
+        ``(n_spots,)`` section labels.
+    pseudocount
+        Counts added to each gene's section total, so that a gene absent from a section has a finite level.
+
+    Returns
+    -------
+    ``(G,)`` float64 s.d. in natural-log units; NaN with fewer than two sections with counts.
+    """
+    import scipy.sparse as sp
+
+    library = np.asarray(library, dtype=np.float64).ravel()
+    sections = np.asarray(sections).ravel()
+    if len(sections) != len(library) or counts.shape[0] != len(library):
+        raise ValueError(
+            f"`counts` ({counts.shape[0]} rows), `library` ({len(library)}) and `sections` ({len(sections)}) must "
+            "have one entry per spot."
+        )
+    labels, which = np.unique(sections, return_inverse=True)
+    member = sp.csr_matrix((np.ones(len(which)), (which, np.arange(len(which)))), shape=(len(labels), len(which)))
+    totals = member @ counts  # (n_sections, G)
+    totals = totals.toarray() if sp.issparse(totals) else np.asarray(totals, dtype=np.float64)
+    depth = np.asarray(member @ library, dtype=np.float64).ravel()
+    keep = depth > 0
+    if keep.sum() < 2:
+        return np.full(counts.shape[1], np.nan)
+    levels = np.log(totals[keep] + pseudocount) - np.log(depth[keep])[:, None]
+    return levels.std(axis=0, ddof=1)
+
+
+def depth_sd_of_values(mean: np.ndarray, log_sd: float | np.ndarray) -> np.ndarray:
     r"""The s.d. on log2(count + 1) that a log-normal depth factor of s.d. ``log_sd`` adds, to first order.
 
     For :math:`x' = \log_2((2^x - 1) r + 1)` with :math:`\ln r \sim N(0, \sigma^2)` (:func:`shift_depth`),
     :math:`\partial x' / \partial \ln r |_{r=1} = (1 - 2^{-x}) / \ln 2`, so the added s.d. is
     :math:`\sigma (1 - 2^{-x}) / \ln 2` — 0 at a count of 0, :math:`1.44\,\sigma` for highly expressed genes.
+    ``log_sd`` is one number, or ``(G,)`` per gene (a gene's level factor, :func:`level_log_sd`).
     """
     mean = np.asarray(mean, dtype=np.float64)
-    return float(log_sd) * (1.0 - np.exp2(-np.clip(mean, 0.0, None))) / np.log(2.0)
+    return np.asarray(log_sd, dtype=np.float64) * (1.0 - np.exp2(-np.clip(mean, 0.0, None))) / np.log(2.0)
 
 
 def thin_to_depth(samples: np.ndarray, ratio: np.ndarray | float, seeds: np.ndarray) -> np.ndarray:
@@ -175,7 +222,8 @@ def thin_to_depth(samples: np.ndarray, ratio: np.ndarray | float, seeds: np.ndar
     samples
         ``(n_spots, S, G)`` samples on log2(count + 1).
     ratio
-        Depth ratio :math:`r = L_\text{new} / L_\text{train}`: a scalar, ``(n_spots,)`` or ``(n_spots, S)``.
+        Depth ratio :math:`r = L_\text{new} / L_\text{train}`: a scalar, ``(n_spots,)``, ``(n_spots, S)``, or
+        ``(n_spots, S, G)`` / ``(1, S, G)`` for a factor per gene as well (a gene's level on the new slide).
     seeds
         ``(n_spots,)`` per-spot seeds (:func:`hinge_sc._random.spot_seeds`): each spot's draws depend only on its
         seed, whatever the other spots.

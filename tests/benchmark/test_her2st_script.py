@@ -53,7 +53,7 @@ def test_tiny_cross_patient_protocol_runs(tmp_path, her2st_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "cross"
-    methods = ["hinge", "hinge_depth_given", "hinge_depth_prior", "ridge_cv", "ridge_prob", "knn"]
+    methods = ["hinge", "hinge_depth_given", "hinge_depth_prior", "hinge_new_patient", "ridge_cv", "ridge_prob", "knn"]
     text = module.main(["--out", str(out), "--data", str(DATA_DIR), "--tiny", "--protocol", "cross-patient",
                         "--methods", *methods, "--perf-genes", "--depth-reference", "D1", "H1"])  # fmt: skip
     per_section = pd.read_csv(out / "per_section.csv")
@@ -66,3 +66,7 @@ def test_tiny_cross_patient_protocol_runs(tmp_path, her2st_path):
     # an unknown depth widens the samples, not the mean
     assert rows.loc[("hinge_depth_prior", "log2p1"), "pcc_50"] == pytest.approx(rows.loc[("hinge", "log2p1"), "pcc_50"])
     assert rows.loc[("hinge_depth_prior", "log2p1"), "crps"] != rows.loc[("hinge", "log2p1"), "crps"]
+    # unknown gene levels as well (level_sd from the reference sections): wider again, the mean unchanged
+    new = rows.loc[("hinge_new_patient", "log2p1")]
+    assert new["pcc_50"] == pytest.approx(rows.loc[("hinge", "log2p1"), "pcc_50"])
+    assert new["crps"] != rows.loc[("hinge_depth_prior", "log2p1"), "crps"]

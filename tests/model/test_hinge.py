@@ -315,26 +315,38 @@ def test_readout_is_saved_and_loaded(backbone, tmp_path):
 
 def test_linear_skip_is_the_ridge_of_the_training_spots(backbone, tmp_path):
     """Issue 13: ``linear_skip=True`` fits a ridge on the training spots (penalty by CV over sections) before
-    training and adds it to every prediction; it is recorded, saved and loaded."""
+    training and adds it to every prediction; it is recorded, saved and loaded. Issue 21: once everything else is
+    fitted, the ridge can be refitted on the training and validation spots (``refit_skip=True``)."""
     from sklearn.linear_model import Ridge
 
     from hinge_sc.module import expression_target
 
     adata = synthetic_adata()
     _setup(adata)
+
+    def ridge_of(model, idx):
+        alpha, module = model.train_params_["linear_skip_alpha"], model.module
+        assert alpha > 0
+        feats = torch.as_tensor(adata.obsm["X_histology"][idx], dtype=torch.float32)
+        x = adata[idx, model.panel_genes_].X
+        counts = torch.as_tensor(x.toarray() if hasattr(x, "toarray") else np.asarray(x), dtype=torch.float32)
+        target = expression_target(counts, counts.sum(1), "log2p1")  # the library does not enter log2(count + 1)
+        ref = Ridge(alpha=alpha).fit(module.standardize(feats).numpy(), target.numpy())
+        return module.skip_term(feats).numpy(), ref.predict(module.standardize(feats).numpy())
+
+    train = dict(max_epochs=1, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
+    kept = hs.HINGE(adata, backbone, diffusion_steps=10, linear_skip=True)
+    kept.train(**train)  # the default keeps the training spots' ridge
+    np.testing.assert_allclose(*ridge_of(kept, kept.train_indices_), rtol=1e-4, atol=1e-4)
+    assert kept.train_params_["linear_skip_spots"] == len(kept.train_indices_)
     model = hs.HINGE(adata, backbone, diffusion_steps=10, linear_skip=True)
-    model.train(max_epochs=1, batch_size=32, warmup_epochs=0, accelerator="cpu", show_progress_bar=False)
-    alpha = model.train_params_["linear_skip_alpha"]
-    assert alpha > 0
+    model.train(refit_skip=True, **train)
     module = model.module
-    idx = model.train_indices_
-    feats = torch.as_tensor(adata.obsm["X_histology"][idx], dtype=torch.float32)
-    x = adata[idx, model.panel_genes_].X
-    counts = torch.as_tensor(x.toarray() if hasattr(x, "toarray") else np.asarray(x), dtype=torch.float32)
-    target = expression_target(counts, counts.sum(1), "log2p1")  # the library does not enter log2(count + 1)
-    ref = Ridge(alpha=alpha).fit(module.standardize(feats).numpy(), target.numpy())
-    np.testing.assert_allclose(module.skip_term(feats).numpy(), ref.predict(module.standardize(feats).numpy()),
-                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    both = np.concatenate([model.train_indices_, model.validation_indices_])
+    assert len(model.validation_indices_) > 0 and model.train_params_["linear_skip_spots"] == len(both)
+    np.testing.assert_allclose(*ridge_of(model, both), rtol=1e-4, atol=1e-4)
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(*ridge_of(model, model.train_indices_), rtol=1e-4, atol=1e-4)
     model.save(tmp_path / "m")
     loaded = hs.HINGE.load(tmp_path / "m")
     torch.testing.assert_close(loaded.module.skip_weight, module.skip_weight)

@@ -117,4 +117,5 @@ def training_record(
         "spread_scale": results["spread_scale"],
         "correction_weight_mean": results["correction_weight"],
         "linear_skip_alpha": results["linear_skip_alpha"],
+        "linear_skip_spots": results.get("skip_refit_on") or (data.n_train if results["linear_skip_alpha"] else None),
     }

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ._aggregate import aggregate, compare
 from ._evaluate import evaluate
-from ._generate import depth_spread, generate
+from ._generate import generate
 from ._lazyslide import LazySlideAdapter
+from ._new_slide import depth_spread, level_spread
 from ._to_adata import to_adata
 from ._write import add_prediction
 
@@ -17,5 +18,6 @@ __all__ = [
     "depth_spread",
     "evaluate",
     "generate",
+    "level_spread",
     "to_adata",
 ]

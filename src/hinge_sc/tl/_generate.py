@@ -8,20 +8,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from hinge_sc._random import spot_seeds
-from hinge_sc._scales import (
-    SCALE_FLOOR,
-    depth_log_sd,
-    depth_sd_of_values,
-    shift_depth,
-    shift_depth_std,
-    thin_to_depth,
-    thinning_sd,
-)
+from hinge_sc._scales import SCALE_FLOOR
 from hinge_sc._validators import check_key_free
 from hinge_sc.model import GenerationConfig
 from hinge_sc.pp._spatialdata import is_spatialdata
 
+from ._new_slide import to_new_slide
 from ._to_adata import generated_table
 from ._write import prepare_target, write_prediction
 
@@ -47,6 +39,7 @@ def generate(
     copy: bool = False,
     library_size: float | str | Sequence[float] | np.ndarray | None = None,
     depth_sd: float | None = None,
+    level_sd: float | pd.Series | None = None,
     config: GenerationConfig | None = None,
     **kwargs: Any,
 ) -> AnnData | None:
@@ -89,6 +82,16 @@ def generate(
         patients, e.g. ``hs.tl.depth_spread(reference)`` of sequenced sections of several patients (her2st C–H:
         0.73); 0 turns it off. Ignored when ``library_size`` is given. Recorded in
         ``uns[key_added]["params"]["library_size"]["depth_sd"]``.
+    level_sd
+        On log2(count + 1): each gene's level on this slide is unknown too, beyond the depth — patients differ in
+        tissue composition (her2st: immunoglobulin genes are :math:`e^5` times rarer in A1 than in patient C, whose
+        plasma cells a model trained on C learned). Each sample draws, per gene, one log-normal factor of this s.d.
+        shared by all spots, applied to the counts with the depth (thinned or scaled); the mean is not moved.
+        ``None`` (default) or 0: off — the variance scale, fitted on a held-out section of the training patient,
+        already covers how the levels of that patient's sections differ. For a slide of another patient use
+        ``hs.tl.level_spread(reference)`` (a Series of s.d. by gene, from sequenced sections of several patients;
+        genes it lacks get its median) or one number for every gene. Recorded (median, range) in
+        ``uns[key_added]["params"]["library_size"]["level_sd"]``; docs/method.md §6.2.
     config
         Generation settings (:class:`~hinge_sc.model.GenerationConfig`).
     **kwargs
@@ -141,9 +144,8 @@ def generate(
     fields, rest = GenerationConfig.split(kwargs)
     config = model.generation_config(config, **fields)
     out = model.generate(adata, config=config, return_samples=save_samples, overwrite=overwrite, **rest)
-    out, depth = _at_depth(model, adata, out, library_size)
-    if library_size is None:
-        out, depth = _unknown_depth(model, out, depth, depth_sd, config.n_samples)
+    out, depth = to_new_slide(model, adata, out, library_size=library_size, depth_sd=depth_sd, level_sd=level_sd,
+                              n_samples=config.n_samples)  # fmt: skip
     module = model.module
     store = rest.get("store")
     params = {
@@ -176,116 +178,3 @@ def generate(
             sdata.tables[key_added] = table
             logger.info("Wrote sdata.tables[%r] (spots × %d generated genes)", key_added, table.n_vars)
     return adata if copy else None
-
-
-def _unknown_depth(
-    model: HINGE, out: Prediction, record: dict, depth_sd: float | None, n_samples: int
-) -> tuple[Prediction, dict]:
-    """``out`` with the uncertainty of an unknown depth (see ``depth_sd`` of :func:`generate`), and its record."""
-    if depth_sd is None:
-        depth_sd = model.train_params_.get("depth_log_sd") or 0.0
-    if isinstance(depth_sd, bool) or not isinstance(depth_sd, int | float) or not np.isfinite(depth_sd) or depth_sd < 0:
-        raise ValueError(f"`depth_sd` must be a number ≥ 0 (s.d. of the log depth ratio), found {depth_sd!r}.")
-    record = {**record, "depth_sd": float(depth_sd)}
-    if depth_sd == 0 or model.module.target_scale != "log2p1" or model.train_params_.get("median_library_size") is None:
-        return out, record
-    record["source"] = f"training median, unknown: log-normal with s.d. {depth_sd:.3g} of the log ratio"
-    ratio = np.exp(depth_sd * np.random.default_rng([out.seed, n_samples, 1]).standard_normal(n_samples))  # per sample
-    if out.samples is not None:
-        return _moved(out, out.mean.to_numpy(), ratio[None, :]), record
-    mean = out.mean.to_numpy(dtype=np.float64)
-    thinning = sum(thinning_sd(mean, r) ** 2 for r in ratio) / n_samples  # one (n_spots, G) array at a time
-    extra = depth_sd_of_values(mean, depth_sd) ** 2 + thinning
-    std = np.sqrt(out.std.to_numpy(dtype=np.float64) ** 2 + extra).astype(np.float32)
-    return out._replace(std=pd.DataFrame(std, index=out.mean.index, columns=out.mean.columns)), record
-
-
-def _moved(out: Prediction, mean: np.ndarray, ratio: np.ndarray) -> Prediction:
-    """``out`` with samples thinned or scaled to ``ratio`` × the training depth
-    (:func:`~hinge_sc._scales.thin_to_depth`, per-spot seeds), the s.d. of those samples and the given ``mean``."""
-    seeds = spot_seeds(out.seed, [f"{name}|depth" for name in out.mean.index])
-    samples = thin_to_depth(out.samples, ratio, seeds)
-    index, columns = out.mean.index, out.mean.columns
-    mean, std = (pd.DataFrame(v.astype(np.float32), index=index, columns=columns) for v in (mean, samples.std(axis=1)))
-    return out._replace(mean=mean, std=std, samples=samples)
-
-
-def depth_spread(adata: AnnData, *, section_key: str = "section", layer: str | None = None) -> float:
-    r"""The spread of sequencing depth between the sections of ``adata``, for ``depth_sd`` of :func:`generate`.
-
-    The s.d. of :math:`\ln` of each section's median total count per spot (:func:`hinge_sc._scales.depth_log_sd`).
-    Any sequenced sections serve, with or without images: give sections of several patients to get the spread a
-    slide of a new patient may have.
-
-    Parameters
-    ----------
-    adata
-        Spots with raw counts in ``X`` (or ``layer``), over all measured genes.
-    section_key
-        Column of ``obs`` with the section of each spot.
-    layer
-        Layer with the counts; ``None`` uses ``X``.
-
-    Returns
-    -------
-    The s.d. in natural-log units (her2st patient C: 0.17; sections of patients C–H: 0.73).
-
-    Examples
-    --------
-    >>> reference = hs.datasets.her2st(["C1", "D1", "E1", "F1", "G2", "H1"], images=False)
-    >>> hs.tl.generate(model, adata_new_patient, depth_sd=hs.tl.depth_spread(reference))
-    """
-    if section_key not in adata.obs:
-        raise KeyError(f"`section_key={section_key!r}` is not a column of `adata.obs`; name the section column.")
-    x = adata.X if layer is None else adata.layers[layer]
-    library = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
-    sd = depth_log_sd(library, adata.obs[section_key].astype(str).to_numpy())
-    if sd is None:
-        raise ValueError(
-            f"`adata` must have at least two sections with counts in `obs[{section_key!r}]` to measure a spread, "
-            f"found {adata.obs[section_key].nunique()}."
-        )
-    return sd
-
-
-def _at_depth(model: HINGE, adata: AnnData, out: Prediction, library_size: Any) -> tuple[Prediction, dict]:
-    """``out`` moved from the training depth to ``library_size`` (see :func:`generate`), and the record of it."""
-    train_depth = model.train_params_.get("median_library_size")
-    record: dict[str, Any] = {"training_median": train_depth}
-    if library_size is None:
-        record["source"] = "training median"
-        return out, record
-    if isinstance(library_size, str):
-        if library_size != "observed":
-            raise ValueError(
-                f"`library_size` must be None, a number, 'observed' or one value per spot, found {library_size!r}."
-            )
-        if adata.n_vars == 0:
-            raise ValueError("`library_size='observed'` needs measured counts in `adata.X`; this slide has no genes.")
-        depth = np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
-        record["source"] = "observed (total counts of adata.X)"
-    else:
-        depth = np.asarray(library_size, dtype=np.float64)
-        if depth.ndim > 1 or (depth.ndim == 1 and len(depth) != adata.n_obs):
-            raise ValueError(
-                f"`library_size` must be one number or one value per spot ({adata.n_obs}), found shape {depth.shape}."
-            )
-        record["source"] = "given"
-    if not np.isfinite(depth).all() or (depth <= 0).any():
-        raise ValueError("`library_size` must be finite and > 0 for every spot (total UMI per spot).")
-    record["median"] = float(np.median(depth))
-    if model.module.target_scale != "log2p1":
-        record["note"] = f"not applied: the {model.module.target_scale} scale is depth-normalised"
-        return out, record
-    if train_depth is None:
-        raise ValueError("`library_size` needs a model trained with this version (no training depth is recorded).")
-    ratio = depth / float(train_depth)
-    mean = shift_depth(out.mean.to_numpy(), ratio)
-    if out.samples is not None:  # thinned to a shallower depth: the sampling noise of that depth (docs §6.1)
-        r = np.broadcast_to(ratio, (len(mean),)) if np.ndim(ratio) == 0 else ratio
-        return _moved(out, mean, r[:, None]), record
-    std = np.sqrt(shift_depth_std(out.mean.to_numpy(), out.std.to_numpy(), ratio) ** 2
-                  + thinning_sd(out.mean.to_numpy(), ratio) ** 2)  # fmt: skip
-    index, columns = out.mean.index, out.mean.columns
-    mean, std = (pd.DataFrame(v.astype(np.float32), index=index, columns=columns) for v in (mean, std))
-    return out._replace(mean=mean, std=std), record

@@ -205,6 +205,10 @@ class HINGEDataModule(pl.LightningDataModule):
         """``(n_train,)`` section labels of the training spots, in the order of :meth:`training_chunks`."""
         return None if self.sections is None else np.asarray(self.sections)[self.train_idx]
 
+    def validation_groups(self) -> np.ndarray | None:
+        """``(n_val,)`` section labels of the validation spots, in the order of :meth:`validation_arrays`."""
+        return None if self.sections is None else np.asarray(self.sections)[self.val_idx]
+
     def training_chunks(self):
         """The training spots' identity-view features, counts and library sizes (here: one chunk)."""
         idx = self.train_idx

@@ -56,6 +56,12 @@ class TrainingRecipe:
     weigh_correction
         With a linear skip (``HINGE(linear_skip=True)``), fit after training a per-gene weight in [0, 1] of the
         network's correction to the skip on the validation spots (:func:`hinge_sc.module.correction_weight`).
+    refit_skip
+        With a linear skip, refit its ridge on the training **and** validation spots once everything else is fitted
+        (docs/method.md §5.6), so that the held-out section is not lost to the linear part of the model. The network
+        learned the part of the expression the training spots' ridge leaves, which is uncorrelated with the
+        features on those spots; a ridge on more spots is nearer the best linear predictor. Off by default until
+        it is measured on held-out training sections (``benchmarks/her2st.py --methods hinge hinge_refit``).
     """
 
     max_epochs: int = 60
@@ -74,6 +80,7 @@ class TrainingRecipe:
     gradient_clip_val: float = 1.0
     calibrate_variance: bool = True
     weigh_correction: bool = True
+    refit_skip: bool = False
 
     def __post_init__(self):
         for name in ("max_epochs", "batch_size", "early_stopping_patience"):

@@ -277,6 +277,11 @@ class StreamingDataModule(pl.LightningDataModule):
         """Features, counts, library sizes and names of the validation spots."""
         return dict(self._validation_block())
 
+    def validation_groups(self) -> np.ndarray:
+        """``(n_val,)`` section of each validation spot, in the order of :meth:`validation_arrays`."""
+        return np.concatenate([np.full(len(self.libraries[s]), s, dtype=object)
+                               for s in self.validation_sections] or [np.array([], dtype=object)]).astype(str)  # fmt: skip
+
     def section_record(self) -> list[dict]:
         """Per-section provenance: ``section``, ``n_spots``, ``role`` and ``source`` (the file it was read from)."""
         return section_record(self.sections, self.train_idx, self.val_idx, self.sources)

@@ -5,6 +5,7 @@ and after training — the linear skip's ridge fit, the likelihood's and the spr
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -100,17 +101,27 @@ class HINGETrainingPlan(TrainingPlan):
         if self.module.linear_skip:
             self.results["linear_skip_alpha"] = self.fit_linear_skip(data)
 
-    def fit_linear_skip(self, data: HINGEDataModule) -> float:
-        """Fit the module's linear skip by ridge on the training spots (identity view); returns the penalty.
+    def fit_linear_skip(self, data: HINGEDataModule, *, with_validation: bool = False) -> float:
+        """Fit the module's linear skip by ridge on the training spots (identity view), and with
+        ``with_validation`` on the validation spots too (``recipe.refit_skip``); returns the penalty.
 
         The spots come a chunk (a section, for a streamed collection) at a time and only the ridge's moments are kept
         (:class:`~hinge_sc._ridge.RidgeMoments`), so the training spots need not fit in memory together.
         """
         module = self.module
         device = module.feature_mean.device
-        fold, by = cv_fold_ids(len(data.training_library()), data.training_groups())
+        chunks, groups = data.training_chunks(), data.training_groups()
+        n = len(data.training_library())
+        if with_validation and data.n_val > 0:
+            val = data.validation_arrays()
+            chunks = itertools.chain(chunks, [{k: val[k] for k in (MODULE_KEYS.FEATURES, MODULE_KEYS.COUNTS,
+                                                                   MODULE_KEYS.LIBRARY)}])  # fmt: skip
+            val_groups = data.validation_groups()
+            groups = None if groups is None or val_groups is None else np.concatenate([groups, val_groups])
+            n += data.n_val
+        fold, by = cv_fold_ids(n, groups)
         moments, start = RidgeMoments(int(fold.max()) + 1), 0
-        for chunk in data.training_chunks():
+        for chunk in chunks:
             x = module.standardize(chunk[MODULE_KEYS.FEATURES].to(device)).cpu().numpy()
             y = expression_target(chunk[MODULE_KEYS.COUNTS], chunk[MODULE_KEYS.LIBRARY], module.target_scale).numpy()
             moments.add(x, y, fold[start : start + len(x)])
@@ -139,6 +150,10 @@ class HINGETrainingPlan(TrainingPlan):
         if module.linear_skip and self.recipe.weigh_correction:
             self.results["correction_weight"] = self.weigh_correction(val)
         self.results["spread_scale"] = self.calibrate_spread(val)
+        if module.linear_skip and self.recipe.refit_skip:
+            self.results["linear_skip_alpha"] = self.fit_linear_skip(data, with_validation=True)
+            self.results["skip_refit_on"] = data.n_train + data.n_val
+            logger.info("Linear skip refitted on %d training and validation spots", data.n_train + data.n_val)
 
     def generate_validation(self, val: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Generate the validation spots as ``generate`` would: samples ``(n, S, G)``, points and targets ``(n, G)``."""
