@@ -239,7 +239,7 @@ def level_spread(
     (:func:`hinge_sc._scales.level_log_sd`): how much a gene's level differs between slides when depth is set
     aside — tissue composition, patient, protocol. Any sequenced sections serve, with or without images: sections of
     several patients give the spread a slide of a new patient may have (her2st sections of patients C–H: median
-    0.63 over the genes of a 200-gene panel of patient C).
+    0.53 over the genes of a 200-gene panel of patient C).
 
     Parameters
     ----------
